@@ -1,0 +1,97 @@
+//! A step whose behaviour is scripted by the run's args, for tests and benchmarks.
+//!
+//! Args: `{"script": {"<step>": <action>, ...}}`; a step without an action
+//! continues. An action is an object whose keys apply in this order:
+//! - `"set": {"name": value}` sets attributes;
+//! - `"count": true` increments attribute `calls_<step>`;
+//! - `"stage": [{"workflow": w, "args": a, "key": k}]` stages runs;
+//! - `"fail": "retryable" | "fatal"` fails (only while attempt <= `"fail_attempts"`, if given);
+//! - `"trap": true` panics (a Wasm trap), `"spin": true` loops forever,
+//!   `"grow_mib": n` allocates n MiB;
+//! - `"finish": value` ends the run with `value`; `"repeat_while_below": n`
+//!   repeats the step until `calls_<step>` reaches n.
+
+use acidic_guest::{Ctx, Job, Outcome, Step, StepError, export_step};
+use serde_json::Value;
+
+struct Scripted;
+
+impl Step for Scripted {
+    fn run(cx: &mut Ctx) -> Result<Outcome, StepError> {
+        let step = cx.step().to_string();
+        let action = cx
+            .args()
+            .get("script")
+            .and_then(|s| s.get(&step))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if let Some(Value::Object(attrs)) = action.get("set") {
+            for (name, value) in attrs {
+                cx.set(name, value)?;
+            }
+        }
+        let counter = format!("calls_{step}");
+        let mut calls = cx.get::<u64>(&counter)?.unwrap_or(0);
+        if action.get("count") == Some(&Value::Bool(true)) {
+            calls += 1;
+            cx.set(&counter, &calls)?;
+        }
+        if let Some(Value::Array(jobs)) = action.get("stage") {
+            for job in jobs {
+                let workflow = job
+                    .get("workflow")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let mut staged = Job::new(workflow, job.get("args").unwrap_or(&Value::Null))?;
+                if let Some(key) = job.get("key").and_then(Value::as_str) {
+                    staged = staged.key(key);
+                }
+                cx.enqueue(staged)?;
+            }
+        }
+        let fail_attempts = action
+            .get("fail_attempts")
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::MAX);
+        if u64::from(cx.attempt()) <= fail_attempts {
+            match action.get("fail").and_then(Value::as_str) {
+                Some("retryable") => {
+                    return Err(StepError::retryable(format!("{step} failed (scripted)")));
+                }
+                Some(_) => {
+                    return Err(StepError::fatal(format!(
+                        "{step} failed for good (scripted)"
+                    )));
+                }
+                None => {}
+            }
+        }
+        if action.get("trap") == Some(&Value::Bool(true)) {
+            panic!("{step} trapped (scripted)");
+        }
+        if action.get("spin") == Some(&Value::Bool(true)) {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        if let Some(mib) = action.get("grow_mib").and_then(Value::as_u64) {
+            let mut hog: Vec<Vec<u8>> = Vec::new();
+            for _ in 0..mib {
+                hog.push(vec![1u8; 1 << 20]);
+            }
+            std::hint::black_box(&hog);
+        }
+        if let Some(below) = action.get("repeat_while_below").and_then(Value::as_u64) {
+            if calls < below {
+                return Ok(Outcome::Repeat);
+            }
+        }
+        match action.get("finish") {
+            Some(result) => Ok(Outcome::Finish(result.clone())),
+            None => Ok(Outcome::Continue),
+        }
+    }
+}
+
+export_step!(Scripted);
