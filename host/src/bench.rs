@@ -1,0 +1,258 @@
+//! `acidic bench`: the cost of running steps through the host, against a
+//! baseline taken in the same process: bare sqlx transactions doing the same
+//! writes (create the run, then per step update it and append a timeline row).
+
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::host::{Host, HostConfig, RunRequest};
+use crate::run::{RunStatus, now_ms};
+use crate::runtime::{CallOutcome, StepInput, StepState};
+use crate::store::Store;
+
+/// Figures from one bench run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Runs timed per side.
+    pub runs: u32,
+    /// Steps per run.
+    pub steps_per_run: u32,
+    /// Seconds for the bare-sqlx baseline.
+    pub baseline_secs: f64,
+    /// Seconds for acidic.
+    pub acidic_secs: f64,
+    /// Mean seconds of one fresh instance + call of a no-op step, without the database.
+    pub instantiate_call_secs: f64,
+    /// acidic time / baseline time.
+    pub ratio: f64,
+}
+
+impl BenchReport {
+    fn steps(&self) -> f64 {
+        f64::from(self.runs * self.steps_per_run)
+    }
+
+    /// Mean host overhead per step over the baseline, in seconds.
+    pub fn overhead_per_step_secs(&self) -> f64 {
+        (self.acidic_secs - self.baseline_secs) / self.steps()
+    }
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let steps = self.steps();
+        let runs = f64::from(self.runs);
+        writeln!(
+            f,
+            "acidic bench: {} runs x {} no-op steps, SQLite (WAL, synchronous=FULL)",
+            self.runs, self.steps_per_run
+        )?;
+        writeln!(
+            f,
+            "{:<22} {:>9} {:>9} {:>9} {:>10}",
+            "", "total s", "runs/s", "steps/s", "ms/step"
+        )?;
+        for (name, secs) in [
+            ("bare sqlx (baseline)", self.baseline_secs),
+            ("acidic", self.acidic_secs),
+        ] {
+            writeln!(
+                f,
+                "{:<22} {:>9.3} {:>9.1} {:>9.1} {:>10.3}",
+                name,
+                secs,
+                runs / secs,
+                steps / secs,
+                secs * 1000.0 / steps
+            )?;
+        }
+        writeln!(f, "ratio acidic/baseline: {:.2}x", self.ratio)?;
+        writeln!(
+            f,
+            "host overhead per step over the baseline: {:.3} ms (of which fresh instance + call: {:.3} ms)",
+            self.overhead_per_step_secs() * 1000.0,
+            self.instantiate_call_secs * 1000.0
+        )
+    }
+}
+
+/// Runs `runs` runs of the 3-step workflow in `manifest` through a fresh
+/// host, and the same writes as bare transactions, each on its own new
+/// SQLite file in a temporary folder.
+pub async fn run(manifest: &Path, runs: u32) -> Result<BenchReport> {
+    let dir = std::env::temp_dir().join(format!(
+        "acidic-bench-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Cache {
+        path: dir.clone(),
+        source,
+    })?;
+    let result = measure(&dir, manifest, runs).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn measure(dir: &Path, manifest: &Path, runs: u32) -> Result<BenchReport> {
+    let host = Host::open(HostConfig::new(dir.join("acidic.db").display().to_string())).await?;
+    let registration = host.register(manifest).await?;
+    let workflow = host.latest(&registration.workflow).await?;
+    let steps_per_run = workflow.definition.steps.len() as u32;
+
+    // Warm up: prepare the component, fill caches.
+    for i in 0..5 {
+        host.run(RunRequest::new(
+            &registration.workflow,
+            json!({ "warmup": i }),
+        ))
+        .await?;
+    }
+
+    let baseline_store = Store::open(&dir.join("baseline.db").display().to_string()).await?;
+    let Store::Sqlite(baseline_store) = baseline_store;
+    let pool = baseline_store.pool();
+    let steps: Vec<String> = workflow
+        .definition
+        .steps
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    let start = Instant::now();
+    for i in 0..runs {
+        baseline_run(pool, &registration.workflow, &format!("k{i}"), &steps).await?;
+    }
+    let baseline = start.elapsed();
+
+    let start = Instant::now();
+    for i in 0..runs {
+        let report = host
+            .run(RunRequest::new(&registration.workflow, json!({ "i": i })))
+            .await?;
+        if report.status != RunStatus::Succeeded {
+            return Err(Error::Engine(format!(
+                "bench run {i} did not succeed: {:?}",
+                report.error
+            )));
+        }
+    }
+    let acidic = start.elapsed();
+
+    let instantiate_call =
+        instantiate_call(&host, &workflow.definition.steps[0], runs.max(100)).await?;
+
+    Ok(BenchReport {
+        runs,
+        steps_per_run,
+        baseline_secs: baseline.as_secs_f64(),
+        acidic_secs: acidic.as_secs_f64(),
+        instantiate_call_secs: instantiate_call.as_secs_f64(),
+        ratio: acidic.as_secs_f64() / baseline.as_secs_f64(),
+    })
+}
+
+/// The writes acidic makes for one run, as bare transactions: create the run
+/// row, then per step one `BEGIN IMMEDIATE` that moves the recovery point and
+/// appends a timeline row.
+async fn baseline_run(
+    pool: &sqlx::SqlitePool,
+    workflow: &str,
+    key: &str,
+    steps: &[String],
+) -> Result<()> {
+    let now = now_ms();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let existing: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM runs WHERE workflow = ? AND idempotency_key = ?")
+            .bind(workflow)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let id = match existing {
+        Some(id) => id,
+        None => {
+            sqlx::query_scalar(
+                "INSERT INTO runs (workflow, workflow_version, definition_hash, idempotency_key, args, args_hash, \
+                   status, recovery_point, attributes, locked_by, locked_until, available_at, created_at, updated_at) \
+                 VALUES (?, 1, 'h', ?, '{}', 'h', 'running', ?, '{}', 'bench', ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(workflow)
+            .bind(key)
+            .bind(&steps[0])
+            .bind(now + 90_000)
+            .bind(now)
+            .bind(now)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?
+        }
+    };
+    tx.commit().await?;
+    for (i, step) in steps.iter().enumerate() {
+        let next = steps.get(i + 1).map(String::as_str).unwrap_or("finished");
+        let status = if i + 1 == steps.len() {
+            "succeeded"
+        } else {
+            "running"
+        };
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "UPDATE runs SET recovery_point = ?, attributes = '{}', status = ?, attempts = attempts + 1, \
+               updated_at = ? WHERE id = ? AND locked_by = 'bench' AND recovery_point = ?",
+        )
+        .bind(next)
+        .bind(status)
+        .bind(now_ms())
+        .bind(id)
+        .bind(step)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO step_events (run_id, step, attempt, outcome, started_at, finished_at) \
+             VALUES (?, ?, 1, 'committed', ?, ?)",
+        )
+        .bind(id)
+        .bind(step)
+        .bind(now)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+async fn instantiate_call(
+    host: &Host,
+    step: &crate::workflow::StepDef,
+    calls: u32,
+) -> Result<Duration> {
+    let prepared = host.prepare(&step.component).await?;
+    let input = StepInput {
+        run_id: 1,
+        idempotency_key: "bench".into(),
+        workflow: "bench".into(),
+        workflow_version: 1,
+        step: step.name.clone(),
+        attempt: 1,
+        args: "{}".into(),
+        step_key: "bench".into(),
+    };
+    let start = Instant::now();
+    for _ in 0..calls {
+        let state = StepState::new("bench", &step.name, Default::default(), step.policy.memory);
+        let (_, outcome) = host
+            .runtime
+            .call(&prepared, state, &input, &step.policy)
+            .await;
+        if !matches!(outcome, CallOutcome::Returned(Ok(_))) {
+            return Err(Error::Engine("the bench step did not return ok".into()));
+        }
+    }
+    Ok(start.elapsed() / calls)
+}

@@ -1,0 +1,151 @@
+//! The library's one error type: each variant says what the caller can do about it.
+
+use std::path::PathBuf;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the host library can fail with.
+///
+/// A step that fails is not an `Error`: it is recorded on the run and reported
+/// in a [`crate::RunReport`]. These are the failures of the host's own work.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A manifest is malformed; the error names the file, line and field.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+
+    /// A component file is missing, unreadable, or does not implement `acidic:step`.
+    #[error("component {path}: {message}")]
+    Component {
+        /// The component file (or its digest, when it came from the database).
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// No workflow of that name has been registered.
+    #[error("workflow `{0}` is not registered; run `acidic register <manifest.toml>` first")]
+    UnknownWorkflow(String),
+
+    /// No run has that idempotency key.
+    #[error("no run has the key `{0}`")]
+    RunNotFound(String),
+
+    /// The key names runs of several workflows; the caller must say which.
+    #[error("the key `{key}` belongs to runs of several workflows ({workflows}); name one")]
+    AmbiguousKey {
+        /// The key.
+        key: String,
+        /// The workflows it is used in, comma-separated.
+        workflows: String,
+    },
+
+    /// The key was used before with other args. Nothing was run.
+    #[error(
+        "the key `{key}` of workflow `{workflow}` was used with other args; nothing was run \
+         (use a new key, or the original args)"
+    )]
+    ArgsMismatch {
+        /// The workflow.
+        workflow: String,
+        /// The key.
+        key: String,
+    },
+
+    /// Another worker holds the run's lease. Try again after it expires.
+    #[error("run `{key}` is locked by {locked_by} for {remaining_ms} ms more; try again later")]
+    Locked {
+        /// The key.
+        key: String,
+        /// The lease owner.
+        locked_by: String,
+        /// How long the lease still runs.
+        remaining_ms: i64,
+    },
+
+    /// The run is in a state that does not allow the operation.
+    #[error("run `{key}` is {status}: {hint}")]
+    InvalidState {
+        /// The key.
+        key: String,
+        /// The run's status.
+        status: String,
+        /// What the caller can do.
+        hint: &'static str,
+    },
+
+    /// This worker's lease was taken over while it ran a step: the step's
+    /// effects were discarded and the new owner carries on.
+    #[error("lost the lease on run `{0}` to another worker; its step was not committed")]
+    LeaseLost(String),
+
+    /// Args or a result are not valid JSON.
+    #[error("invalid JSON {what}: {message}")]
+    Json {
+        /// What was being read.
+        what: String,
+        /// The parser's message.
+        message: String,
+    },
+
+    /// The database refused or failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+
+    /// The database URL is not one this host understands.
+    #[error("unsupported database URL `{0}` (use a file path or sqlite://path)")]
+    DatabaseUrl(String),
+
+    /// A schema migration failed.
+    #[error("migration {version} ({name}): {source}")]
+    Migration {
+        /// The migration's number.
+        version: i64,
+        /// The migration's name.
+        name: &'static str,
+        /// What the database said.
+        source: sqlx::Error,
+    },
+
+    /// The compiled-component cache could not be read or written.
+    #[error("component cache {path}: {source}")]
+    Cache {
+        /// The file or folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+
+    /// The WebAssembly engine could not be set up.
+    #[error("wasm engine: {0}")]
+    Engine(String),
+
+    /// Stored data is not what this host wrote; it needs a person to look at it.
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+/// A manifest error, located at a file, line and field.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}{}: {field}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ManifestError {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// The 1-based line of the offending field, when known.
+    pub line: Option<usize>,
+    /// The field (`step[2].component`, `defaults.timeout`, ...).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Error {
+    pub(crate) fn json(what: impl Into<String>, e: impl std::fmt::Display) -> Error {
+        Error::Json {
+            what: what.into(),
+            message: e.to_string(),
+        }
+    }
+}

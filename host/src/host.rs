@@ -1,0 +1,561 @@
+//! The host's public face: open a database, register workflows, start, enqueue,
+//! retry and inspect runs. The step loop itself lives in `executor`.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::run::{
+    Lease, NewRun, RunRecord, RunStatus, StartOutcome, StepEvent, StepFailure, derived_key,
+    sha256_hex,
+};
+use crate::runtime::{Metrics, Prepared, Runtime};
+use crate::store::{InsertOutcome, RunFilter, Store};
+use crate::workflow::{Definition, Workflow};
+
+/// Default lease: how long a claimed run stays locked without progress (as rocket-rides).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(90);
+
+/// How to open a [`Host`].
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// `acidic.db`, a file path, or `sqlite://path`.
+    pub database_url: String,
+    /// Where compiled components are cached; default: the user's cache folder.
+    pub cache_dir: Option<PathBuf>,
+    /// Lease length for claimed runs (at least the longest step deadline plus 30 s is used).
+    pub lease: Duration,
+    /// Use wasmtime's pooling allocator when the machine allows it.
+    pub pooling: bool,
+    /// This process's name in leases; default `hostname:pid`.
+    pub worker_name: Option<String>,
+}
+
+impl HostConfig {
+    /// Defaults for the database at `database_url`.
+    pub fn new(database_url: impl Into<String>) -> HostConfig {
+        HostConfig {
+            database_url: database_url.into(),
+            cache_dir: None,
+            lease: DEFAULT_LEASE,
+            pooling: true,
+            worker_name: None,
+        }
+    }
+}
+
+/// The result of registering a manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct Registration {
+    /// Workflow name.
+    pub workflow: String,
+    /// The version now current.
+    pub version: u32,
+    /// False if an identical definition was already registered.
+    pub new: bool,
+    /// Number of steps.
+    pub steps: usize,
+}
+
+/// A request to run a workflow.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// Registered workflow name.
+    pub workflow: String,
+    /// Arguments.
+    pub args: Value,
+    /// Idempotency key; `None` derives one from workflow and args.
+    pub key: Option<String>,
+}
+
+impl RunRequest {
+    /// A request with a derived key.
+    pub fn new(workflow: impl Into<String>, args: Value) -> RunRequest {
+        RunRequest {
+            workflow: workflow.into(),
+            args,
+            key: None,
+        }
+    }
+
+    /// The same request with an explicit key.
+    pub fn with_key(mut self, key: impl Into<String>) -> RunRequest {
+        self.key = Some(key.into());
+        self
+    }
+}
+
+/// A run staged by a step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StagedRef {
+    /// Its workflow.
+    pub workflow: String,
+    /// Its key.
+    pub key: String,
+}
+
+/// What a `run`, `retry` or replay did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// Run id.
+    pub run_id: i64,
+    /// Workflow.
+    pub workflow: String,
+    /// Pinned version.
+    pub workflow_version: u32,
+    /// Key.
+    pub key: String,
+    /// Status after this call.
+    pub status: RunStatus,
+    /// Recovery point after this call.
+    pub recovery_point: String,
+    /// Result, if succeeded.
+    pub result: Option<Value>,
+    /// True if the run was already final and nothing ran.
+    pub replayed: bool,
+    /// Steps committed by this call.
+    pub steps_committed: u32,
+    /// The failure that stopped this call, or the stored one on replay.
+    pub error: Option<StepFailure>,
+    /// When a pending run may be retried (ms since epoch).
+    pub retry_at: Option<i64>,
+    /// Runs staged by steps committed in this call.
+    pub staged: Vec<StagedRef>,
+}
+
+impl RunReport {
+    pub(crate) fn from_record(run: &RunRecord, replayed: bool) -> RunReport {
+        RunReport {
+            run_id: run.id,
+            workflow: run.workflow.clone(),
+            workflow_version: run.workflow_version,
+            key: run.key.clone(),
+            status: run.status,
+            recovery_point: run.recovery_point.clone(),
+            result: run.result.clone(),
+            replayed,
+            steps_committed: 0,
+            error: run.last_error.clone(),
+            retry_at: (run.status == RunStatus::Pending).then_some(run.available_at),
+            staged: Vec::new(),
+        }
+    }
+}
+
+/// A run with its timeline and the runs it staged.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunDetail {
+    /// The run.
+    pub run: RunRecord,
+    /// Its step calls, oldest first.
+    pub timeline: Vec<StepEvent>,
+    /// Runs it staged.
+    pub children: Vec<RunRecord>,
+}
+
+/// The result of enqueueing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Enqueued {
+    /// Run id.
+    pub run_id: i64,
+    /// Key.
+    pub key: String,
+    /// False if the key already existed with the same args.
+    pub new: bool,
+}
+
+/// The acidic host: a database, a wasm engine, and the step executor.
+pub struct Host {
+    pub(crate) store: Store,
+    pub(crate) runtime: Runtime,
+    workflows: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
+    worker: String,
+    pub(crate) lease: Duration,
+}
+
+impl Host {
+    /// Opens (and migrates) the database and sets up the engine.
+    pub async fn open(config: HostConfig) -> Result<Host> {
+        let store = Store::open(&config.database_url).await?;
+        let cache_dir = config.cache_dir.clone().unwrap_or_else(default_cache_dir);
+        let runtime = Runtime::new(&cache_dir, config.pooling)?;
+        let worker = config.worker_name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            let host = host.trim();
+            format!(
+                "{}:{}",
+                if host.is_empty() { "localhost" } else { host },
+                std::process::id()
+            )
+        });
+        Ok(Host {
+            store,
+            runtime,
+            workflows: Mutex::new(HashMap::new()),
+            worker,
+            lease: config.lease,
+        })
+    }
+
+    /// The runtime's counters (compiles, cache loads, instantiations).
+    pub fn metrics(&self) -> &Metrics {
+        &self.runtime.metrics
+    }
+
+    /// Validates the manifest at `path` and every component it names, stores
+    /// the components by digest, and records the definition as a new version
+    /// if it changed.
+    pub async fn register(&self, path: &Path) -> Result<Registration> {
+        let manifest = Manifest::load(path)?;
+        let mut digests = Vec::with_capacity(manifest.steps.len());
+        let mut by_file: HashMap<&Path, String> = HashMap::new();
+        for step in &manifest.steps {
+            if let Some(d) = by_file.get(step.component.as_path()) {
+                digests.push(d.clone());
+                continue;
+            }
+            let file = step.component.display().to_string();
+            let bytes = std::fs::read(&step.component).map_err(|e| Error::Component {
+                path: file.clone(),
+                message: format!("cannot read: {e}"),
+            })?;
+            let digest = sha256_hex(&bytes);
+            let for_cache = bytes.clone();
+            self.runtime
+                .prepare(&digest, || async move { Ok(for_cache) })
+                .await
+                .map_err(|e| match e {
+                    Error::Component { message, .. } => Error::Component {
+                        path: file.clone(),
+                        message,
+                    },
+                    other => other,
+                })?;
+            self.store.put_component(&digest, &bytes).await?;
+            by_file.insert(step.component.as_path(), digest.clone());
+            digests.push(digest);
+        }
+        let definition = Definition::from_manifest(&manifest, &digests);
+        let (version, new) = self.store.register_workflow(&definition).await?;
+        Ok(Registration {
+            workflow: manifest.name,
+            version,
+            new,
+            steps: definition.steps.len(),
+        })
+    }
+
+    /// Runs `request` now, in this task, until it finishes or a step fails.
+    ///
+    /// A finished key returns its stored result without running anything; a
+    /// key in use with other args is [`Error::ArgsMismatch`]; a run leased by
+    /// another worker is [`Error::Locked`]. A failed step is not an error:
+    /// the report carries it, and the run stays resumable.
+    pub async fn run(&self, request: RunRequest) -> Result<RunReport> {
+        let workflow = self.latest(&request.workflow).await?;
+        let new = self.new_run(
+            &workflow,
+            request.key,
+            request.args,
+            Duration::ZERO,
+            "default",
+            None,
+        )?;
+        let lease = self.lease_for(&workflow.definition);
+        match self.store.start_run(&new, &lease).await? {
+            StartOutcome::Claimed(run) => self.drive(*run, lease).await,
+            StartOutcome::Final(run) => Ok(RunReport::from_record(&run, true)),
+            StartOutcome::Locked {
+                locked_by,
+                remaining_ms,
+            } => Err(Error::Locked {
+                key: new.key,
+                locked_by,
+                remaining_ms,
+            }),
+            StartOutcome::Mismatch => Err(Error::ArgsMismatch {
+                workflow: new.workflow,
+                key: new.key,
+            }),
+        }
+    }
+
+    /// Creates `request`'s run as pending, without running it; a worker (or
+    /// `run`/`retry` with its key) runs it later.
+    pub async fn enqueue(
+        &self,
+        request: RunRequest,
+        delay: Duration,
+        queue: &str,
+    ) -> Result<Enqueued> {
+        let workflow = self.latest(&request.workflow).await?;
+        let new = self.new_run(&workflow, request.key, request.args, delay, queue, None)?;
+        match self.store.insert_run(&new).await? {
+            InsertOutcome::Created(run_id) => Ok(Enqueued {
+                run_id,
+                key: new.key,
+                new: true,
+            }),
+            InsertOutcome::Existing(run) => Ok(Enqueued {
+                run_id: run.id,
+                key: run.key,
+                new: false,
+            }),
+            InsertOutcome::Mismatch => Err(Error::ArgsMismatch {
+                workflow: new.workflow,
+                key: new.key,
+            }),
+        }
+    }
+
+    /// Runs a failed or pending run again now, from its recovery point, with
+    /// a fresh attempt count for the step that failed.
+    pub async fn retry(&self, key: &str, workflow: Option<&str>) -> Result<RunReport> {
+        let run = self.find(key, workflow).await?;
+        match run.status {
+            RunStatus::Succeeded => {
+                return Err(Error::InvalidState {
+                    key: run.key,
+                    status: "succeeded".into(),
+                    hint: "its result is stored; `acidic runs show` prints it",
+                });
+            }
+            RunStatus::Cancelled => {
+                return Err(Error::InvalidState {
+                    key: run.key,
+                    status: "cancelled".into(),
+                    hint: "a cancelled run is not retried; start a new one with a new key",
+                });
+            }
+            RunStatus::Waiting => {
+                return Err(Error::InvalidState {
+                    key: run.key,
+                    status: "waiting".into(),
+                    hint: "it resumes when its children finish",
+                });
+            }
+            RunStatus::Pending | RunStatus::Running | RunStatus::Failed => {}
+        }
+        self.store.reset_for_retry(run.id).await?;
+        self.resume(run.id, &run.workflow, run.workflow_version)
+            .await
+    }
+
+    /// Runs the runs staged by `report` (and those they stage) to their end,
+    /// in this task. Returns their reports in the order they ran.
+    pub async fn run_staged(&self, report: &RunReport) -> Result<Vec<RunReport>> {
+        let mut queue: VecDeque<StagedRef> = report.staged.iter().cloned().collect();
+        if report.replayed {
+            // A replayed run staged its runs earlier: follow those not finished yet.
+            let filter = RunFilter {
+                parent: Some(report.run_id),
+                limit: 1000,
+                ..RunFilter::default()
+            };
+            let children = self.store.list_runs(&filter).await?;
+            queue.extend(
+                children
+                    .into_iter()
+                    .rev()
+                    .filter(|c| !c.status.is_final())
+                    .map(|c| StagedRef {
+                        workflow: c.workflow,
+                        key: c.key,
+                    }),
+            );
+        }
+        let mut reports = Vec::new();
+        while let Some(staged) = queue.pop_front() {
+            let run = self.find(&staged.key, Some(&staged.workflow)).await?;
+            let child = self
+                .resume(run.id, &run.workflow, run.workflow_version)
+                .await?;
+            queue.extend(child.staged.iter().cloned());
+            reports.push(child);
+        }
+        Ok(reports)
+    }
+
+    /// The run with `key` (of `workflow`, if the key is used by several).
+    pub async fn find(&self, key: &str, workflow: Option<&str>) -> Result<RunRecord> {
+        let mut runs = self.store.runs_by_key(key, workflow).await?;
+        match runs.len() {
+            0 => Err(Error::RunNotFound(key.to_string())),
+            1 => Ok(runs.remove(0)),
+            _ => Err(Error::AmbiguousKey {
+                key: key.to_string(),
+                workflows: runs
+                    .iter()
+                    .map(|r| r.workflow.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    /// The run with `key`, its step timeline, and the runs it staged.
+    pub async fn show(&self, key: &str, workflow: Option<&str>) -> Result<RunDetail> {
+        let run = self.find(key, workflow).await?;
+        let timeline = self.store.step_events(run.id).await?;
+        let filter = RunFilter {
+            parent: Some(run.id),
+            limit: 1000,
+            ..RunFilter::default()
+        };
+        let mut children = self.store.list_runs(&filter).await?;
+        children.reverse();
+        Ok(RunDetail {
+            run,
+            timeline,
+            children,
+        })
+    }
+
+    /// Runs matching `filter`, newest first.
+    pub async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        self.store.list_runs(filter).await
+    }
+
+    /// The latest registered version of workflow `name`.
+    pub async fn workflow(&self, name: &str) -> Result<Arc<Workflow>> {
+        self.latest(name).await
+    }
+
+    async fn resume(&self, run_id: i64, workflow: &str, version: u32) -> Result<RunReport> {
+        let workflow = self.version(workflow, version).await?;
+        let lease = self.lease_for(&workflow.definition);
+        match self.store.claim(run_id, &lease).await? {
+            StartOutcome::Claimed(run) => self.drive(*run, lease).await,
+            StartOutcome::Final(run) => Ok(RunReport::from_record(&run, true)),
+            StartOutcome::Locked {
+                locked_by,
+                remaining_ms,
+            } => {
+                let key = self
+                    .store
+                    .run(run_id)
+                    .await?
+                    .map(|r| r.key)
+                    .unwrap_or_default();
+                Err(Error::Locked {
+                    key,
+                    locked_by,
+                    remaining_ms,
+                })
+            }
+            StartOutcome::Mismatch => Err(Error::Corrupt(format!(
+                "run {run_id}: claim reported an args mismatch"
+            ))),
+        }
+    }
+
+    pub(crate) fn new_run(
+        &self,
+        workflow: &Workflow,
+        key: Option<String>,
+        args: Value,
+        delay: Duration,
+        queue: &str,
+        parent_run_id: Option<i64>,
+    ) -> Result<NewRun> {
+        let definition = &workflow.definition;
+        let key = key.unwrap_or_else(|| derived_key(&definition.name, &args));
+        if key.is_empty() || key.len() > 255 {
+            return Err(Error::json(
+                "key",
+                "an idempotency key must be 1 to 255 characters",
+            ));
+        }
+        Ok(NewRun {
+            workflow: definition.name.clone(),
+            workflow_version: workflow.version,
+            definition_hash: workflow.hash.clone(),
+            first_step: definition.first_step().to_string(),
+            attributes: definition.attributes.clone(),
+            key,
+            args,
+            delay,
+            queue: queue.to_string(),
+            parent_run_id,
+        })
+    }
+
+    fn lease_for(&self, definition: &Definition) -> Lease {
+        // A step must be able to finish inside the lease it started under.
+        let ttl = self
+            .lease
+            .max(definition.max_timeout() + Duration::from_secs(30));
+        Lease::new(&self.worker, ttl)
+    }
+
+    pub(crate) async fn latest(&self, name: &str) -> Result<Arc<Workflow>> {
+        let workflow = self
+            .store
+            .workflow(name, None)
+            .await?
+            .ok_or_else(|| Error::UnknownWorkflow(name.to_string()))?;
+        let workflow = Arc::new(workflow);
+        self.workflows
+            .lock()
+            .map_err(|_| Error::Engine("workflow cache lock poisoned".into()))?
+            .insert((name.to_string(), workflow.version), workflow.clone());
+        Ok(workflow)
+    }
+
+    pub(crate) async fn version(&self, name: &str, version: u32) -> Result<Arc<Workflow>> {
+        let key = (name.to_string(), version);
+        if let Some(w) = self
+            .workflows
+            .lock()
+            .map_err(|_| Error::Engine("workflow cache lock poisoned".into()))?
+            .get(&key)
+        {
+            return Ok(w.clone());
+        }
+        let workflow = self
+            .store
+            .workflow(name, Some(version))
+            .await?
+            .ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "workflow `{name}` version {version} is pinned by a run but missing"
+                ))
+            })?;
+        let workflow = Arc::new(workflow);
+        self.workflows
+            .lock()
+            .map_err(|_| Error::Engine("workflow cache lock poisoned".into()))?
+            .insert(key, workflow.clone());
+        Ok(workflow)
+    }
+
+    pub(crate) async fn prepare(&self, digest: &str) -> Result<Prepared> {
+        self.runtime
+            .prepare(digest, || async {
+                self.store.component(digest).await?.ok_or_else(|| {
+                    Error::Corrupt(format!("component {digest} is referenced but not stored"))
+                })
+            })
+            .await
+    }
+}
+
+/// `$ACIDIC_CACHE_DIR`, else `$XDG_CACHE_HOME/acidic`, else `~/.cache/acidic`.
+fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ACIDIC_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("acidic");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache").join("acidic"),
+        None => std::env::temp_dir().join("acidic-cache"),
+    }
+}

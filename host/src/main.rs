@@ -1,0 +1,526 @@
+//! `acidic`: the command line over the host library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use serde_json::Value;
+
+use acidic::run::now_ms;
+use acidic::{
+    Error, Host, HostConfig, RunDetail, RunFilter, RunRecord, RunReport, RunRequest, RunStatus,
+};
+
+/// Idempotent, ACID, multi-step operations whose steps are WebAssembly components.
+#[derive(Parser)]
+#[command(name = "acidic", version, about)]
+struct Cli {
+    /// Database: a SQLite file path or sqlite:// URL.
+    #[arg(long, global = true, env = "DATABASE_URL", default_value = "acidic.db")]
+    database_url: String,
+
+    /// Where compiled components are cached (default: ~/.cache/acidic).
+    #[arg(long, global = true, env = "ACIDIC_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate manifests and their components and store them as workflow versions.
+    Register {
+        /// Manifest files (TOML).
+        #[arg(required = true)]
+        manifests: Vec<PathBuf>,
+    },
+    /// Run a workflow now and print its result; a finished key prints the stored result.
+    Run {
+        #[command(flatten)]
+        target: Target,
+        /// Also run the runs its steps staged, to their end.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Create a pending run without running it; prints its key.
+    Enqueue {
+        #[command(flatten)]
+        target: Target,
+        /// Wait this long before the run may start ("30s", "5m").
+        #[arg(long, value_parser = humantime::parse_duration)]
+        delay: Option<Duration>,
+        /// Queue name.
+        #[arg(long, default_value = "default")]
+        queue: String,
+    },
+    /// Inspect runs.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+    /// Run a failed or pending run again now, from the step where it stopped.
+    Retry {
+        /// The run's idempotency key.
+        key: String,
+        /// The workflow, if the key is used by several.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Also run the runs its steps staged.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Measure runs/s and per-step host overhead against bare database transactions.
+    Bench {
+        #[command(flatten)]
+        options: BenchArgs,
+    },
+}
+
+#[derive(Args)]
+struct Target {
+    /// A registered workflow name, or a manifest file to register first.
+    workflow: String,
+    /// Arguments as JSON, or @file.json.
+    #[arg(long, default_value = "{}")]
+    args: String,
+    /// Idempotency key (default: SHA-256 of the workflow and args).
+    #[arg(long)]
+    key: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// List runs, newest first.
+    List {
+        /// Only runs in this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one run: status, recovery point, attributes, attempts, last error, step timeline.
+    Show {
+        /// The run's idempotency key.
+        key: String,
+        /// The workflow, if the key is used by several.
+        #[arg(long)]
+        workflow: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Runs to time (each of three no-op steps).
+    #[arg(long, default_value_t = 300)]
+    runs: u32,
+    /// The 3-step workflow to run.
+    #[arg(long, default_value = "guest-examples/rust/scripted/workflow.toml")]
+    manifest: PathBuf,
+}
+
+/// Exit codes scripts can tell apart.
+mod exit {
+    pub const ERROR: u8 = 1;
+    pub const STEP_FAILED: u8 = 3;
+    pub const LOCKED: u8 = 4;
+    pub const MISMATCH: u8 = 5;
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ACIDIC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,acidic::guest=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .without_time()
+        .init();
+
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let code = match e.downcast_ref::<Error>() {
+                Some(Error::Locked { .. }) => exit::LOCKED,
+                Some(Error::ArgsMismatch { .. }) => exit::MISMATCH,
+                _ => exit::ERROR,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Command::Bench { options } = &cli.command {
+        return bench(options, cli.json).await;
+    }
+    let mut config = HostConfig::new(&cli.database_url);
+    config.cache_dir = cli.cache_dir.clone();
+    let host = Host::open(config)
+        .await
+        .with_context(|| format!("opening {}", cli.database_url))?;
+    let json = cli.json;
+    match cli.command {
+        Command::Register { manifests } => {
+            for path in manifests {
+                let r = host.register(&path).await?;
+                if json {
+                    print_json(&r)?;
+                } else {
+                    let what = if r.new { "registered" } else { "unchanged" };
+                    println!(
+                        "{what}: {} v{} ({} steps) from {}",
+                        r.workflow,
+                        r.version,
+                        r.steps,
+                        path.display()
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Run { target, follow } => {
+            let request = request(&host, &target).await?;
+            let report = host.run(request).await?;
+            finish(&host, report, follow, json).await
+        }
+        Command::Retry {
+            key,
+            workflow,
+            follow,
+        } => {
+            let report = host.retry(&key, workflow.as_deref()).await?;
+            finish(&host, report, follow, json).await
+        }
+        Command::Enqueue {
+            target,
+            delay,
+            queue,
+        } => {
+            let request = request(&host, &target).await?;
+            let e = host
+                .enqueue(request, delay.unwrap_or_default(), &queue)
+                .await?;
+            if json {
+                print_json(&e)?;
+            } else {
+                println!("{}", e.key);
+                if !e.new {
+                    eprintln!(
+                        "(a run with this key and these args already exists: run {})",
+                        e.run_id
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Runs {
+            command:
+                RunsCommand::List {
+                    status,
+                    workflow,
+                    limit,
+                },
+        } => {
+            let status = status
+                .map(|s| s.parse::<RunStatus>())
+                .transpose()
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "--status: {e} (pending, running, waiting, succeeded, failed, cancelled)"
+                    )
+                })?;
+            let runs = host
+                .runs(&RunFilter {
+                    status,
+                    workflow,
+                    parent: None,
+                    limit,
+                })
+                .await?;
+            if json {
+                print_json(&runs)?;
+            } else {
+                print_runs(&runs);
+            }
+            Ok(0)
+        }
+        Command::Runs {
+            command: RunsCommand::Show { key, workflow },
+        } => {
+            let detail = host.show(&key, workflow.as_deref()).await?;
+            if json {
+                print_json(&detail)?;
+            } else {
+                print_detail(&detail);
+            }
+            Ok(0)
+        }
+        Command::Bench { .. } => unreachable!("handled above"),
+    }
+}
+
+/// Resolves the target (registering a manifest path first) and parses the args.
+async fn request(host: &Host, target: &Target) -> anyhow::Result<RunRequest> {
+    let workflow = if target.workflow.ends_with(".toml") || Path::new(&target.workflow).is_file() {
+        let r = host.register(Path::new(&target.workflow)).await?;
+        if r.new {
+            eprintln!("registered {} v{}", r.workflow, r.version);
+        }
+        r.workflow
+    } else {
+        target.workflow.clone()
+    };
+    let text = match target.args.strip_prefix('@') {
+        Some(file) => {
+            std::fs::read_to_string(file).with_context(|| format!("reading args from {file}"))?
+        }
+        None => target.args.clone(),
+    };
+    let args: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+        what: "--args".into(),
+        message: e.to_string(),
+    })?;
+    Ok(RunRequest {
+        workflow,
+        args,
+        key: target.key.clone(),
+    })
+}
+
+#[derive(Serialize)]
+struct Finished<'a> {
+    #[serde(flatten)]
+    report: &'a RunReport,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    followed: Vec<RunReport>,
+}
+
+async fn finish(host: &Host, report: RunReport, follow: bool, json: bool) -> anyhow::Result<u8> {
+    let followed = if follow && !report.staged.is_empty() {
+        host.run_staged(&report).await?
+    } else {
+        Vec::new()
+    };
+    let code = if report.status == RunStatus::Succeeded
+        && followed.iter().all(|r| r.status == RunStatus::Succeeded)
+    {
+        0
+    } else {
+        exit::STEP_FAILED
+    };
+    if json {
+        print_json(&Finished {
+            report: &report,
+            followed,
+        })?;
+        return Ok(code);
+    }
+    describe(&report, follow);
+    for child in &followed {
+        describe(child, follow);
+    }
+    if let Some(result) = &report.result {
+        println!("{}", serde_json::to_string_pretty(result)?);
+    }
+    Ok(code)
+}
+
+fn describe(r: &RunReport, follow: bool) {
+    let who = format!("{} run {}", r.workflow, short(&r.key));
+    match r.status {
+        RunStatus::Succeeded if r.replayed => {
+            eprintln!("{who}: already succeeded; stored result (nothing ran)")
+        }
+        RunStatus::Succeeded => {
+            eprintln!("{who}: succeeded ({} steps committed)", r.steps_committed)
+        }
+        status => {
+            if r.replayed {
+                eprintln!("{who}: is {status} (nothing ran)");
+            } else {
+                eprintln!(
+                    "{who}: {status} after {} steps committed",
+                    r.steps_committed
+                );
+            }
+            if let Some(e) = &r.error {
+                eprintln!(
+                    "  step `{}` attempt {} failed: {}: {}",
+                    e.step, e.attempt, e.kind, e.message
+                );
+            }
+            match (status, r.retry_at) {
+                (RunStatus::Pending, Some(at)) => eprintln!(
+                    "  it will resume at step `{}` in {}; `acidic retry {}` runs it now",
+                    r.recovery_point,
+                    in_time(at),
+                    r.key
+                ),
+                (RunStatus::Failed, _) => eprintln!(
+                    "  out of attempts or not retryable; after fixing the cause, `acidic retry {}` resumes at `{}`",
+                    r.key, r.recovery_point
+                ),
+                _ => {}
+            }
+        }
+    }
+    for s in &r.staged {
+        let hint = if follow {
+            ""
+        } else {
+            " (pending; `--follow` runs staged runs here)"
+        };
+        eprintln!("  staged {} run {}{hint}", s.workflow, s.key);
+    }
+}
+
+fn print_runs(runs: &[RunRecord]) {
+    if runs.is_empty() {
+        eprintln!("no runs");
+        return;
+    }
+    println!(
+        "{:>6}  {:<18} {:<18} {:<10} {:<16} {:>4}  {:>6}  UPDATED",
+        "ID", "WORKFLOW", "KEY", "STATUS", "AT", "TRY", "PARENT"
+    );
+    for r in runs {
+        println!(
+            "{:>6}  {:<18} {:<18} {:<10} {:<16} {:>4}  {:>6}  {}",
+            r.id,
+            format!("{} v{}", r.workflow, r.workflow_version),
+            short(&r.key),
+            r.status.as_str(),
+            r.recovery_point,
+            r.attempts,
+            r.parent_run_id
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
+            ago(r.updated_at),
+        );
+    }
+}
+
+fn print_detail(d: &RunDetail) {
+    let r = &d.run;
+    println!("run {}  {} v{}", r.id, r.workflow, r.workflow_version);
+    println!("key         {}", r.key);
+    let status = match (r.status, r.status == RunStatus::Pending) {
+        (_, true) if r.available_at > now_ms() => {
+            format!("pending (runnable in {})", in_time(r.available_at))
+        }
+        (s, _) => s.to_string(),
+    };
+    println!("status      {status}");
+    println!("at step     {}", r.recovery_point);
+    println!(
+        "attempts    {} step calls; {} failed on the current step",
+        r.attempts, r.step_attempt
+    );
+    match (&r.locked_by, r.locked_until) {
+        (Some(owner), Some(until)) if until > now_ms() => {
+            println!("lease       {owner}, {} left", in_time(until))
+        }
+        _ => println!("lease       none"),
+    }
+    println!("args        {}", r.args);
+    println!("attributes  {}", Value::Object(r.attributes.clone()));
+    if let Some(result) = &r.result {
+        println!("result      {result}");
+    }
+    if let Some(e) = &r.last_error {
+        println!(
+            "last error  step `{}` attempt {}: {}: {}",
+            e.step, e.attempt, e.kind, e.message
+        );
+    }
+    if let Some(p) = r.parent_run_id {
+        println!("parent      run {p}");
+    }
+    println!(
+        "created     {}, updated {}",
+        ago(r.created_at),
+        ago(r.updated_at)
+    );
+    if !d.timeline.is_empty() {
+        println!("timeline");
+        for e in &d.timeline {
+            let detail = match (&e.error_kind, &e.message) {
+                (Some(k), Some(m)) => format!("{k}: {m}"),
+                _ => String::new(),
+            };
+            println!(
+                "  {:<16} #{:<3} {:<10} {:>6} ms  {}",
+                e.step,
+                e.attempt,
+                e.outcome,
+                e.finished_at - e.started_at,
+                first_line(&detail)
+            );
+        }
+    }
+    if !d.children.is_empty() {
+        println!("staged runs");
+        for c in &d.children {
+            println!("  {:<16} {:<10} {}", c.workflow, c.status.as_str(), c.key);
+        }
+    }
+}
+
+async fn bench(options: &BenchArgs, json: bool) -> anyhow::Result<u8> {
+    if options.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let report = acidic::bench::run(&options.manifest, options.runs).await?;
+    if json {
+        print_json(&report)?;
+    } else {
+        print!("{report}");
+    }
+    Ok(0)
+}
+
+fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn short(key: &str) -> String {
+    if key.chars().count() > 18 {
+        format!("{}…", key.chars().take(17).collect::<String>())
+    } else {
+        key.to_string()
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+fn ago(ms: i64) -> String {
+    let d = (now_ms() - ms).max(0);
+    format!(
+        "{} ago",
+        humantime::format_duration(Duration::from_secs((d / 1000) as u64))
+    )
+}
+
+fn in_time(ms: i64) -> String {
+    let d = (ms - now_ms()).max(0);
+    humantime::format_duration(Duration::from_millis(d as u64)).to_string()
+}

@@ -1,0 +1,415 @@
+//! Workflow manifests: the TOML a team writes to register a workflow.
+//!
+//! ```toml
+//! name = "ride-create"
+//! version = "1.0"                 # a label for people; optional
+//!
+//! [attributes]                    # initial attributes of every run; optional
+//! ride_id = ""
+//!
+//! [defaults]                      # retry policy and limits for every step; optional
+//! max_attempts = 5
+//! backoff = "1s"                  # first retry delay, doubled per attempt, jittered
+//! max_backoff = "10m"
+//! timeout = "30s"                 # wall-clock deadline of one step call
+//! memory = "64MiB"                # linear-memory cap of one step call
+//!
+//! [[step]]
+//! name = "create_ride"
+//! component = "ride_create.wasm"  # relative to this file
+//! max_attempts = 3                # any `defaults` key may be overridden per step
+//! ```
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use toml::Spanned;
+
+use crate::error::ManifestError;
+
+/// The recovery point of a finished run; no step may take this name.
+pub const FINISHED: &str = "finished";
+
+/// Largest memory cap a manifest may ask for (the whole 32-bit address space).
+pub const MAX_MEMORY: u64 = 4 << 30;
+
+/// A parsed, validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The workflow's name.
+    pub name: String,
+    /// The author's version label, if any.
+    pub label: Option<String>,
+    /// A one-line description, if any.
+    pub description: Option<String>,
+    /// Attributes every run starts with.
+    pub attributes: Map<String, Value>,
+    /// The steps, in order.
+    pub steps: Vec<StepSpec>,
+}
+
+/// One step of a manifest.
+#[derive(Debug, Clone)]
+pub struct StepSpec {
+    /// The step's name: the recovery point while it is next.
+    pub name: String,
+    /// The component file, resolved against the manifest's folder.
+    pub component: PathBuf,
+    /// Retry policy and limits.
+    pub policy: StepPolicy,
+}
+
+/// How a step is retried and limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepPolicy {
+    /// Calls of the step before the run fails (1 = no retry).
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubled per attempt, with jitter.
+    #[serde(with = "millis")]
+    pub backoff: Duration,
+    /// Largest delay between retries.
+    #[serde(with = "millis")]
+    pub max_backoff: Duration,
+    /// Wall-clock deadline of one call.
+    #[serde(with = "millis")]
+    pub timeout: Duration,
+    /// Linear-memory cap of one call, in bytes.
+    pub memory: u64,
+}
+
+impl Default for StepPolicy {
+    fn default() -> Self {
+        StepPolicy {
+            max_attempts: 5,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(600),
+            timeout: Duration::from_secs(30),
+            memory: 64 << 20,
+        }
+    }
+}
+
+impl StepPolicy {
+    /// The delay before retry number `failed_attempts` (1 = after the first failure),
+    /// exponential from `backoff`, capped at `max_backoff`, jittered by ±25%.
+    pub fn backoff_after(&self, failed_attempts: u32) -> Duration {
+        let exp = failed_attempts.saturating_sub(1).min(32);
+        let base = self
+            .backoff
+            .saturating_mul(1u32 << exp.min(31))
+            .min(self.max_backoff);
+        base.mul_f64(0.75 + fastrand::f64() * 0.5)
+    }
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: Spanned<String>,
+    version: Option<String>,
+    description: Option<String>,
+    #[serde(default)]
+    attributes: Map<String, Value>,
+    #[serde(default)]
+    defaults: RawPolicy,
+    #[serde(default, rename = "step")]
+    steps: Vec<RawStep>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    max_attempts: Option<Spanned<i64>>,
+    backoff: Option<Spanned<String>>,
+    max_backoff: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    memory: Option<Spanned<String>>,
+}
+
+// The policy keys are repeated rather than flattened: serde cannot deny
+// unknown fields through `flatten`, and a typo must be an error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    name: Spanned<String>,
+    component: Spanned<String>,
+    max_attempts: Option<Spanned<i64>>,
+    backoff: Option<Spanned<String>>,
+    max_backoff: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    memory: Option<Spanned<String>>,
+}
+
+impl RawStep {
+    fn policy(&self) -> RawPolicy {
+        RawPolicy {
+            max_attempts: self.max_attempts.clone(),
+            backoff: self.backoff.clone(),
+            max_backoff: self.max_backoff.clone(),
+            timeout: self.timeout.clone(),
+            memory: self.memory.clone(),
+        }
+    }
+}
+
+/// Errors located in one manifest's text.
+struct Locator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn line(&self, span: &Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn at(
+        &self,
+        span: Option<Range<usize>>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ManifestError {
+        ManifestError {
+            path: self.path.to_path_buf(),
+            line: span.map(|s| self.line(&s)),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`, including that every component file exists.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+            path: path.to_path_buf(),
+            line: None,
+            field: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Manifest::parse(path, &text)
+    }
+
+    /// Parses and validates manifest `text`, as read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+        let loc = Locator { path, text };
+        let raw: RawManifest = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_string();
+            let field = message
+                .split('`')
+                .nth(1)
+                .filter(|_| {
+                    message.starts_with("unknown field") || message.starts_with("missing field")
+                })
+                .unwrap_or("(syntax)")
+                .to_string();
+            loc.at(e.span(), field, message)
+        })?;
+
+        let name_span = raw.name.span();
+        let name = raw.name.into_inner();
+        if !is_identifier(&name) {
+            return Err(loc.at(
+                Some(name_span),
+                "name",
+                format!(
+                    "`{name}` is not a valid workflow name (use letters, digits, `-`, `_`, `.`)"
+                ),
+            ));
+        }
+        if raw.steps.is_empty() {
+            return Err(loc.at(None, "step", "a workflow needs at least one [[step]]"));
+        }
+
+        let defaults = resolve_policy(&loc, "defaults", &raw.defaults, StepPolicy::default())?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut seen = HashSet::new();
+        let mut steps = Vec::with_capacity(raw.steps.len());
+        for (i, step) in raw.steps.iter().enumerate() {
+            let field = |f: &str| format!("step[{i}].{f}");
+            let step_name = step.name.get_ref();
+            if !is_identifier(step_name) {
+                return Err(loc.at(
+                    Some(step.name.span()),
+                    field("name"),
+                    format!("`{step_name}` is not a valid step name (use letters, digits, `-`, `_`, `.`)"),
+                ));
+            }
+            if step_name == FINISHED {
+                return Err(loc.at(
+                    Some(step.name.span()),
+                    field("name"),
+                    "`finished` is reserved",
+                ));
+            }
+            if !seen.insert(step_name.clone()) {
+                return Err(loc.at(
+                    Some(step.name.span()),
+                    field("name"),
+                    format!("duplicate step name `{step_name}`"),
+                ));
+            }
+            let component = dir.join(step.component.get_ref());
+            if !component.is_file() {
+                return Err(loc.at(
+                    Some(step.component.span()),
+                    field("component"),
+                    format!(
+                        "no component file at {} (build the guest first?)",
+                        component.display()
+                    ),
+                ));
+            }
+            let policy = resolve_policy(&loc, &format!("step[{i}]"), &step.policy(), defaults)?;
+            steps.push(StepSpec {
+                name: step_name.clone(),
+                component,
+                policy,
+            });
+        }
+
+        Ok(Manifest {
+            path: path.to_path_buf(),
+            name,
+            label: raw.version,
+            description: raw.description,
+            attributes: raw.attributes,
+            steps,
+        })
+    }
+}
+
+fn resolve_policy(
+    loc: &Locator<'_>,
+    table: &str,
+    raw: &RawPolicy,
+    base: StepPolicy,
+) -> Result<StepPolicy, ManifestError> {
+    let mut policy = base;
+    let field = |f: &str| format!("{table}.{f}");
+    if let Some(n) = &raw.max_attempts {
+        policy.max_attempts = u32::try_from(*n.get_ref())
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                loc.at(
+                    Some(n.span()),
+                    field("max_attempts"),
+                    "must be a whole number from 1",
+                )
+            })?;
+    }
+    let duration = |v: &Option<Spanned<String>>,
+                    name: &str,
+                    into: &mut Duration|
+     -> Result<(), ManifestError> {
+        if let Some(s) = v {
+            *into = humantime::parse_duration(s.get_ref()).map_err(|e| {
+                loc.at(
+                    Some(s.span()),
+                    field(name),
+                    format!("`{}` is not a duration like \"30s\": {e}", s.get_ref()),
+                )
+            })?;
+        }
+        Ok(())
+    };
+    duration(&raw.backoff, "backoff", &mut policy.backoff)?;
+    duration(&raw.max_backoff, "max_backoff", &mut policy.max_backoff)?;
+    duration(&raw.timeout, "timeout", &mut policy.timeout)?;
+    if let Some(t) = &raw.timeout
+        && policy.timeout.is_zero()
+    {
+        return Err(loc.at(Some(t.span()), field("timeout"), "must be more than zero"));
+    }
+    if let Some(m) = &raw.memory {
+        policy.memory = parse_size(m.get_ref())
+            .filter(|b| (1 << 16..=MAX_MEMORY).contains(b))
+            .ok_or_else(|| {
+                loc.at(
+                    Some(m.span()),
+                    field("memory"),
+                    format!(
+                        "`{}` is not a size from 64KiB to 4GiB like \"64MiB\"",
+                        m.get_ref()
+                    ),
+                )
+            })?;
+    }
+    Ok(policy)
+}
+
+/// Parses "64MiB", "512KiB", "1GiB", "65536" (bytes); also accepts MB/KB/GB as binary units.
+pub(crate) fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Workflow and step names: short, printable, unambiguous on a command line.
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !s.ends_with(".toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = StepPolicy {
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(10),
+            ..StepPolicy::default()
+        };
+        let first = p.backoff_after(1);
+        assert!(first >= Duration::from_millis(750) && first <= Duration::from_millis(1250));
+        let late = p.backoff_after(30);
+        assert!(late >= Duration::from_millis(7500) && late <= Duration::from_millis(12500));
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("1 GiB"), Some(1 << 30));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("lots"), None);
+    }
+}

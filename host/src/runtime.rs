@@ -1,0 +1,502 @@
+//! The WebAssembly side: one engine per host, compiled components cached on
+//! disk and as pre-instantiated forms in memory, and a fresh sandboxed
+//! instance for every step call.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    UpdateDeadline,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::error::{Error, Result};
+use crate::manifest::{MAX_MEMORY, StepPolicy};
+use crate::run::{ErrorKind, derived_key, sha256_hex};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit/step@0.1.0",
+        world: "step",
+        exports: { default: async },
+    });
+}
+
+pub use bindings::acidic::step::context::{Outcome, StepError, StepInput};
+use bindings::acidic::step::{attributes, context, staging};
+use bindings::{Step, StepPre};
+
+/// How often the engine's epoch advances: the granularity of step deadlines.
+const TICK: Duration = Duration::from_millis(10);
+
+/// Most bytes of log text one step call may write; the rest is dropped with a note.
+const LOG_CAP: usize = 1 << 20;
+
+/// Counters of the runtime's work, for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Components compiled from bytes.
+    pub compiles: AtomicU64,
+    /// Components loaded from the on-disk cache.
+    pub cache_loads: AtomicU64,
+    /// Instances created (one per step call).
+    pub instantiations: AtomicU64,
+}
+
+/// A run staged by a step, as the guest asked for it.
+#[derive(Debug, Clone)]
+pub struct StagedJob {
+    /// Workflow name.
+    pub workflow: String,
+    /// Args.
+    pub args: Value,
+    /// Key (given or derived).
+    pub key: String,
+    /// Delay.
+    pub delay: Duration,
+    /// Queue.
+    pub queue: String,
+}
+
+/// The store data of one step call: the sandbox plus the step's buffered effects.
+pub struct StepState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryCap,
+    /// The run's attributes, as the step leaves them.
+    pub attributes: Map<String, Value>,
+    /// Runs the step staged.
+    pub staged: Vec<StagedJob>,
+    run_key: String,
+    step: String,
+    log_bytes: usize,
+    timed_out: bool,
+}
+
+impl StepState {
+    /// State for a call of `step` of run `run_key`, starting from `attributes`.
+    pub fn new(
+        run_key: &str,
+        step: &str,
+        attributes: Map<String, Value>,
+        memory: u64,
+    ) -> StepState {
+        // No preopened dirs, no env, no args, no network: a step reaches only
+        // what the acidic imports give it.
+        let wasi = WasiCtx::builder().build();
+        StepState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryCap {
+                max: usize::try_from(memory).unwrap_or(usize::MAX),
+                hit: false,
+            },
+            attributes,
+            staged: Vec::new(),
+            run_key: run_key.to_string(),
+            step: step.to_string(),
+            log_bytes: 0,
+            timed_out: false,
+        }
+    }
+}
+
+impl WasiView for StepState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Refuses memory growth past the step's cap, and remembers that it did so the
+/// resulting trap is reported as a memory limit rather than a guest bug.
+struct MemoryCap {
+    max: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl context::Host for StepState {
+    fn log(&mut self, level: context::Level, message: String) {
+        if self.log_bytes >= LOG_CAP {
+            return;
+        }
+        self.log_bytes += message.len();
+        let message = if self.log_bytes >= LOG_CAP {
+            "(log cap reached; further lines dropped)"
+        } else {
+            &message
+        };
+        let (key, step) = (&self.run_key, &self.step);
+        match level {
+            context::Level::Trace => {
+                tracing::trace!(target: "acidic::guest", run = %key, step = %step, "{message}")
+            }
+            context::Level::Debug => {
+                tracing::debug!(target: "acidic::guest", run = %key, step = %step, "{message}")
+            }
+            context::Level::Info => {
+                tracing::info!(target: "acidic::guest", run = %key, step = %step, "{message}")
+            }
+            context::Level::Warn => {
+                tracing::warn!(target: "acidic::guest", run = %key, step = %step, "{message}")
+            }
+            context::Level::Error => {
+                tracing::error!(target: "acidic::guest", run = %key, step = %step, "{message}")
+            }
+        }
+    }
+}
+
+impl attributes::Host for StepState {
+    fn get(&mut self, name: String) -> Option<String> {
+        self.attributes.get(&name).map(Value::to_string)
+    }
+
+    fn set(&mut self, name: String, value: String) -> std::result::Result<(), String> {
+        let value: Value = serde_json::from_str(&value)
+            .map_err(|e| format!("attribute `{name}`: value is not JSON: {e}"))?;
+        self.attributes.insert(name, value);
+        Ok(())
+    }
+
+    fn delete(&mut self, name: String) {
+        self.attributes.remove(&name);
+    }
+
+    fn names(&mut self) -> Vec<String> {
+        self.attributes.keys().cloned().collect()
+    }
+}
+
+impl staging::Host for StepState {
+    fn enqueue(&mut self, job: staging::Job) -> std::result::Result<String, String> {
+        let args: Value = serde_json::from_str(&job.args)
+            .map_err(|e| format!("staged run of `{}`: args are not JSON: {e}", job.workflow))?;
+        if job.workflow.is_empty() {
+            return Err("staged run: workflow name is empty".into());
+        }
+        let key = job.key.unwrap_or_else(|| derived_key(&job.workflow, &args));
+        self.staged.push(StagedJob {
+            workflow: job.workflow,
+            args,
+            key: key.clone(),
+            delay: Duration::from_millis(job.delay_ms.unwrap_or(0)),
+            queue: job.queue.unwrap_or_else(|| "default".into()),
+        });
+        Ok(key)
+    }
+}
+
+/// How a call into a step ended.
+pub enum CallOutcome {
+    /// The step answered.
+    Returned(std::result::Result<Outcome, StepError>),
+    /// The host stopped it, or it trapped.
+    Aborted {
+        /// Why.
+        kind: ErrorKind,
+        /// Details, with the Wasm backtrace for traps.
+        message: String,
+    },
+}
+
+/// A compiled component, ready to instantiate.
+#[derive(Clone)]
+pub struct Prepared(StepPre<StepState>);
+
+/// The engine, its linker, and the compiled-component caches.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StepState>,
+    cache_dir: PathBuf,
+    compat: String,
+    prepared: Mutex<HashMap<String, Prepared>>,
+    ticker_stop: Arc<AtomicBool>,
+    /// What the runtime has done.
+    pub metrics: Metrics,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// An engine with epoch deadlines, caching compiled components under `cache_dir`.
+    /// The pooling allocator is used when `pooling` is set and the host allows it.
+    pub fn new(cache_dir: &Path, pooling: bool) -> Result<Runtime> {
+        let engine = if pooling {
+            match Engine::new(&config(true)) {
+                Ok(engine) => engine,
+                Err(e) => {
+                    tracing::warn!(
+                        "pooling allocator unavailable ({e}); using on-demand allocation"
+                    );
+                    Engine::new(&config(false)).map_err(|e| Error::Engine(e.to_string()))?
+                }
+            }
+        } else {
+            Engine::new(&config(false)).map_err(|e| Error::Engine(e.to_string()))?
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| Error::Engine(e.to_string()))?;
+        Step::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| Error::Engine(e.to_string()))?;
+
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let compat = format!("{:016x}", hasher.finish());
+
+        std::fs::create_dir_all(cache_dir).map_err(|source| Error::Cache {
+            path: cache_dir.into(),
+            source,
+        })?;
+
+        // One ticker per engine drives every store's deadline.
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (stop, ticking) = (ticker_stop.clone(), engine.clone());
+        std::thread::Builder::new()
+            .name("acidic-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| Error::Engine(format!("cannot start the epoch ticker: {e}")))?;
+
+        Ok(Runtime {
+            engine,
+            linker,
+            cache_dir: cache_dir.to_path_buf(),
+            compat,
+            prepared: Mutex::new(HashMap::new()),
+            ticker_stop,
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// The prepared form of component `digest`: from memory, else from the
+    /// on-disk cache, else compiled from the bytes `load` returns (and cached).
+    pub async fn prepare<F, Fut>(&self, digest: &str, load: F) -> Result<Prepared>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<u8>>>,
+    {
+        if let Some(p) = self.prepared.lock().map_err(|_| poisoned())?.get(digest) {
+            return Ok(p.clone());
+        }
+        let path = self
+            .cache_dir
+            .join(format!("{digest}-{}.cwasm", self.compat));
+        let component = match self.load_cached(&path) {
+            Some(c) => c,
+            None => {
+                let bytes = load().await?;
+                if sha256_hex(&bytes) != digest {
+                    return Err(Error::Corrupt(format!(
+                        "component {digest}: stored bytes do not match their digest"
+                    )));
+                }
+                self.compile_to_cache(&bytes, &path, digest).await?
+            }
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| Error::Component {
+                path: digest.to_string(),
+                message: format!("does not fit the acidic:step world: {e:#}"),
+            })?;
+        let pre = StepPre::new(pre).map_err(|e| Error::Component {
+            path: digest.to_string(),
+            message: format!("does not export acidic:step's `run`: {e:#}"),
+        })?;
+        let prepared = Prepared(pre);
+        self.prepared
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(digest.to_string(), prepared.clone());
+        Ok(prepared)
+    }
+
+    fn load_cached(&self, path: &Path) -> Option<Component> {
+        if !path.is_file() {
+            return None;
+        }
+        // SAFETY: the file was written by `compile_to_cache` from
+        // `Engine::precompile_component`, under a name that carries this
+        // engine's compatibility hash; wasmtime checks the header again.
+        match unsafe { Component::deserialize_file(&self.engine, path) } {
+            Ok(c) => {
+                self.metrics.cache_loads.fetch_add(1, Ordering::Relaxed);
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "discarding unreadable cached component: {e}");
+                let _ = std::fs::remove_file(path);
+                None
+            }
+        }
+    }
+
+    async fn compile_to_cache(&self, bytes: &[u8], path: &Path, digest: &str) -> Result<Component> {
+        let engine = self.engine.clone();
+        let owned = bytes.to_vec();
+        let compiled = tokio::task::spawn_blocking(move || engine.precompile_component(&owned))
+            .await
+            .map_err(|e| Error::Engine(e.to_string()))?
+            .map_err(|e| Error::Component {
+                path: digest.to_string(),
+                message: format!("not a valid component: {e:#}"),
+            })?;
+        self.metrics.compiles.fetch_add(1, Ordering::Relaxed);
+        // Write then rename, so a concurrent reader never sees half a file.
+        let tmp = path.with_extension(format!("tmp{}", fastrand::u32(..)));
+        std::fs::write(&tmp, &compiled).map_err(|source| Error::Cache {
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, path).map_err(|source| Error::Cache {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // SAFETY: as in `load_cached`: we just wrote this file from `precompile_component`.
+        unsafe { Component::deserialize_file(&self.engine, path) }.map_err(|e| Error::Component {
+            path: digest.to_string(),
+            message: format!("cannot load compiled form: {e:#}"),
+        })
+    }
+
+    /// Instantiates `prepared` afresh and calls its `run` with `input`, under
+    /// `policy`'s deadline and memory cap. Returns the state with the step's
+    /// buffered effects.
+    pub async fn call(
+        &self,
+        prepared: &Prepared,
+        state: StepState,
+        input: &StepInput,
+        policy: &StepPolicy,
+    ) -> (StepState, CallOutcome) {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        // Every tick the guest yields to the executor, so a busy step never
+        // holds a runtime thread for long; past the deadline it is stopped.
+        let deadline = Instant::now() + policy.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut ctx| {
+            if Instant::now() >= deadline {
+                ctx.data_mut().timed_out = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            // tokio's yield lets its I/O driver run too, so the database work of
+            // other runs proceeds even on a single-threaded runtime.
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        });
+
+        let result = match prepared.0.instantiate_async(&mut store).await {
+            Ok(instance) => {
+                self.metrics.instantiations.fetch_add(1, Ordering::Relaxed);
+                instance.call_run(&mut store, input).await
+            }
+            Err(e) => {
+                let state = store.into_data();
+                let message = format!("cannot instantiate: {e:#}");
+                let kind = if state.limiter.hit {
+                    ErrorKind::MemoryLimit
+                } else if state.timed_out {
+                    ErrorKind::Timeout
+                } else {
+                    ErrorKind::Instantiate
+                };
+                return (state, CallOutcome::Aborted { kind, message });
+            }
+        };
+        let state = store.into_data();
+        let outcome = match result {
+            Ok(answer) => CallOutcome::Returned(answer),
+            Err(e) => {
+                let (kind, message) = if state.limiter.hit {
+                    (
+                        ErrorKind::MemoryLimit,
+                        format!("memory cap of {} bytes reached: {e:#}", policy.memory),
+                    )
+                } else if state.timed_out {
+                    (
+                        ErrorKind::Timeout,
+                        format!("deadline of {:?} passed", policy.timeout),
+                    )
+                } else {
+                    (ErrorKind::Trap, format!("{e:?}"))
+                };
+                CallOutcome::Aborted { kind, message }
+            }
+        };
+        (state, outcome)
+    }
+}
+
+fn poisoned() -> Error {
+    Error::Engine("component cache lock poisoned by a panic".into())
+}
+
+fn config(pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.wasm_backtrace_max_frames(NonZeroUsize::new(32));
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(256)
+            .total_core_instances(1024)
+            .total_memories(256)
+            .total_tables(1024)
+            .total_stacks(256)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(16)
+            .max_tables_per_component(64)
+            .max_memory_size(usize::try_from(MAX_MEMORY).unwrap_or(usize::MAX))
+            .max_component_instance_size(1 << 20)
+            .max_core_instance_size(1 << 20);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}

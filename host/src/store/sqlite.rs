@@ -1,0 +1,718 @@
+//! The embedded backend: one SQLite file in WAL mode.
+//!
+//! Every write transaction starts with `BEGIN IMMEDIATE`, so it holds the
+//! database's single write lock from its first statement: two writers never
+//! interleave, and a read-then-write inside one transaction cannot be stale.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+
+use super::{InsertOutcome, RunFilter};
+use crate::error::{Error, Result};
+use crate::manifest::FINISHED;
+use crate::run::{
+    CommitOutcome, FailureRecord, Lease, NewRun, RunRecord, RunStatus, StartOutcome, StepCommit,
+    StepEnd, StepEvent, StepFailure, args_hash, canonical_json, ms, now_ms,
+};
+use crate::workflow::{Definition, Workflow};
+
+/// Schema migrations, in order. Every file in `migrations/sqlite/` is listed here
+/// (a test checks it), so the binary carries its schema with it.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../../migrations/sqlite/0001_init.sql"),
+)];
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const RUN_COLUMNS: &str = "id, workflow, workflow_version, definition_hash, idempotency_key, args, args_hash, \
+    status, recovery_point, attributes, result, attempts, step_attempt, step_attempt_base, last_error_step, last_error_kind, \
+    last_error_message, last_error_attempt, locked_by, locked_until, available_at, queue, parent_run_id, \
+    created_at, updated_at, last_run_at, finished_at";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (a path, or `sqlite://path`) and migrates it.
+    pub async fn open(url: &str) -> Result<SqliteStore> {
+        let options = if url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url)?
+        } else {
+            SqliteConnectOptions::new().filename(Path::new(url))
+        };
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL makes every commit durable across power loss, not just process death.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS _acidic_migrations \
+             (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for &(version, name, sql) in MIGRATIONS {
+            let mut tx = self.begin().await?;
+            let applied: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM _acidic_migrations WHERE version = ?")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if applied.is_some() {
+                continue;
+            }
+            sqlx::raw_sql(sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(|source| Error::Migration {
+                    version,
+                    name,
+                    source,
+                })?;
+            sqlx::query(
+                "INSERT INTO _acidic_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            )
+            .bind(version)
+            .bind(name)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Stores component bytes under their digest (a no-op if present).
+    pub async fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<()> {
+        sqlx::query("INSERT OR IGNORE INTO components (digest, bytes, size, created_at) VALUES (?, ?, ?, ?)")
+            .bind(digest)
+            .bind(bytes)
+            .bind(bytes.len() as i64)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The bytes of the component with `digest`.
+    pub async fn component(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT bytes FROM components WHERE digest = ?")
+                .bind(digest)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Stores `definition` as a new version unless an identical one exists.
+    /// Returns the version and whether it is new.
+    pub async fn register_workflow(&self, definition: &Definition) -> Result<(u32, bool)> {
+        let hash = definition.hash();
+        let text = serde_json::to_string(definition).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let mut tx = self.begin().await?;
+        let existing: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM workflows WHERE name = ? AND definition_hash = ?",
+        )
+        .bind(&definition.name)
+        .bind(&hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(v) = existing {
+            return Ok((v as u32, false));
+        }
+        let version: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM workflows WHERE name = ?",
+        )
+        .bind(&definition.name)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO workflows (name, version, definition_hash, definition, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&definition.name)
+            .bind(version)
+            .bind(&hash)
+            .bind(&text)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((version as u32, true))
+    }
+
+    /// Version `version` of workflow `name`, or its latest version.
+    pub async fn workflow(&self, name: &str, version: Option<u32>) -> Result<Option<Workflow>> {
+        let row = match version {
+            Some(v) => {
+                sqlx::query("SELECT version, definition_hash, definition FROM workflows WHERE name = ? AND version = ?")
+                    .bind(name)
+                    .bind(i64::from(v))
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT version, definition_hash, definition FROM workflows WHERE name = ? \
+                     ORDER BY version DESC LIMIT 1",
+                )
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+        };
+        row.map(|row| {
+            let text: String = row.try_get("definition")?;
+            let definition: Definition = serde_json::from_str(&text)
+                .map_err(|e| Error::Corrupt(format!("definition of workflow `{name}`: {e}")))?;
+            Ok(Workflow {
+                version: row.try_get::<i64, _>("version")? as u32,
+                hash: row.try_get("definition_hash")?,
+                definition,
+            })
+        })
+        .transpose()
+    }
+
+    /// Finds the run of `new.workflow` with `new.key`, creating it if absent,
+    /// and leases it to `lease` unless it is final, locked, or has other args.
+    pub async fn start_run(&self, new: &NewRun, lease: &Lease) -> Result<StartOutcome> {
+        let mut tx = self.begin().await?;
+        let existing = fetch_run(&mut tx, By::Key(&new.workflow, &new.key)).await?;
+        let now = now_ms();
+        let outcome = match existing {
+            None => {
+                let id = insert_run(&mut tx, new, now, Some(lease)).await?;
+                let run = fetch_run(&mut tx, By::Id(id))
+                    .await?
+                    .ok_or_else(|| Error::Corrupt(format!("run {id} vanished")))?;
+                StartOutcome::Claimed(Box::new(run))
+            }
+            Some(run) if run.args_hash != args_hash(&new.args) => StartOutcome::Mismatch,
+            Some(run) => claim_in(&mut tx, run, lease, now).await?,
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Leases run `id` to `lease` unless it is final or locked.
+    pub async fn claim(&self, id: i64, lease: &Lease) -> Result<StartOutcome> {
+        let mut tx = self.begin().await?;
+        let run = fetch_run(&mut tx, By::Id(id))
+            .await?
+            .ok_or_else(|| Error::RunNotFound(id.to_string()))?;
+        let outcome = claim_in(&mut tx, run, lease, now_ms()).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Creates a pending run unless its key exists.
+    pub async fn insert_run(&self, new: &NewRun) -> Result<InsertOutcome> {
+        let mut tx = self.begin().await?;
+        let existing = fetch_run(&mut tx, By::Key(&new.workflow, &new.key)).await?;
+        let outcome = match existing {
+            Some(run) if run.args_hash != args_hash(&new.args) => InsertOutcome::Mismatch,
+            Some(run) => InsertOutcome::Existing(Box::new(run)),
+            None => {
+                let id = insert_run(&mut tx, new, now_ms(), None).await?;
+                InsertOutcome::Created(id)
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Commits a step: attributes, staged runs, timeline entry and the new
+    /// recovery point, in one transaction fenced on the lease.
+    pub async fn commit_step(&self, c: &StepCommit) -> Result<CommitOutcome> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        let attributes = Value::Object(c.attributes.clone()).to_string();
+        let (status, recovery_point, result, outcome) = match &c.end {
+            StepEnd::Advance { next, result } if next == FINISHED => (
+                RunStatus::Succeeded,
+                next.as_str(),
+                Some(
+                    result
+                        .as_ref()
+                        .map(canonical_json)
+                        .unwrap_or_else(|| "null".into()),
+                ),
+                "finished",
+            ),
+            StepEnd::Advance { next, .. } => (RunStatus::Running, next.as_str(), None, "committed"),
+            StepEnd::Repeat => (RunStatus::Running, c.step.as_str(), None, "repeated"),
+        };
+        let done = status == RunStatus::Succeeded;
+        // The lease is checked inside the commit, so a worker that lost it
+        // (expired and taken over) cannot advance the run.
+        let updated = sqlx::query(
+            "UPDATE runs SET recovery_point = ?, attributes = ?, status = ?, result = ?, \
+               attempts = attempts + 1, step_attempt = 0, step_attempt_base = 0, \
+               locked_by = CASE WHEN ? THEN NULL ELSE locked_by END, \
+               locked_until = CASE WHEN ? THEN NULL ELSE ? END, \
+               updated_at = ?, finished_at = CASE WHEN ? THEN ? ELSE NULL END \
+             WHERE id = ? AND locked_by = ? AND locked_until >= ? AND recovery_point = ? AND status = 'running'",
+        )
+        .bind(recovery_point)
+        .bind(&attributes)
+        .bind(status.as_str())
+        .bind(result)
+        .bind(done)
+        .bind(done)
+        .bind(now + ms(c.lease.ttl))
+        .bind(now)
+        .bind(done)
+        .bind(now)
+        .bind(c.run_id)
+        .bind(&c.lease.owner)
+        .bind(now)
+        .bind(&c.step)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(CommitOutcome::LeaseLost);
+        }
+        for staged in &c.staged {
+            let inserted = sqlx::query(
+                "INSERT INTO runs (workflow, workflow_version, definition_hash, idempotency_key, args, args_hash, \
+                   status, recovery_point, attributes, available_at, queue, parent_run_id, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (workflow, idempotency_key) DO NOTHING",
+            )
+            .bind(&staged.workflow)
+            .bind(i64::from(staged.workflow_version))
+            .bind(&staged.definition_hash)
+            .bind(&staged.key)
+            .bind(canonical_json(&staged.args))
+            .bind(args_hash(&staged.args))
+            .bind(&staged.first_step)
+            .bind(Value::Object(staged.attributes.clone()).to_string())
+            .bind(now + ms(staged.delay))
+            .bind(&staged.queue)
+            .bind(staged.parent_run_id)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                let existing: String = sqlx::query_scalar(
+                    "SELECT args_hash FROM runs WHERE workflow = ? AND idempotency_key = ?",
+                )
+                .bind(&staged.workflow)
+                .bind(&staged.key)
+                .fetch_one(&mut *tx)
+                .await?;
+                if existing != args_hash(&staged.args) {
+                    tx.rollback().await?;
+                    return Ok(CommitOutcome::StagedKeyConflict {
+                        workflow: staged.workflow.clone(),
+                        key: staged.key.clone(),
+                    });
+                }
+            }
+        }
+        insert_event(
+            &mut tx,
+            c.run_id,
+            &c.step,
+            c.attempt,
+            outcome,
+            None,
+            c.started_at,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(CommitOutcome::Committed)
+    }
+
+    /// Records a failed step call and releases the lease. Returns false (and
+    /// writes nothing) if the caller no longer holds the lease.
+    pub async fn record_failure(&self, f: &FailureRecord) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        let (status, available_at, finished_at) = match f.retry_in {
+            Some(delay) => (RunStatus::Pending, now + ms(delay), None),
+            None => (RunStatus::Failed, now, Some(now)),
+        };
+        let updated = sqlx::query(
+            "UPDATE runs SET status = ?, attempts = attempts + 1, step_attempt = step_attempt + 1, \
+               last_error_step = ?, last_error_kind = ?, last_error_message = ?, last_error_attempt = ?, \
+               available_at = ?, locked_by = NULL, locked_until = NULL, updated_at = ?, finished_at = ? \
+             WHERE id = ? AND locked_by = ? AND status = 'running'",
+        )
+        .bind(status.as_str())
+        .bind(&f.failure.step)
+        .bind(&f.failure.kind)
+        .bind(&f.failure.message)
+        .bind(i64::from(f.failure.attempt))
+        .bind(available_at)
+        .bind(now)
+        .bind(finished_at)
+        .bind(f.run_id)
+        .bind(&f.lease.owner)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_event(
+            &mut tx,
+            f.run_id,
+            &f.failure.step,
+            f.failure.attempt,
+            "failed",
+            Some((&f.failure.kind, &f.failure.message)),
+            f.started_at,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Gives up a lease without recording anything: the run is pending again at once.
+    pub async fn release(&self, id: i64, lease: &Lease) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET locked_by = NULL, locked_until = NULL, updated_at = ?, \
+               status = CASE WHEN status = 'running' THEN 'pending' ELSE status END \
+             WHERE id = ? AND locked_by = ?",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .bind(&lease.owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Makes a failed or pending run runnable now. A failed run also gets a
+    /// fresh budget of attempts for its current step (attempt numbers keep
+    /// counting); a pending one keeps its budget, so a retry is not a way
+    /// around the policy. Returns false if the
+    /// run is in another state or leased.
+    pub async fn reset_for_retry(&self, id: i64) -> Result<bool> {
+        let now = now_ms();
+        let updated = sqlx::query(
+            "UPDATE runs SET step_attempt_base = CASE WHEN status = 'failed' THEN step_attempt ELSE step_attempt_base END, \
+               status = 'pending', available_at = ?, finished_at = NULL, updated_at = ? \
+             WHERE id = ? AND (status = 'failed' OR (status IN ('pending', 'running') \
+               AND (locked_until IS NULL OR locked_until < ?)))",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    /// The run with `id`.
+    pub async fn run(&self, id: i64) -> Result<Option<RunRecord>> {
+        let mut conn = self.pool.acquire().await?;
+        fetch_run(&mut conn, By::Id(id)).await
+    }
+
+    /// The runs with idempotency key `key`, of `workflow` if given.
+    pub async fn runs_by_key(&self, key: &str, workflow: Option<&str>) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ? AND (? IS NULL OR workflow = ?) ORDER BY id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(key)
+            .bind(workflow)
+            .bind(workflow)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// Runs matching `filter`, newest first.
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE (? IS NULL OR status = ?) AND (? IS NULL OR workflow = ?) \
+               AND (? IS NULL OR parent_run_id = ?) ORDER BY id DESC LIMIT ?"
+        );
+        let status = filter.status.map(RunStatus::as_str);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(status)
+            .bind(status)
+            .bind(filter.workflow.as_deref())
+            .bind(filter.workflow.as_deref())
+            .bind(filter.parent)
+            .bind(filter.parent)
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// The step timeline of run `id`, oldest first.
+    pub async fn step_events(&self, id: i64) -> Result<Vec<StepEvent>> {
+        let rows = sqlx::query(
+            "SELECT step, attempt, outcome, error_kind, message, started_at, finished_at \
+             FROM step_events WHERE run_id = ? ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StepEvent {
+                    step: r.try_get("step")?,
+                    attempt: r.try_get::<i64, _>("attempt")? as u32,
+                    outcome: r.try_get("outcome")?,
+                    error_kind: r.try_get("error_kind")?,
+                    message: r.try_get("message")?,
+                    started_at: r.try_get("started_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Direct access for tests and benchmarks that must compare against bare SQL.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+async fn claim_in(
+    conn: &mut sqlx::SqliteConnection,
+    run: RunRecord,
+    lease: &Lease,
+    now: i64,
+) -> Result<StartOutcome> {
+    if run.status.is_final() || run.status == RunStatus::Waiting {
+        return Ok(StartOutcome::Final(Box::new(run)));
+    }
+    if let (Some(owner), Some(until)) = (&run.locked_by, run.locked_until)
+        && until > now
+    {
+        return Ok(StartOutcome::Locked {
+            locked_by: owner.clone(),
+            remaining_ms: until - now,
+        });
+    }
+    sqlx::query(
+        "UPDATE runs SET status = 'running', locked_by = ?, locked_until = ?, last_run_at = ?, updated_at = ? \
+         WHERE id = ?",
+    )
+    .bind(&lease.owner)
+    .bind(now + ms(lease.ttl))
+    .bind(now)
+    .bind(now)
+    .bind(run.id)
+    .execute(&mut *conn)
+    .await?;
+    let run = RunRecord {
+        status: RunStatus::Running,
+        locked_by: Some(lease.owner.clone()),
+        locked_until: Some(now + ms(lease.ttl)),
+        last_run_at: Some(now),
+        updated_at: now,
+        ..run
+    };
+    Ok(StartOutcome::Claimed(Box::new(run)))
+}
+
+async fn insert_run(
+    conn: &mut sqlx::SqliteConnection,
+    new: &NewRun,
+    now: i64,
+    lease: Option<&Lease>,
+) -> Result<i64> {
+    let status = if lease.is_some() {
+        RunStatus::Running
+    } else {
+        RunStatus::Pending
+    };
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO runs (workflow, workflow_version, definition_hash, idempotency_key, args, args_hash, status, \
+           recovery_point, attributes, locked_by, locked_until, available_at, queue, parent_run_id, created_at, \
+           updated_at, last_run_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&new.workflow)
+    .bind(i64::from(new.workflow_version))
+    .bind(&new.definition_hash)
+    .bind(&new.key)
+    .bind(canonical_json(&new.args))
+    .bind(args_hash(&new.args))
+    .bind(status.as_str())
+    .bind(&new.first_step)
+    .bind(Value::Object(new.attributes.clone()).to_string())
+    .bind(lease.map(|l| l.owner.as_str()))
+    .bind(lease.map(|l| now + ms(l.ttl)))
+    .bind(now + ms(new.delay))
+    .bind(&new.queue)
+    .bind(new.parent_run_id)
+    .bind(now)
+    .bind(now)
+    .bind(lease.map(|_| now))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(id)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_event(
+    conn: &mut sqlx::SqliteConnection,
+    run_id: i64,
+    step: &str,
+    attempt: u32,
+    outcome: &str,
+    error: Option<(&str, &str)>,
+    started_at: i64,
+    finished_at: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO step_events (run_id, step, attempt, outcome, error_kind, message, started_at, finished_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(run_id)
+    .bind(step)
+    .bind(i64::from(attempt))
+    .bind(outcome)
+    .bind(error.map(|e| e.0))
+    .bind(error.map(|e| e.1))
+    .bind(started_at)
+    .bind(finished_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// How to find one run.
+enum By<'a> {
+    Id(i64),
+    Key(&'a str, &'a str),
+}
+
+async fn fetch_run(conn: &mut sqlx::SqliteConnection, by: By<'_>) -> Result<Option<RunRecord>> {
+    let row = match by {
+        By::Id(id) => {
+            let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+        By::Key(workflow, key) => {
+            let sql = format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = ? AND idempotency_key = ?"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(workflow)
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+    };
+    row.as_ref().map(run_from_row).transpose()
+}
+
+fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
+    let id: i64 = row.try_get("id")?;
+    let corrupt =
+        |what: &str, e: &dyn std::fmt::Display| Error::Corrupt(format!("run {id}: {what}: {e}"));
+    let args: String = row.try_get("args")?;
+    let attributes: String = row.try_get("attributes")?;
+    let result: Option<String> = row.try_get("result")?;
+    let status: String = row.try_get("status")?;
+    let last_error = match row.try_get::<Option<String>, _>("last_error_step")? {
+        Some(step) => Some(StepFailure {
+            step,
+            kind: row
+                .try_get::<Option<String>, _>("last_error_kind")?
+                .unwrap_or_default(),
+            message: row
+                .try_get::<Option<String>, _>("last_error_message")?
+                .unwrap_or_default(),
+            attempt: row
+                .try_get::<Option<i64>, _>("last_error_attempt")?
+                .unwrap_or(0) as u32,
+        }),
+        None => None,
+    };
+    Ok(RunRecord {
+        id,
+        workflow: row.try_get("workflow")?,
+        workflow_version: row.try_get::<i64, _>("workflow_version")? as u32,
+        definition_hash: row.try_get("definition_hash")?,
+        key: row.try_get("idempotency_key")?,
+        args: serde_json::from_str(&args).map_err(|e| corrupt("args", &e))?,
+        args_hash: row.try_get("args_hash")?,
+        status: status.parse().map_err(|e: String| corrupt("status", &e))?,
+        recovery_point: row.try_get("recovery_point")?,
+        attributes: serde_json::from_str::<Map<String, Value>>(&attributes)
+            .map_err(|e| corrupt("attributes", &e))?,
+        result: result
+            .map(|r| serde_json::from_str(&r))
+            .transpose()
+            .map_err(|e| corrupt("result", &e))?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        step_attempt: row.try_get::<i64, _>("step_attempt")? as u32,
+        step_attempt_base: row.try_get::<i64, _>("step_attempt_base")? as u32,
+        last_error,
+        locked_by: row.try_get("locked_by")?,
+        locked_until: row.try_get("locked_until")?,
+        available_at: row.try_get("available_at")?,
+        queue: row.try_get("queue")?,
+        parent_run_id: row.try_get("parent_run_id")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        last_run_at: row.try_get("last_run_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    #[test]
+    fn every_migration_file_is_listed() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/sqlite");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        let listed: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|(v, name, _)| format!("{v:04}_{name}.sql"))
+            .collect();
+        assert_eq!(files, listed, "migrations/sqlite and MIGRATIONS disagree");
+    }
+}

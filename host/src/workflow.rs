@@ -1,0 +1,114 @@
+//! Registered workflow definitions: a manifest with its components replaced by
+//! their content digests, hashed, and stored as a numbered version.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::manifest::{FINISHED, Manifest, StepPolicy};
+use crate::run::{canonical_json, sha256_hex};
+
+/// A workflow as stored: what runs pin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Definition {
+    /// Workflow name.
+    pub name: String,
+    /// The author's version label.
+    pub label: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Initial attributes.
+    pub attributes: Map<String, Value>,
+    /// Steps in order.
+    pub steps: Vec<StepDef>,
+}
+
+/// One step of a stored definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepDef {
+    /// Step name.
+    pub name: String,
+    /// SHA-256 of the component's bytes.
+    pub component: String,
+    /// The file the component was registered from, for people.
+    pub file: String,
+    /// Retry policy and limits.
+    pub policy: StepPolicy,
+}
+
+impl Definition {
+    /// The definition of `manifest`, given the digest of each step's component.
+    pub fn from_manifest(manifest: &Manifest, digests: &[String]) -> Definition {
+        Definition {
+            name: manifest.name.clone(),
+            label: manifest.label.clone(),
+            description: manifest.description.clone(),
+            attributes: manifest.attributes.clone(),
+            steps: manifest
+                .steps
+                .iter()
+                .zip(digests)
+                .map(|(s, digest)| StepDef {
+                    name: s.name.clone(),
+                    component: digest.clone(),
+                    file: s.component.display().to_string(),
+                    policy: s.policy,
+                })
+                .collect(),
+        }
+    }
+
+    /// The hash that decides whether a registration is a new version. The
+    /// component file paths are left out: moving a file is not a change.
+    pub fn hash(&self) -> String {
+        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Some(steps) = value.get_mut("steps").and_then(Value::as_array_mut) {
+            for step in steps {
+                if let Some(obj) = step.as_object_mut() {
+                    obj.remove("file");
+                }
+            }
+        }
+        sha256_hex(canonical_json(&value).as_bytes())
+    }
+
+    /// The step named `name`, with its index.
+    pub fn step(&self, name: &str) -> Option<(usize, &StepDef)> {
+        self.steps.iter().enumerate().find(|(_, s)| s.name == name)
+    }
+
+    /// The recovery point after step `index`: the next step's name, or `finished`.
+    pub fn next_after(&self, index: usize) -> &str {
+        self.steps
+            .get(index + 1)
+            .map(|s| s.name.as_str())
+            .unwrap_or(FINISHED)
+    }
+
+    /// The first step's name.
+    pub fn first_step(&self) -> &str {
+        self.steps
+            .first()
+            .map(|s| s.name.as_str())
+            .unwrap_or(FINISHED)
+    }
+
+    /// The longest deadline of any step, to size leases.
+    pub fn max_timeout(&self) -> std::time::Duration {
+        self.steps
+            .iter()
+            .map(|s| s.policy.timeout)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// A stored version of a workflow.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    /// The version number, from 1, per name.
+    pub version: u32,
+    /// Hash of the definition.
+    pub hash: String,
+    /// The definition.
+    pub definition: Definition,
+}
