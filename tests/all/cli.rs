@@ -1,0 +1,203 @@
+//! The `acidic` binary end to end, as the README uses it: the ride example.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+use crate::harness::{Env, root};
+
+fn acidic(env: &Env, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_acidic"))
+        .args(args)
+        .current_dir(root())
+        .env("DATABASE_URL", env.db())
+        .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
+        .env_remove("ACIDIC_LOG")
+        .output()
+        .expect("run acidic")
+}
+
+fn stdout_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(out)
+        )
+    })
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const RIDE: &str = "guest-examples/rust/ride-create/workflow.toml";
+const RECEIPT: &str = "guest-examples/rust/send-receipt/workflow.toml";
+
+#[test]
+fn ride_example_runs_replays_fails_and_retries() {
+    let env = Env::new();
+    assert!(Path::new(&root().join(RIDE)).is_file());
+    let out = acidic(&env, &["register", RIDE, RECEIPT]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let args = json!({ "user": "ada@example.com", "origin": [0, 0], "target": [0.3, 0.4], "card": "tok_visa" }).to_string();
+    let out = acidic(
+        &env,
+        &[
+            "run",
+            "ride-create",
+            "--args",
+            &args,
+            "--key",
+            "ride-1",
+            "--follow",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let result = stdout_json(&out);
+    assert_eq!(result["ride_id"], json!("ride_1"));
+    assert_eq!(result["amount_cents"], json!(700));
+    assert!(
+        stderr(&out).contains("send-receipt run receipt-ride-1: succeeded"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The same key again: the stored result, nothing run.
+    let again = acidic(
+        &env,
+        &[
+            "run",
+            "ride-create",
+            "--args",
+            &args,
+            "--key",
+            "ride-1",
+            "--json",
+        ],
+    );
+    assert_eq!(again.status.code(), Some(0));
+    let report = stdout_json(&again);
+    assert_eq!(report["replayed"], json!(true));
+    assert_eq!(report["result"], result);
+
+    // The same key with other args: refused.
+    let other = json!({ "user": "eve@example.com", "origin": [0, 0], "target": [1, 1], "card": "tok_visa" }).to_string();
+    let out = acidic(
+        &env,
+        &["run", "ride-create", "--args", &other, "--key", "ride-1"],
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("other args"), "{}", stderr(&out));
+
+    // A flaky card: the charge fails once; `runs show` has the error; `retry` resumes at the charge.
+    let flaky = json!({ "user": "bob@example.com", "origin": [0, 0], "target": [1, 1], "card": "tok_flaky" }).to_string();
+    let out = acidic(
+        &env,
+        &["run", "ride-create", "--args", &flaky, "--key", "ride-2"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("payment gateway timed out"),
+        "{}",
+        stderr(&out)
+    );
+    let show = acidic(&env, &["runs", "show", "ride-2"]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains("at step     charge_card") && text.contains("payment gateway timed out"),
+        "{text}"
+    );
+
+    let out = acidic(&env, &["retry", "ride-2", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = stdout_json(&out);
+    assert_eq!(report["status"], json!("succeeded"));
+    assert_eq!(
+        report["steps_committed"],
+        json!(2),
+        "charge_card and send_receipt; create_ride did not run again"
+    );
+    let detail = stdout_json(&acidic(&env, &["runs", "show", "ride-2", "--json"]));
+    let steps: Vec<(String, String)> = detail["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .map(|e| {
+            (
+                e["step"].as_str().unwrap_or("").to_string(),
+                e["outcome"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let expect = [
+        ("create_ride", "committed"),
+        ("charge_card", "failed"),
+        ("charge_card", "committed"),
+        ("send_receipt", "finished"),
+    ];
+    assert_eq!(
+        steps,
+        expect.map(|(a, b)| (a.to_string(), b.to_string())).to_vec()
+    );
+
+    // A declined card fails for good, at once.
+    let declined = json!({ "user": "cy@example.com", "origin": [0, 0], "target": [1, 1], "card": "tok_chargeDeclined" }).to_string();
+    let out = acidic(&env, &["run", "ride-create", "--args", &declined, "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(stdout_json(&out)["status"], json!("failed"));
+
+    let list = acidic(&env, &["runs", "list", "--json"]);
+    assert_eq!(
+        stdout_json(&list).as_array().map(Vec::len),
+        Some(5),
+        "3 rides + 2 receipts"
+    );
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let env = Env::new();
+    let out = acidic(&env, &["run", "nope", "--args", "{}"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("workflow `nope` is not registered"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = acidic(&env, &["run", RIDE, "--args", "{not json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("invalid JSON --args"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = acidic(&env, &["runs", "show", "missing-key"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no run has the key `missing-key`"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = acidic(&env, &["register", "guest-examples/rust/nowhere.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nowhere.toml"), "{}", stderr(&out));
+}
+
+#[test]
+fn bench_prints_a_ratio_against_its_baseline() {
+    let env = Env::new();
+    let out = acidic(&env, &["bench", "--runs", "20", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = stdout_json(&out);
+    assert!(
+        report["ratio"].as_f64().is_some_and(|r| r > 0.0),
+        "{report}"
+    );
+    assert_eq!(report["steps_per_run"], json!(3));
+}

@@ -1,0 +1,9 @@
+//! The host's integration tests: one binary, a module per area, real SQLite
+//! files and real components built from `guest-examples/`.
+
+mod cli;
+mod guarantees;
+mod harness;
+mod manifests;
+mod registry;
+mod sandbox;
