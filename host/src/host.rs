@@ -314,18 +314,14 @@ impl Host {
         }
     }
 
-    /// Runs a failed or pending run again now, from its recovery point, with
-    /// a fresh attempt count for the step that failed.
+    /// Runs a failed or pending run again now, from its recovery point; a
+    /// failed run gets a fresh budget of attempts for the step that failed.
+    /// A succeeded run is returned as a replay, with nothing run.
     pub async fn retry(&self, key: &str, workflow: Option<&str>) -> Result<RunReport> {
         let run = self.find(key, workflow).await?;
         match run.status {
-            RunStatus::Succeeded => {
-                return Err(Error::InvalidState {
-                    key: run.key,
-                    status: "succeeded".into(),
-                    hint: "its result is stored; `acidic runs show` prints it",
-                });
-            }
+            // Retrying asks for the run to be complete; a succeeded one already is.
+            RunStatus::Succeeded => return Ok(RunReport::from_record(&run, true)),
             RunStatus::Cancelled => {
                 return Err(Error::InvalidState {
                     key: run.key,

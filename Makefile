@@ -1,0 +1,53 @@
+# The two commands of the README:
+#   make demo   set everything up, then run the ride example
+#   make test   set everything up, then run formatting, lints and the test suite
+# Both are idempotent; the second run of each is fast.
+
+CARGO  ?= cargo
+ACIDIC := target/debug/acidic
+GUESTS := guest-examples/rust
+DB     ?= acidic.db
+RIDE   := $(GUESTS)/ride-create/workflow.toml
+RECEIPT:= $(GUESTS)/send-receipt/workflow.toml
+
+.PHONY: setup guests host demo test bench clean
+
+setup: guests host
+
+# The wasm target for Rust guests, then the guest components themselves.
+guests:
+	rustup target add wasm32-wasip2
+	$(CARGO) build --release --target wasm32-wasip2 --manifest-path $(GUESTS)/Cargo.toml --target-dir $(GUESTS)/target
+
+host:
+	$(CARGO) build
+
+demo: setup
+	@echo "== register the ride workflow and its receipt workflow"
+	$(ACIDIC) --database-url $(DB) register $(RIDE) $(RECEIPT)
+	@echo "== run a ride; --follow also runs the receipt run its last step staged"
+	$(ACIDIC) --database-url $(DB) run ride-create --key ride-ada --follow \
+	  --args '{"user":"ada@example.com","origin":[0,0],"target":[0.3,0.4],"card":"tok_visa"}'
+	@echo "== the same key again: the stored result, nothing runs"
+	$(ACIDIC) --database-url $(DB) run ride-create --key ride-ada \
+	  --args '{"user":"ada@example.com","origin":[0,0],"target":[0.3,0.4],"card":"tok_visa"}'
+	@echo "== a flaky card: the charge step fails once (exit code 3), the ride stays committed"
+	-$(ACIDIC) --database-url $(DB) run ride-create --key ride-bob \
+	  --args '{"user":"bob@example.com","origin":[0,0],"target":[1,1],"card":"tok_flaky"}'
+	$(ACIDIC) --database-url $(DB) runs show ride-bob
+	@echo "== retry: resumes at charge_card; create_ride does not run again"
+	$(ACIDIC) --database-url $(DB) retry ride-bob --follow
+	$(ACIDIC) --database-url $(DB) runs show ride-bob
+	$(ACIDIC) --database-url $(DB) runs list
+
+test: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --all --manifest-path $(GUESTS)/Cargo.toml -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test
+
+bench: setup
+	$(ACIDIC) bench --runs 500
+
+clean:
+	rm -f $(DB) $(DB)-shm $(DB)-wal
