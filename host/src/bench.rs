@@ -30,6 +30,8 @@ pub struct BenchReport {
     pub instantiate_call_secs: f64,
     /// acidic time / baseline time.
     pub ratio: f64,
+    /// Whether the pooling allocator was in use.
+    pub pooling: bool,
 }
 
 impl BenchReport {
@@ -49,8 +51,10 @@ impl fmt::Display for BenchReport {
         let runs = f64::from(self.runs);
         writeln!(
             f,
-            "acidic bench: {} runs x {} no-op steps, SQLite (WAL, synchronous=FULL)",
-            self.runs, self.steps_per_run
+            "acidic bench: {} runs x {} no-op steps, SQLite (WAL, synchronous=FULL), {} allocator",
+            self.runs,
+            self.steps_per_run,
+            if self.pooling { "pooling" } else { "on-demand" }
         )?;
         writeln!(
             f,
@@ -153,6 +157,7 @@ async fn measure(dir: &Path, manifest: &Path, runs: u32) -> Result<BenchReport> 
         acidic_secs: acidic.as_secs_f64(),
         instantiate_call_secs: instantiate_call.as_secs_f64(),
         ratio: acidic.as_secs_f64() / baseline.as_secs_f64(),
+        pooling: host.runtime.pooling,
     })
 }
 

@@ -38,30 +38,46 @@ impl Failed {
 
 impl Host {
     /// Runs the steps of `run`, which `lease` holds, until it finishes or a
-    /// step fails. Each step is its own transaction; a failure is recorded and
-    /// the lease released, so the run can always be resumed.
-    pub(crate) async fn drive(&self, mut run: RunRecord, lease: Lease) -> Result<RunReport> {
-        let workflow = match self.version(&run.workflow, run.workflow_version).await {
-            Ok(w) => w,
-            Err(e) => {
-                self.store.release(run.id, &lease).await?;
-                return Err(e);
-            }
-        };
+    /// step fails. Each step is its own transaction; a failed step is recorded
+    /// and the lease released, so the run can always be resumed. If the host
+    /// itself fails (the database, a corrupt row), the lease is released too.
+    pub(crate) async fn drive(&self, run: RunRecord, lease: Lease) -> Result<RunReport> {
+        let id = run.id;
+        let result = self.drive_steps(run, &lease).await;
+        if let Err(e) = &result
+            && !matches!(e, Error::LeaseLost(_))
+            && let Err(release) = self.store.release(id, &lease).await
+        {
+            tracing::warn!(
+                run = id,
+                "could not release the lease after `{e}`: {release}"
+            );
+        }
+        result
+    }
+
+    async fn drive_steps(&self, mut run: RunRecord, lease: &Lease) -> Result<RunReport> {
+        let workflow = self.version(&run.workflow, run.workflow_version).await?;
         let definition = &workflow.definition;
         let mut report = RunReport::from_record(&run, false);
         report.error = None;
         loop {
+            if self.stopping() {
+                // Shutting down between steps: hand the run back, resumable at once.
+                self.store.release(run.id, lease).await?;
+                report.status = RunStatus::Pending;
+                report.recovery_point = run.recovery_point;
+                report.retry_at = Some(now_ms());
+                return Ok(report);
+            }
             if run.recovery_point == FINISHED {
                 // Only a corrupt row is running with nothing left to do.
-                self.store.release(run.id, &lease).await?;
                 return Err(Error::Corrupt(format!(
                     "run {} is running but already at `finished`",
                     run.id
                 )));
             }
             let Some((index, step)) = definition.step(&run.recovery_point) else {
-                self.store.release(run.id, &lease).await?;
                 return Err(Error::Corrupt(format!(
                     "run {} is at step `{}`, which workflow `{}` v{} does not have",
                     run.id, run.recovery_point, run.workflow, run.workflow_version
@@ -69,8 +85,7 @@ impl Host {
             };
             let attempt = run.step_attempt + 1;
             let started_at = now_ms();
-            let span = tracing::info_span!("step", run = %run.key, step = %step.name, attempt);
-            let _enter = span.enter();
+            tracing::debug!(run = %run.key, step = %step.name, attempt, worker = %lease.owner, "step started");
 
             let outcome = match self.prepare(&step.component).await {
                 Ok(prepared) => {
@@ -96,7 +111,7 @@ impl Host {
                         .await;
                     self.settle(
                         &run,
-                        &lease,
+                        lease,
                         &step.name,
                         definition.next_after(index),
                         attempt,
@@ -126,7 +141,7 @@ impl Host {
                     run.attempts += 1;
                     match end {
                         StepEnd::Advance { next, result } if next == FINISHED => {
-                            tracing::debug!("run finished");
+                            tracing::debug!(run = %run.key, "run finished");
                             report.status = RunStatus::Succeeded;
                             report.recovery_point = next;
                             report.result = Some(result.unwrap_or(Value::Null));
@@ -147,7 +162,7 @@ impl Host {
                         message: failed.message,
                         attempt,
                     };
-                    tracing::info!(kind = %failure.kind, retry = retry_in.is_some(), "step failed: {}", failure.message);
+                    tracing::info!(run = %run.key, step = %failure.step, kind = %failure.kind, retry = retry_in.is_some(), "step failed: {}", failure.message);
                     let record = FailureRecord {
                         run_id: run.id,
                         lease: lease.clone(),

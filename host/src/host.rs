@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ use crate::workflow::{Definition, Workflow};
 /// Default lease: how long a claimed run stays locked without progress (as rocket-rides).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(90);
 
+/// Time beyond a step's deadline that its lease must last, for instantiation and the commit.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
 /// How to open a [`Host`].
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -29,7 +33,7 @@ pub struct HostConfig {
     pub database_url: String,
     /// Where compiled components are cached; default: the user's cache folder.
     pub cache_dir: Option<PathBuf>,
-    /// Lease length for claimed runs (at least the longest step deadline plus 30 s is used).
+    /// Lease length for claimed runs (at least the longest step deadline plus 5 s is used).
     pub lease: Duration,
     /// Use wasmtime's pooling allocator when the machine allows it.
     pub pooling: bool,
@@ -177,6 +181,7 @@ pub struct Host {
     workflows: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
     worker: String,
     pub(crate) lease: Duration,
+    stopping: AtomicBool,
 }
 
 impl Host {
@@ -200,7 +205,24 @@ impl Host {
             workflows: Mutex::new(HashMap::new()),
             worker,
             lease: config.lease,
+            stopping: AtomicBool::new(false),
         })
+    }
+
+    /// Asks every run this host is driving to stop after its current step and
+    /// hand its lease back (graceful shutdown). Irreversible.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// True once [`Host::stop`] was called.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// This process's name in leases.
+    pub fn worker_name(&self) -> &str {
+        &self.worker
     }
 
     /// The runtime's counters (compiles, cache loads, instantiations).
@@ -482,11 +504,9 @@ impl Host {
         })
     }
 
-    fn lease_for(&self, definition: &Definition) -> Lease {
-        // A step must be able to finish inside the lease it started under.
-        let ttl = self
-            .lease
-            .max(definition.max_timeout() + Duration::from_secs(30));
+    pub(crate) fn lease_for(&self, definition: &Definition) -> Lease {
+        // A step must be able to finish (and commit) inside the lease it started under.
+        let ttl = self.lease.max(definition.max_timeout() + LEASE_MARGIN);
         Lease::new(&self.worker, ttl)
     }
 

@@ -24,6 +24,7 @@ pub mod manifest;
 pub mod run;
 pub mod runtime;
 pub mod store;
+mod worker;
 pub mod workflow;
 
 pub use error::{Error, ManifestError, Result};
@@ -33,3 +34,4 @@ pub use host::{
 };
 pub use run::{RunRecord, RunStatus, StepEvent, StepFailure};
 pub use store::RunFilter;
+pub use worker::{WorkSummary, WorkerOptions};

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -12,6 +13,7 @@ use serde_json::Value;
 use acidic::run::now_ms;
 use acidic::{
     Error, Host, HostConfig, RunDetail, RunFilter, RunRecord, RunReport, RunRequest, RunStatus,
+    WorkerOptions,
 };
 
 /// Idempotent, ACID, multi-step operations whose steps are WebAssembly components.
@@ -77,6 +79,36 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// Claim and run runnable runs until stopped (SIGINT/SIGTERM finish the current steps, then exit).
+    Worker {
+        #[command(flatten)]
+        options: WorkerArgs,
+        /// Exit once nothing is runnable and nothing is in flight.
+        #[arg(long)]
+        exit_when_idle: bool,
+    },
+    /// One completer pass: run the runs their callers gave up on (due or stalled for longer than --grace), then exit.
+    Complete {
+        #[command(flatten)]
+        options: WorkerArgs,
+    },
+    /// Delete finished runs older than --older-than (never an unfinished one).
+    Reap {
+        /// Age of finished runs to delete ("72h", "30d").
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "72h")]
+        older_than: Duration,
+    },
+    /// Cancel a pending or waiting run and its unfinished staged runs.
+    Cancel {
+        /// The run's idempotency key.
+        key: String,
+        /// The workflow, if the key is used by several.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Who is cancelling (recorded on the run).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+    },
     /// Measure runs/s and per-step host overhead against bare database transactions.
     Bench {
         #[command(flatten)]
@@ -94,6 +126,42 @@ struct Target {
     /// Idempotency key (default: SHA-256 of the workflow and args).
     #[arg(long)]
     key: Option<String>,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// Runs driven at once (default: number of cores).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Only claim runs on these queues (repeatable; default: all).
+    #[arg(long = "queue")]
+    queues: Vec<String>,
+    /// Sleep this long when nothing is runnable.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
+    poll: Duration,
+    /// Leave expired leases (and, for `complete`, due runs) alone this long before taking them over.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    grace: Option<Duration>,
+    /// Lease length for claimed runs (raised to the longest step deadline plus 5s).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "90s")]
+    lease: Duration,
+    /// Delete finished runs older than this ("0s" keeps them all).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "72h")]
+    retention: Duration,
+}
+
+impl WorkerArgs {
+    fn options(&self) -> WorkerOptions {
+        let mut o = WorkerOptions::default();
+        if let Some(n) = self.concurrency {
+            o.concurrency = n;
+        }
+        o.queues = self.queues.clone();
+        o.poll = self.poll;
+        o.grace = self.grace.unwrap_or_default();
+        o.retention = (!self.retention.is_zero()).then_some(self.retention);
+        o
+    }
 }
 
 #[derive(Subcommand)]
@@ -117,6 +185,12 @@ enum RunsCommand {
         /// The workflow, if the key is used by several.
         #[arg(long)]
         workflow: Option<String>,
+        /// Block until the run is finished, then print its result.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (exit 3).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
     },
 }
 
@@ -171,6 +245,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     let mut config = HostConfig::new(&cli.database_url);
     config.cache_dir = cli.cache_dir.clone();
+    if let Command::Worker { options, .. } | Command::Complete { options } = &cli.command {
+        config.lease = options.lease;
+    }
     let host = Host::open(config)
         .await
         .with_context(|| format!("opening {}", cli.database_url))?;
@@ -261,13 +338,72 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Runs {
-            command: RunsCommand::Show { key, workflow },
+            command:
+                RunsCommand::Show {
+                    key,
+                    workflow,
+                    wait: true,
+                    timeout,
+                },
+        } => {
+            let report = host.wait(&key, workflow.as_deref(), timeout).await?;
+            if json {
+                print_json(&report)?;
+            } else if let Some(result) = &report.result {
+                println!("{}", serde_json::to_string_pretty(result)?);
+            } else {
+                describe(&report, false);
+            }
+            Ok(if report.status == RunStatus::Succeeded {
+                0
+            } else {
+                exit::STEP_FAILED
+            })
+        }
+        Command::Runs {
+            command: RunsCommand::Show { key, workflow, .. },
         } => {
             let detail = host.show(&key, workflow.as_deref()).await?;
             if json {
                 print_json(&detail)?;
             } else {
                 print_detail(&detail);
+            }
+            Ok(0)
+        }
+        Command::Worker {
+            options,
+            exit_when_idle,
+        } => {
+            let mut options = options.options();
+            options.exit_when_idle = exit_when_idle;
+            work(host, options, json).await
+        }
+        Command::Complete { options } => {
+            let mut options = options.options();
+            options.exit_when_idle = true;
+            options.abandoned_only = true;
+            options.grace = options.grace.max(Duration::from_secs(1));
+            work(host, options, json).await
+        }
+        Command::Reap { older_than } => {
+            let n = host.reap(older_than).await?;
+            if json {
+                print_json(&serde_json::json!({ "reaped": n }))?;
+            } else {
+                println!(
+                    "reaped {n} finished runs older than {}",
+                    humantime::format_duration(older_than)
+                );
+            }
+            Ok(0)
+        }
+        Command::Cancel { key, workflow, by } => {
+            let n = host.cancel(&key, workflow.as_deref(), &by).await?;
+            if json {
+                print_json(&serde_json::json!({ "cancelled": n }))?;
+            } else {
+                println!("cancelled {n} run(s)");
             }
             Ok(0)
         }
@@ -452,6 +588,9 @@ fn print_detail(d: &RunDetail) {
     if let Some(p) = r.parent_run_id {
         println!("parent      run {p}");
     }
+    if let Some(by) = &r.cancelled_by {
+        println!("cancelled   by {by}");
+    }
     println!(
         "created     {}, updated {}",
         ago(r.created_at),
@@ -493,6 +632,61 @@ async fn bench(options: &BenchArgs, json: bool) -> anyhow::Result<u8> {
         print!("{report}");
     }
     Ok(0)
+}
+
+async fn work(host: Host, options: WorkerOptions, json: bool) -> anyhow::Result<u8> {
+    let host = Arc::new(host);
+    eprintln!(
+        "worker {} claiming from {} with concurrency {}",
+        host.worker_name(),
+        if options.queues.is_empty() {
+            "all queues".to_string()
+        } else {
+            options.queues.join(", ")
+        },
+        options.concurrency
+    );
+    let summary = host.work(options, shutdown_signal()).await?;
+    if json {
+        print_json(&summary)?;
+    } else {
+        eprintln!(
+            "worker stopped: {} claimed, {} succeeded, {} stopped on a failed step, {} handed back, {} host errors, {} reaped",
+            summary.claimed,
+            summary.succeeded,
+            summary.stopped_on_failure,
+            summary.released,
+            summary.errors,
+            summary.reaped
+        );
+    }
+    Ok(0)
+}
+
+/// Resolves on SIGINT or SIGTERM. The handlers are installed now, before
+/// the first claim, so a signal never kills a worker mid-step.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    async move {
+        let recv = |s: &mut Option<tokio::signal::unix::Signal>| {
+            let s = s.take();
+            async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+        };
+        tokio::select! {
+            _ = recv(&mut term) => {}
+            _ = recv(&mut int) => {}
+        }
+        eprintln!("stopping: finishing current steps, then handing runs back");
+    }
 }
 
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {

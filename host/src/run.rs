@@ -165,6 +165,8 @@ pub struct RunRecord {
     pub queue: String,
     /// The run that staged this one.
     pub parent_run_id: Option<i64>,
+    /// Who cancelled it, if cancelled.
+    pub cancelled_by: Option<String>,
     /// Created (ms).
     pub created_at: i64,
     /// Last changed (ms).

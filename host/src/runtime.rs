@@ -246,6 +246,8 @@ pub struct Runtime {
     compat: String,
     prepared: Mutex<HashMap<String, Prepared>>,
     ticker_stop: Arc<AtomicBool>,
+    /// Whether instances come from wasmtime's pooling allocator.
+    pub pooling: bool,
     /// What the runtime has done.
     pub metrics: Metrics,
 }
@@ -260,18 +262,18 @@ impl Runtime {
     /// An engine with epoch deadlines, caching compiled components under `cache_dir`.
     /// The pooling allocator is used when `pooling` is set and the host allows it.
     pub fn new(cache_dir: &Path, pooling: bool) -> Result<Runtime> {
-        let engine = if pooling {
-            match Engine::new(&config(true)) {
-                Ok(engine) => engine,
-                Err(e) => {
+        let (engine, pooling) = match pooling.then(|| Engine::new(&config(true))) {
+            Some(Ok(engine)) => (engine, true),
+            fallback => {
+                if let Some(Err(e)) = fallback {
                     tracing::warn!(
                         "pooling allocator unavailable ({e}); using on-demand allocation"
                     );
-                    Engine::new(&config(false)).map_err(|e| Error::Engine(e.to_string()))?
                 }
+                let engine =
+                    Engine::new(&config(false)).map_err(|e| Error::Engine(e.to_string()))?;
+                (engine, false)
             }
-        } else {
-            Engine::new(&config(false)).map_err(|e| Error::Engine(e.to_string()))?
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -308,6 +310,7 @@ impl Runtime {
             compat,
             prepared: Mutex::new(HashMap::new()),
             ticker_stop,
+            pooling,
             metrics: Metrics::default(),
         })
     }

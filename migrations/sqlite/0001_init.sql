@@ -50,6 +50,7 @@ CREATE TABLE runs (
     queue              TEXT NOT NULL DEFAULT 'default',
     parent_run_id      INTEGER REFERENCES runs (id) ON DELETE SET NULL,
     pending_children   INTEGER NOT NULL DEFAULT 0,
+    cancelled_by       TEXT,
     created_at         INTEGER NOT NULL,
     updated_at         INTEGER NOT NULL,
     last_run_at        INTEGER,

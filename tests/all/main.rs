@@ -7,3 +7,4 @@ mod harness;
 mod manifests;
 mod registry;
 mod sandbox;
+mod workers;

@@ -25,6 +25,36 @@ pub enum InsertOutcome {
     Mismatch,
 }
 
+/// Which runs a worker may claim.
+#[derive(Debug, Clone, Default)]
+pub struct Claim {
+    /// Only runs on these queues; empty means every queue.
+    pub queues: Vec<String>,
+    /// How long an expired lease must have been expired before the run is
+    /// taken over (and, with `abandoned_only`, how long a pending run must
+    /// have been due).
+    pub grace: std::time::Duration,
+    /// Only runs whose caller gave up on them: due for longer than `grace`
+    /// (the completer's pass).
+    pub abandoned_only: bool,
+}
+
+/// What cancelling found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    /// Cancelled this many runs (the run and its unfinished staged runs).
+    Cancelled(u64),
+    /// The run had already finished.
+    AlreadyFinal(RunStatus),
+    /// A worker is inside one of its steps.
+    Locked {
+        /// Owner.
+        locked_by: String,
+        /// Remaining ms.
+        remaining_ms: i64,
+    },
+}
+
 /// Which runs to list.
 #[derive(Debug, Clone)]
 pub struct RunFilter {
@@ -141,6 +171,26 @@ impl Store {
     /// Runs by key.
     pub async fn runs_by_key(&self, key: &str, workflow: Option<&str>) -> Result<Vec<RunRecord>> {
         forward!(self, s => s.runs_by_key(key, workflow).await)
+    }
+
+    /// Claims the next runnable run.
+    pub async fn claim_next(&self, claim: &Claim, lease: &Lease) -> Result<Option<RunRecord>> {
+        forward!(self, s => s.claim_next(claim, lease).await)
+    }
+
+    /// Extends a held lease.
+    pub async fn extend_lease(&self, id: i64, lease: &Lease) -> Result<bool> {
+        forward!(self, s => s.extend_lease(id, lease).await)
+    }
+
+    /// Cancels a run and its unfinished staged runs.
+    pub async fn cancel(&self, id: i64, by: &str) -> Result<CancelOutcome> {
+        forward!(self, s => s.cancel(id, by).await)
+    }
+
+    /// Deletes finished runs older than `cutoff` (ms), at most `batch`.
+    pub async fn reap(&self, cutoff: i64, batch: u32) -> Result<u64> {
+        forward!(self, s => s.reap(cutoff, batch).await)
     }
 
     /// Runs matching a filter.

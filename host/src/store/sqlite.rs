@@ -14,7 +14,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
-use super::{InsertOutcome, RunFilter};
+use super::{CancelOutcome, Claim, InsertOutcome, RunFilter};
 use crate::error::{Error, Result};
 use crate::manifest::FINISHED;
 use crate::run::{
@@ -40,7 +40,7 @@ pub struct SqliteStore {
 const RUN_COLUMNS: &str = "id, workflow, workflow_version, definition_hash, idempotency_key, args, args_hash, \
     status, recovery_point, attributes, result, attempts, step_attempt, step_attempt_base, last_error_step, last_error_kind, \
     last_error_message, last_error_attempt, locked_by, locked_until, available_at, queue, parent_run_id, \
-    created_at, updated_at, last_run_at, finished_at";
+    cancelled_by, created_at, updated_at, last_run_at, finished_at";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (a path, or `sqlite://path`) and migrates it.
@@ -229,6 +229,115 @@ impl SqliteStore {
         Ok(outcome)
     }
 
+    /// Claims the next runnable run for `lease`: a pending run that is due,
+    /// or a running one whose lease expired more than `claim.grace` ago (its
+    /// worker died). Returns `None` when there is nothing to do.
+    pub async fn claim_next(&self, claim: &Claim, lease: &Lease) -> Result<Option<RunRecord>> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        let queues =
+            (!claim.queues.is_empty()).then(|| Value::from(claim.queues.clone()).to_string());
+        let due = if claim.abandoned_only {
+            now - ms(claim.grace)
+        } else {
+            now
+        };
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM runs \
+             WHERE (? IS NULL OR queue IN (SELECT value FROM json_each(?))) \
+               AND ((status = 'pending' AND available_at <= ? AND (locked_until IS NULL OR locked_until < ?)) \
+                 OR (status = 'running' AND locked_until < ?)) \
+             ORDER BY available_at, id LIMIT 1",
+        )
+        .bind(queues.as_deref())
+        .bind(queues.as_deref())
+        .bind(due)
+        .bind(now)
+        .bind(now - ms(claim.grace))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        let run = fetch_run(&mut tx, By::Id(id))
+            .await?
+            .ok_or_else(|| Error::Corrupt(format!("run {id} vanished")))?;
+        let outcome = claim_in(&mut tx, run, lease, now).await?;
+        tx.commit().await?;
+        match outcome {
+            StartOutcome::Claimed(run) => Ok(Some(*run)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Extends `lease` on run `id` to `lease.ttl` from now. Returns false if it is no longer held.
+    pub async fn extend_lease(&self, id: i64, lease: &Lease) -> Result<bool> {
+        let now = now_ms();
+        let updated = sqlx::query(
+            "UPDATE runs SET locked_until = ? WHERE id = ? AND locked_by = ? AND status = 'running'",
+        )
+        .bind(now + ms(lease.ttl))
+        .bind(id)
+        .bind(&lease.owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    /// Cancels run `id` and every unfinished run it staged, recursively,
+    /// recording `by`. A run inside a step (live lease) cannot be cancelled.
+    pub async fn cancel(&self, id: i64, by: &str) -> Result<CancelOutcome> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        let run = fetch_run(&mut tx, By::Id(id))
+            .await?
+            .ok_or_else(|| Error::RunNotFound(id.to_string()))?;
+        if run.status.is_final() {
+            return Ok(CancelOutcome::AlreadyFinal(run.status));
+        }
+        if let (Some(owner), Some(until)) = (&run.locked_by, run.locked_until)
+            && until > now
+        {
+            return Ok(CancelOutcome::Locked {
+                locked_by: owner.clone(),
+                remaining_ms: until - now,
+            });
+        }
+        let cancelled = sqlx::query(
+            "WITH RECURSIVE tree (id) AS (SELECT ? UNION SELECT runs.id FROM runs JOIN tree ON runs.parent_run_id = tree.id) \
+             UPDATE runs SET status = 'cancelled', cancelled_by = ?, finished_at = ?, updated_at = ?, \
+               locked_by = NULL, locked_until = NULL \
+             WHERE id IN (SELECT id FROM tree) AND status IN ('pending', 'waiting', 'running') \
+               AND (id = ? OR locked_until IS NULL OR locked_until < ?)",
+        )
+        .bind(id)
+        .bind(by)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(CancelOutcome::Cancelled(cancelled.rows_affected()))
+    }
+
+    /// Deletes up to `batch` finished runs that finished before `cutoff` (ms
+    /// since epoch), with their timelines. Unfinished runs are never touched.
+    pub async fn reap(&self, cutoff: i64, batch: u32) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM runs WHERE id IN (SELECT id FROM runs \
+               WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < ? ORDER BY finished_at LIMIT ?)",
+        )
+        .bind(cutoff)
+        .bind(i64::from(batch))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deleted.rows_affected())
+    }
+
     /// Creates a pending run unless its key exists.
     pub async fn insert_run(&self, new: &NewRun) -> Result<InsertOutcome> {
         let mut tx = self.begin().await?;
@@ -268,14 +377,16 @@ impl SqliteStore {
         };
         let done = status == RunStatus::Succeeded;
         // The lease is checked inside the commit, so a worker that lost it
-        // (expired and taken over) cannot advance the run.
+        // (expired and taken over) cannot advance the run. The owner token is
+        // unique per claim, so comparing it is the whole fence: an expired
+        // lease nobody took over still belongs to its worker.
         let updated = sqlx::query(
             "UPDATE runs SET recovery_point = ?, attributes = ?, status = ?, result = ?, \
                attempts = attempts + 1, step_attempt = 0, step_attempt_base = 0, \
                locked_by = CASE WHEN ? THEN NULL ELSE locked_by END, \
                locked_until = CASE WHEN ? THEN NULL ELSE ? END, \
                updated_at = ?, finished_at = CASE WHEN ? THEN ? ELSE NULL END \
-             WHERE id = ? AND locked_by = ? AND locked_until >= ? AND recovery_point = ? AND status = 'running'",
+             WHERE id = ? AND locked_by = ? AND recovery_point = ? AND status = 'running'",
         )
         .bind(recovery_point)
         .bind(&attributes)
@@ -289,7 +400,6 @@ impl SqliteStore {
         .bind(now)
         .bind(c.run_id)
         .bind(&c.lease.owner)
-        .bind(now)
         .bind(&c.step)
         .execute(&mut *tx)
         .await?;
@@ -687,6 +797,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
         available_at: row.try_get("available_at")?,
         queue: row.try_get("queue")?,
         parent_run_id: row.try_get("parent_run_id")?,
+        cancelled_by: row.try_get("cancelled_by")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         last_run_at: row.try_get("last_run_at")?,

@@ -6,6 +6,7 @@
 //! - `"count": true` increments attribute `calls_<step>`;
 //! - `"stage": [{"workflow": w, "args": a, "key": k}]` stages runs;
 //! - `"fail": "retryable" | "fatal"` fails (only while attempt <= `"fail_attempts"`, if given);
+//! - `"sleep_ms": n` sleeps n ms (through WASI's clock, so the host keeps serving);
 //! - `"trap": true` panics (a Wasm trap), `"spin": true` loops forever,
 //!   `"grow_mib": n` allocates n MiB;
 //! - `"finish": value` ends the run with `value`; `"repeat_while_below": n`
@@ -65,6 +66,9 @@ impl Step for Scripted {
                 }
                 None => {}
             }
+        }
+        if let Some(ms) = action.get("sleep_ms").and_then(Value::as_u64) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
         }
         if action.get("trap") == Some(&Value::Bool(true)) {
             panic!("{step} trapped (scripted)");

@@ -1,0 +1,246 @@
+//! Workers: the runs table as a queue. A worker claims runnable runs (due
+//! pending runs, and running ones whose worker died: the completer), drives
+//! them with bounded concurrency, and periodically reaps finished runs past
+//! their retention (the reaper).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::error::{Error, Result};
+use crate::host::{Host, RunReport};
+use crate::run::{Lease, RunStatus, now_ms};
+use crate::store::{CancelOutcome, Claim};
+
+/// How a worker behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Runs driven at once by this process.
+    pub concurrency: usize,
+    /// Queues to claim from; empty means all.
+    pub queues: Vec<String>,
+    /// How long to sleep when there is nothing to claim.
+    pub poll: Duration,
+    /// How long an expired lease stays untouched before the run is taken over.
+    pub grace: Duration,
+    /// Finished runs older than this are deleted; `None` keeps them.
+    pub retention: Option<Duration>,
+    /// How often to reap.
+    pub reap_every: Duration,
+    /// Exit once nothing is runnable and nothing is in flight (for scripts and tests).
+    pub exit_when_idle: bool,
+    /// Claim only runs whose caller gave up on them (the completer's pass).
+    pub abandoned_only: bool,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            concurrency: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            queues: Vec::new(),
+            poll: Duration::from_millis(200),
+            grace: Duration::ZERO,
+            retention: Some(Duration::from_secs(72 * 3600)),
+            reap_every: Duration::from_secs(60),
+            exit_when_idle: false,
+            abandoned_only: false,
+        }
+    }
+}
+
+/// What a worker did before it stopped.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkSummary {
+    /// Runs claimed.
+    pub claimed: u64,
+    /// Runs that succeeded.
+    pub succeeded: u64,
+    /// Runs that stopped on a failed step (pending retry or failed).
+    pub stopped_on_failure: u64,
+    /// Runs handed back at shutdown.
+    pub released: u64,
+    /// Runs whose drive ended in a host error (logged; the run stays resumable).
+    pub errors: u64,
+    /// Finished runs deleted by the reaper.
+    pub reaped: u64,
+}
+
+impl WorkSummary {
+    fn count(&mut self, result: std::result::Result<Result<RunReport>, tokio::task::JoinError>) {
+        match result {
+            Ok(Ok(r)) if r.status == RunStatus::Succeeded => self.succeeded += 1,
+            Ok(Ok(r)) if r.error.is_none() && r.status == RunStatus::Pending => self.released += 1,
+            Ok(Ok(_)) => self.stopped_on_failure += 1,
+            Ok(Err(e)) => {
+                tracing::warn!("run ended with a host error: {e}");
+                self.errors += 1;
+            }
+            Err(e) => {
+                tracing::error!("a run's task panicked: {e}");
+                self.errors += 1;
+            }
+        }
+    }
+}
+
+impl Host {
+    /// Works runs until `shutdown` resolves (or, with `exit_when_idle`, until
+    /// there is nothing left). On shutdown it stops claiming, lets each run
+    /// finish its current step, hands the runs back, and returns.
+    pub async fn work(
+        self: &Arc<Self>,
+        options: WorkerOptions,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<WorkSummary> {
+        let claim = Claim {
+            queues: options.queues.clone(),
+            grace: options.grace,
+            abandoned_only: options.abandoned_only,
+        };
+        let concurrency = options.concurrency.max(1);
+        let mut summary = WorkSummary::default();
+        let mut tasks: JoinSet<Result<RunReport>> = JoinSet::new();
+        let mut next_reap = Instant::now();
+        let mut claim_errors = 0u32;
+        tokio::pin!(shutdown);
+        loop {
+            if self.stopping() {
+                break;
+            }
+            if let Some(retention) = options.retention
+                && Instant::now() >= next_reap
+            {
+                summary.reaped += self.reap(retention).await.unwrap_or_else(|e| {
+                    tracing::warn!("reaper: {e}");
+                    0
+                });
+                next_reap = Instant::now() + options.reap_every;
+            }
+
+            let mut idle = false;
+            while tasks.len() < concurrency && !self.stopping() {
+                match self.claim_one(&claim).await {
+                    Ok(Some((run, lease))) => {
+                        claim_errors = 0;
+                        summary.claimed += 1;
+                        let host = Arc::clone(self);
+                        tasks.spawn(async move { host.drive(run, lease).await });
+                    }
+                    Ok(None) => {
+                        idle = true;
+                        break;
+                    }
+                    Err(e) => {
+                        // The database is unreachable or busy: back off, keep what is in flight.
+                        claim_errors = claim_errors.saturating_add(1);
+                        tracing::warn!("cannot claim runs: {e}");
+                        idle = true;
+                        break;
+                    }
+                }
+            }
+            if idle && tasks.is_empty() && options.exit_when_idle {
+                break;
+            }
+            let pause = options.poll * claim_errors.clamp(1, 50);
+            tokio::select! {
+                _ = &mut shutdown => {
+                    // Runs in flight finish their current step, then hand their lease back.
+                    self.stop();
+                    break;
+                }
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => summary.count(done),
+                _ = tokio::time::sleep(pause), if idle || tasks.len() >= concurrency => {}
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            summary.count(done);
+        }
+        Ok(summary)
+    }
+
+    /// Claims the next runnable run, with a lease long enough for its workflow's longest step.
+    async fn claim_one(&self, claim: &Claim) -> Result<Option<(crate::run::RunRecord, Lease)>> {
+        let lease = Lease::new(self.worker_name(), self.lease);
+        let Some(run) = self.store.claim_next(claim, &lease).await? else {
+            return Ok(None);
+        };
+        let workflow = match self.version(&run.workflow, run.workflow_version).await {
+            Ok(w) => w,
+            Err(e) => {
+                self.store.release(run.id, &lease).await?;
+                return Err(e);
+            }
+        };
+        let needed = self.lease_for(&workflow.definition);
+        if needed.ttl > lease.ttl {
+            let lease = Lease {
+                owner: lease.owner,
+                ttl: needed.ttl,
+            };
+            if !self.store.extend_lease(run.id, &lease).await? {
+                return Ok(None);
+            }
+            return Ok(Some((run, lease)));
+        }
+        Ok(Some((run, lease)))
+    }
+
+    /// Cancels the run with `key` and its unfinished staged runs, recording `by`.
+    /// Returns how many runs were cancelled.
+    pub async fn cancel(&self, key: &str, workflow: Option<&str>, by: &str) -> Result<u64> {
+        let run = self.find(key, workflow).await?;
+        match self.store.cancel(run.id, by).await? {
+            CancelOutcome::Cancelled(n) => Ok(n),
+            CancelOutcome::AlreadyFinal(status) => Err(Error::InvalidState {
+                key: run.key,
+                status: status.to_string(),
+                hint: "only pending, waiting or stalled runs can be cancelled",
+            }),
+            CancelOutcome::Locked {
+                locked_by,
+                remaining_ms,
+            } => Err(Error::Locked {
+                key: run.key,
+                locked_by,
+                remaining_ms,
+            }),
+        }
+    }
+
+    /// Deletes finished runs that finished more than `older_than` ago, in
+    /// batches. Returns how many were deleted.
+    pub async fn reap(&self, older_than: Duration) -> Result<u64> {
+        let cutoff = now_ms() - crate::run::ms(older_than);
+        let mut total = 0;
+        loop {
+            let n = self.store.reap(cutoff, 500).await?;
+            total += n;
+            if n < 500 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Waits until the run with `key` is final (or `timeout` passes) and reports it.
+    pub async fn wait(
+        &self,
+        key: &str,
+        workflow: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<RunReport> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let run = self.find(key, workflow).await?;
+            if run.status.is_final() || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(RunReport::from_record(&run, true));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! Workers: real `acidic worker` processes on one SQLite file, killed and
+//! stopped mid-step; the completer and the reaper.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use acidic::run::{Lease, NewRun, StartOutcome};
+use acidic::store::Store;
+use acidic::{Host, RunFilter, RunRequest, RunStatus, WorkerOptions};
+use serde_json::{Value, json};
+
+use crate::harness::{Env, root};
+
+fn worker(env: &Env, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_acidic"))
+        .arg("worker")
+        .args(args)
+        .current_dir(root())
+        .env("DATABASE_URL", env.db())
+        .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
+        .env("ACIDIC_LOG", "warn,acidic::executor=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start worker")
+}
+
+fn counting(sleep_ms: u64) -> Value {
+    let step = json!({ "count": true, "sleep_ms": sleep_ms });
+    json!({ "script": { "a": step, "b": step, "c": step } })
+}
+
+async fn setup(env: &Env, host: &Host) {
+    let path = env.scripted(
+        "w",
+        "max_attempts = 3\ntimeout = \"1s\"",
+        &[("a", ""), ("b", ""), ("c", "")],
+    );
+    host.register(&path).await.expect("register");
+    let path = env.scripted("child", "", &[("only", "")]);
+    host.register(&path).await.expect("register child");
+}
+
+async fn enqueue(host: &Host, n: usize, sleep_ms: u64) {
+    for i in 0..n {
+        let mut args = counting(sleep_ms);
+        args["i"] = json!(i);
+        host.enqueue(
+            RunRequest::new("w", args).with_key(format!("run-{i}")),
+            Duration::ZERO,
+            "default",
+        )
+        .await
+        .expect("enqueue");
+    }
+}
+
+/// Every run succeeded, and every step of every run committed exactly once.
+async fn assert_each_step_committed_once(host: &Host, n: usize) {
+    let runs = host
+        .runs(&RunFilter {
+            workflow: Some("w".into()),
+            limit: 10_000,
+            ..RunFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(runs.len(), n);
+    for run in &runs {
+        assert_eq!(
+            run.status,
+            RunStatus::Succeeded,
+            "run {} is {}",
+            run.key,
+            run.status
+        );
+        for step in ["a", "b", "c"] {
+            assert_eq!(
+                run.attributes.get(&format!("calls_{step}")),
+                Some(&json!(1)),
+                "run {} step {step}",
+                run.key
+            );
+        }
+        let timeline = host.show(&run.key, Some("w")).await.expect("show").timeline;
+        let committed: Vec<&str> = timeline
+            .iter()
+            .filter(|e| e.outcome != "failed")
+            .map(|e| e.step.as_str())
+            .collect();
+        assert_eq!(committed, vec!["a", "b", "c"], "run {}", run.key);
+    }
+}
+
+/// The (run, step, attempt) calls each worker's log says it started.
+fn started_steps(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("step started"))
+        .map(|l| {
+            let field = |name: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            format!("{}/{}/{}", field("run"), field("step"), field("attempt"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_worker_processes_run_every_step_exactly_once() {
+    let env = Env::new();
+    let host = env.host().await;
+    setup(&env, &host).await;
+    enqueue(&host, 200, 0).await;
+
+    let workers: Vec<Child> = (0..2)
+        .map(|_| {
+            worker(
+                &env,
+                &["--exit-when-idle", "--concurrency", "4", "--poll", "20ms"],
+            )
+        })
+        .collect();
+    let mut starts: HashMap<String, usize> = HashMap::new();
+    for w in workers {
+        let out = w.wait_with_output().expect("worker exit");
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "worker failed: {log}");
+        for s in started_steps(&log) {
+            *starts.entry(s).or_default() += 1;
+        }
+    }
+    assert_each_step_committed_once(&host, 200).await;
+    assert_eq!(starts.len(), 600, "every step of every run was started");
+    let twice: Vec<_> = starts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "steps started by two workers: {twice:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_loses_nothing_and_repeats_no_committed_step() {
+    let env = Env::new();
+    let host = env.host().await;
+    setup(&env, &host).await;
+    enqueue(&host, 30, 50).await;
+
+    let mut first = worker(
+        &env,
+        &["--concurrency", "4", "--lease", "1s", "--poll", "20ms"],
+    );
+    let started = Instant::now();
+    loop {
+        let done = host
+            .runs(&RunFilter {
+                status: Some(RunStatus::Succeeded),
+                ..RunFilter::default()
+            })
+            .await
+            .expect("list");
+        if done.len() >= 5 || started.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().expect("kill -9");
+    let _ = first.wait();
+    let stranded = host
+        .runs(&RunFilter {
+            status: Some(RunStatus::Running),
+            ..RunFilter::default()
+        })
+        .await
+        .expect("list");
+    assert!(
+        !stranded.is_empty(),
+        "the kill should have caught runs mid-step"
+    );
+
+    // A second worker takes over once the dead worker's leases expire.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = worker(
+            &env,
+            &[
+                "--exit-when-idle",
+                "--concurrency",
+                "4",
+                "--lease",
+                "1s",
+                "--poll",
+                "20ms",
+            ],
+        )
+        .wait_with_output()
+        .expect("second worker");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let unfinished = host
+            .runs(&RunFilter::default())
+            .await
+            .expect("list")
+            .iter()
+            .filter(|r| !r.status.is_final())
+            .count();
+        if unfinished == 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_each_step_committed_once(&host, 30).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_current_step_and_hands_runs_back() {
+    let env = Env::new();
+    let host = env.host().await;
+    setup(&env, &host).await;
+    enqueue(&host, 4, 300).await;
+
+    let w = worker(&env, &["--concurrency", "4", "--poll", "20ms"]);
+    let started = Instant::now();
+    while host
+        .runs(&RunFilter {
+            status: Some(RunStatus::Running),
+            ..RunFilter::default()
+        })
+        .await
+        .expect("list")
+        .is_empty()
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &w.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = w.wait_with_output().expect("exit");
+    assert!(
+        out.status.success(),
+        "exit 0 on SIGTERM: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let runs = host.runs(&RunFilter::default()).await.expect("list");
+    assert_eq!(runs.len(), 4);
+    for run in &runs {
+        assert!(run.locked_by.is_none(), "run {} still leased", run.key);
+        assert!(
+            matches!(run.status, RunStatus::Pending | RunStatus::Succeeded),
+            "run {} is {}",
+            run.key,
+            run.status
+        );
+        let timeline = host.show(&run.key, None).await.expect("show").timeline;
+        assert!(
+            timeline.iter().all(|e| e.outcome != "failed"),
+            "a step in flight was cut off: {timeline:?}"
+        );
+    }
+    assert!(
+        runs.iter().any(|r| r.attributes.contains_key("calls_a")),
+        "the step in flight finished and committed"
+    );
+    // Handed-back runs are runnable at once and finish without repeating a step.
+    let host = Arc::new(host);
+    let options = WorkerOptions {
+        exit_when_idle: true,
+        poll: Duration::from_millis(10),
+        ..WorkerOptions::default()
+    };
+    host.work(options, std::future::pending())
+        .await
+        .expect("work");
+    assert_each_step_committed_once(&host, 4).await;
+}
+
+#[tokio::test]
+async fn a_staged_run_is_not_claimable_before_its_step_commits() {
+    let env = Env::new();
+    let host = Arc::new(env.host().await);
+    setup(&env, &host).await;
+    let args = json!({ "script": { "a": { "stage": [{ "workflow": "child", "args": {}, "key": "kid" }], "sleep_ms": 400 } } });
+    let parent = tokio::spawn({
+        let host = host.clone();
+        async move { host.run(RunRequest::new("w", args).with_key("p")).await }
+    });
+    // While the staging step sleeps, a worker finds nothing to claim and the child does not exist.
+    let watcher = env.host().await;
+    let started = Instant::now();
+    while watcher
+        .find("p", None)
+        .await
+        .map(|r| r.status != RunStatus::Running)
+        .unwrap_or(true)
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let watcher = Arc::new(watcher);
+    let options = WorkerOptions {
+        exit_when_idle: true,
+        ..WorkerOptions::default()
+    };
+    let summary = watcher
+        .work(options.clone(), std::future::pending())
+        .await
+        .expect("work");
+    assert_eq!(
+        summary.claimed, 0,
+        "nothing is claimable while the step runs"
+    );
+    assert!(
+        watcher.find("kid", None).await.is_err(),
+        "the staged run does not exist before the commit"
+    );
+
+    let report = parent.await.expect("join").expect("run");
+    assert_eq!(report.status, RunStatus::Succeeded);
+    let summary = watcher
+        .work(options, std::future::pending())
+        .await
+        .expect("work");
+    assert_eq!(
+        (summary.claimed, summary.succeeded),
+        (1, 1),
+        "the staged run is claimed once, after the commit"
+    );
+}
+
+async fn new_run(host: &Host, key: &str) -> NewRun {
+    let w = host.workflow("w").await.expect("workflow");
+    NewRun {
+        workflow: "w".into(),
+        workflow_version: w.version,
+        definition_hash: w.hash.clone(),
+        first_step: "a".into(),
+        attributes: Default::default(),
+        key: key.into(),
+        args: json!({}),
+        delay: Duration::ZERO,
+        queue: "default".into(),
+        parent_run_id: None,
+    }
+}
+
+#[tokio::test]
+async fn the_completer_takes_over_only_expired_leases() {
+    let env = Env::new();
+    let host = Arc::new(env.host().await);
+    setup(&env, &host).await;
+    let store = Store::open(&env.db()).await.expect("store");
+    let live = Lease::new("busy-worker", Duration::from_secs(60));
+    let dead = Lease::new("dead-worker", Duration::from_millis(1));
+    assert!(matches!(
+        store
+            .start_run(&new_run(&host, "live").await, &live)
+            .await
+            .expect("claim"),
+        StartOutcome::Claimed(_)
+    ));
+    assert!(matches!(
+        store
+            .start_run(&new_run(&host, "dead").await, &dead)
+            .await
+            .expect("claim"),
+        StartOutcome::Claimed(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let options = WorkerOptions {
+        exit_when_idle: true,
+        ..WorkerOptions::default()
+    };
+    let summary = host
+        .work(options, std::future::pending())
+        .await
+        .expect("work");
+    assert_eq!((summary.claimed, summary.succeeded), (1, 1));
+    assert_eq!(
+        host.find("dead", None).await.expect("dead").status,
+        RunStatus::Succeeded
+    );
+    let live_run = host.find("live", None).await.expect("live");
+    assert_eq!(live_run.status, RunStatus::Running);
+    assert_eq!(
+        live_run.locked_by.as_deref(),
+        Some(live.owner.as_str()),
+        "a live lease is left alone"
+    );
+
+    // With a grace period, even an expired lease is left alone until the grace has passed.
+    let dead2 = Lease::new("dead-worker", Duration::from_millis(1));
+    store
+        .start_run(&new_run(&host, "recent").await, &dead2)
+        .await
+        .expect("claim");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let options = WorkerOptions {
+        exit_when_idle: true,
+        grace: Duration::from_secs(60),
+        ..WorkerOptions::default()
+    };
+    let summary = host
+        .work(options, std::future::pending())
+        .await
+        .expect("work");
+    assert_eq!(summary.claimed, 0);
+}
+
+#[tokio::test]
+async fn the_reaper_never_deletes_an_unfinished_run() {
+    let env = Env::new();
+    let host = env.host().await;
+    setup(&env, &host).await;
+    host.run(RunRequest::new("w", json!({})).with_key("done"))
+        .await
+        .expect("run");
+    host.run(
+        RunRequest::new("w", json!({ "script": { "a": { "fail": "fatal" } } })).with_key("failed"),
+    )
+    .await
+    .expect("run");
+    host.run(
+        RunRequest::new("w", json!({ "script": { "b": { "fail": "retryable" } } }))
+            .with_key("pending"),
+    )
+    .await
+    .expect("run");
+    host.enqueue(
+        RunRequest::new("w", json!({ "n": 1 })).with_key("queued"),
+        Duration::ZERO,
+        "default",
+    )
+    .await
+    .expect("enqueue");
+    let store = Store::open(&env.db()).await.expect("store");
+    let lease = Lease::new("w", Duration::from_secs(60));
+    store
+        .start_run(&new_run(&host, "running").await, &lease)
+        .await
+        .expect("claim");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+
+    assert_eq!(
+        host.reap(Duration::from_secs(3600)).await.expect("reap"),
+        0,
+        "nothing is old enough"
+    );
+    assert_eq!(
+        host.reap(Duration::ZERO).await.expect("reap"),
+        2,
+        "the succeeded and the failed run"
+    );
+    let mut left: Vec<String> = host
+        .runs(&RunFilter::default())
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["pending", "queued", "running"]);
+    assert!(host.show("pending", None).await.is_ok());
+}
+
+#[tokio::test]
+async fn cancel_stops_a_pending_run_and_its_staged_runs() {
+    let env = Env::new();
+    let host = env.host().await;
+    setup(&env, &host).await;
+    let args = json!({ "script": { "a": { "stage": [{ "workflow": "child", "args": {}, "key": "kid" }] }, "b": { "fail": "retryable" } } });
+    let report = host
+        .run(RunRequest::new("w", args).with_key("p"))
+        .await
+        .expect("run");
+    assert_eq!(report.status, RunStatus::Pending);
+    assert_eq!(
+        host.cancel("p", None, "ops@example.com")
+            .await
+            .expect("cancel"),
+        2
+    );
+    for key in ["p", "kid"] {
+        let run = host.find(key, None).await.expect("find");
+        assert_eq!(run.status, RunStatus::Cancelled, "{key}");
+        assert_eq!(run.cancelled_by.as_deref(), Some("ops@example.com"));
+    }
+    assert!(
+        host.cancel("p", None, "again").await.is_err(),
+        "a cancelled run cannot be cancelled again"
+    );
+    let host = Arc::new(host);
+    let options = WorkerOptions {
+        exit_when_idle: true,
+        ..WorkerOptions::default()
+    };
+    assert_eq!(
+        host.work(options, std::future::pending())
+            .await
+            .expect("work")
+            .claimed,
+        0,
+        "workers skip cancelled runs"
+    );
+}
