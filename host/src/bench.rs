@@ -250,7 +250,14 @@ async fn instantiate_call(
     };
     let start = Instant::now();
     for _ in 0..calls {
-        let state = StepState::new("bench", &step.name, Default::default(), step.policy.memory);
+        let state = StepState::new(
+            host.store.clone(),
+            0,
+            "bench",
+            &step.name,
+            Default::default(),
+            step.policy.memory,
+        );
         let (_, outcome) = host
             .runtime
             .call(&prepared, state, &input, &step.policy)

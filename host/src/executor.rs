@@ -1,22 +1,27 @@
 //! The step loop: for a leased run, call the step at its recovery point, then
 //! commit its effects with the next recovery point, or record its failure.
 
-use serde_json::Value;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::host::{Host, RunReport, StagedRef};
 use crate::manifest::FINISHED;
 use crate::run::{
-    CommitOutcome, ErrorKind, FailureRecord, Lease, NewRun, RunRecord, RunStatus, StepCommit,
-    StepEnd, StepFailure, canonical_json, now_ms, step_key,
+    CommitOutcome, ErrorKind, FailureRecord, Lease, NewRun, ParentFailure, RunRecord, RunStatus,
+    StepCommit, StepEnd, StepFailure, canonical_json, derived_key, now_ms, step_key,
 };
 use crate::runtime::{CallOutcome, Outcome, StagedJob, StepInput, StepState};
+use crate::workflow::StepDef;
 
 /// A step call that committed.
 struct Committed {
     end: StepEnd,
     staged: Vec<NewRun>,
-    attributes: serde_json::Map<String, Value>,
+    attributes: Map<String, Value>,
+    /// Awaited runs not yet succeeded: the run now waits for them.
+    waiting_for: u32,
 }
 
 /// A step call that did not commit.
@@ -36,11 +41,22 @@ impl Failed {
     }
 }
 
+/// One step call of one run, as the executor sees it.
+struct Call<'a> {
+    run: &'a RunRecord,
+    lease: &'a Lease,
+    step: &'a StepDef,
+    next: &'a str,
+    attempt: u32,
+    started_at: i64,
+}
+
 impl Host {
-    /// Runs the steps of `run`, which `lease` holds, until it finishes or a
-    /// step fails. Each step is its own transaction; a failed step is recorded
-    /// and the lease released, so the run can always be resumed. If the host
-    /// itself fails (the database, a corrupt row), the lease is released too.
+    /// Runs the steps of `run`, which `lease` holds, until it finishes, waits
+    /// for children, or a step fails. Each step is its own transaction; a
+    /// failed step is recorded and the lease released, so the run can always
+    /// be resumed. If the host itself fails (the database, a corrupt row), the
+    /// lease is released too.
     pub(crate) async fn drive(&self, run: RunRecord, lease: Lease) -> Result<RunReport> {
         let id = run.id;
         let result = self.drive_steps(run, &lease).await;
@@ -70,76 +86,40 @@ impl Host {
                 report.retry_at = Some(now_ms());
                 return Ok(report);
             }
-            if run.recovery_point == FINISHED {
-                // Only a corrupt row is running with nothing left to do.
-                return Err(Error::Corrupt(format!(
-                    "run {} is running but already at `finished`",
-                    run.id
-                )));
-            }
             let Some((index, step)) = definition.step(&run.recovery_point) else {
                 return Err(Error::Corrupt(format!(
-                    "run {} is at step `{}`, which workflow `{}` v{} does not have",
+                    "run {} is running at `{}`, which workflow `{}` v{} has no step of",
                     run.id, run.recovery_point, run.workflow, run.workflow_version
                 )));
             };
-            let attempt = run.step_attempt + 1;
-            let started_at = now_ms();
-            tracing::debug!(run = %run.key, step = %step.name, attempt, worker = %lease.owner, "step started");
-
-            let outcome = match self.prepare(&step.component).await {
-                Ok(prepared) => {
-                    let input = StepInput {
-                        run_id: run.id as u64,
-                        idempotency_key: run.key.clone(),
-                        workflow: run.workflow.clone(),
-                        workflow_version: run.workflow_version,
-                        step: step.name.clone(),
-                        attempt,
-                        args: canonical_json(&run.args),
-                        step_key: step_key(&run.workflow, &run.key, &step.name),
-                    };
-                    let state = StepState::new(
-                        &run.key,
-                        &step.name,
-                        run.attributes.clone(),
-                        step.policy.memory,
-                    );
-                    let (state, outcome) = self
-                        .runtime
-                        .call(&prepared, state, &input, &step.policy)
-                        .await;
-                    self.settle(
-                        &run,
-                        lease,
-                        &step.name,
-                        definition.next_after(index),
-                        attempt,
-                        started_at,
-                        state,
-                        outcome,
-                    )
-                    .await?
-                }
-                Err(e) => Err(Failed::new(ErrorKind::Instantiate, e.to_string(), true)),
+            let call = Call {
+                run: &run,
+                lease,
+                step,
+                next: definition.next_after(index),
+                attempt: run.step_attempt + 1,
+                started_at: now_ms(),
             };
+            tracing::debug!(run = %run.key, step = %step.name, attempt = call.attempt, worker = %lease.owner, "step started");
 
-            match outcome {
-                Ok(Committed {
-                    end,
-                    staged,
-                    attributes,
-                }) => {
+            match self.call_step(&call).await? {
+                Ok(done) => {
                     report.steps_committed += 1;
-                    run.attributes = attributes;
-                    report.staged.extend(staged.iter().map(|s| StagedRef {
+                    report.staged.extend(done.staged.iter().map(|s| StagedRef {
                         workflow: s.workflow.clone(),
                         key: s.key.clone(),
                     }));
+                    run.attributes = done.attributes;
                     run.step_attempt = 0;
                     run.step_attempt_base = 0;
                     run.attempts += 1;
-                    match end {
+                    if done.waiting_for > 0 {
+                        tracing::debug!(run = %run.key, children = done.waiting_for, "waiting for children");
+                        report.status = RunStatus::Waiting;
+                        report.recovery_point = run.recovery_point;
+                        return Ok(report);
+                    }
+                    match done.end {
                         StepEnd::Advance { next, result } if next == FINISHED => {
                             tracing::debug!(run = %run.key, "run finished");
                             report.status = RunStatus::Succeeded;
@@ -152,23 +132,29 @@ impl Host {
                     }
                 }
                 Err(failed) => {
-                    let retry_in = (failed.retryable
-                        && attempt.saturating_sub(run.step_attempt_base)
-                            < step.policy.max_attempts)
-                        .then(|| step.policy.backoff_after(attempt));
+                    let retry_in =
+                        retry_delay(step, call.attempt, run.step_attempt_base, failed.retryable);
                     let failure = StepFailure {
                         step: step.name.clone(),
                         kind: failed.kind.to_string(),
                         message: failed.message,
-                        attempt,
+                        attempt: call.attempt,
                     };
                     tracing::info!(run = %run.key, step = %failure.step, kind = %failure.kind, retry = retry_in.is_some(), "step failed: {}", failure.message);
+                    let parent = match retry_in {
+                        None => {
+                            self.parent_failure(&run, "child_failed", &failure.message)
+                                .await?
+                        }
+                        Some(_) => None,
+                    };
                     let record = FailureRecord {
                         run_id: run.id,
                         lease: lease.clone(),
                         failure: failure.clone(),
                         retry_in,
-                        started_at,
+                        started_at: call.started_at,
+                        parent,
                     };
                     if !self.store.record_failure(&record).await? {
                         return Err(Error::LeaseLost(run.key));
@@ -187,19 +173,42 @@ impl Host {
         }
     }
 
-    /// Turns a step call's outcome into a commit, or a failure to record.
-    #[allow(clippy::too_many_arguments)]
-    async fn settle(
-        &self,
-        run: &RunRecord,
-        lease: &Lease,
-        step: &str,
-        next: &str,
-        attempt: u32,
-        started_at: i64,
-        state: StepState,
-        outcome: CallOutcome,
-    ) -> Result<std::result::Result<Committed, Failed>> {
+    /// Calls the step and commits what it did, or says why it failed.
+    async fn call_step(&self, call: &Call<'_>) -> Result<std::result::Result<Committed, Failed>> {
+        let run = call.run;
+        let prepared = match self.prepare(&call.step.component).await {
+            Ok(p) => p,
+            Err(e) => {
+                return Ok(Err(Failed::new(
+                    ErrorKind::Instantiate,
+                    e.to_string(),
+                    true,
+                )));
+            }
+        };
+        let input = StepInput {
+            run_id: run.id as u64,
+            idempotency_key: run.key.clone(),
+            workflow: run.workflow.clone(),
+            workflow_version: run.workflow_version,
+            step: call.step.name.clone(),
+            attempt: call.attempt,
+            args: canonical_json(&run.args),
+            step_key: step_key(&run.workflow, &run.key, &call.step.name),
+        };
+        let state = StepState::new(
+            self.store.clone(),
+            run.id,
+            &run.key,
+            &call.step.name,
+            run.attributes.clone(),
+            call.step.policy.memory,
+        );
+        let (state, outcome) = self
+            .runtime
+            .call(&prepared, state, &input, &call.step.policy)
+            .await;
+
         let answer = match outcome {
             CallOutcome::Returned(answer) => answer,
             CallOutcome::Aborted { kind, message } => {
@@ -210,8 +219,8 @@ impl Host {
         let end = match answer {
             Err(e) => return Ok(Err(Failed::new(ErrorKind::Guest, e.message, e.retryable))),
             Ok(Outcome::Continue) => StepEnd::Advance {
-                next: next.to_string(),
-                result: (next == FINISHED).then_some(Value::Null),
+                next: call.next.to_string(),
+                result: (call.next == FINISHED).then_some(Value::Null),
             },
             Ok(Outcome::Repeat) => StepEnd::Repeat,
             Ok(Outcome::Finish(text)) => match serde_json::from_str(&text) {
@@ -228,8 +237,18 @@ impl Host {
                 }
             },
         };
-        let mut staged = Vec::with_capacity(state.staged.len());
-        for job in state.staged {
+
+        let mut jobs = state.staged;
+        if let Some(fan_out) = &call.step.awaits {
+            match manifest_fan_out(run, &call.step.name, fan_out, &state.attributes) {
+                Ok(more) => jobs.extend(more),
+                Err(message) => {
+                    return Ok(Err(Failed::new(ErrorKind::InvalidOutput, message, false)));
+                }
+            }
+        }
+        let mut staged = Vec::with_capacity(jobs.len());
+        for job in jobs {
             match self.staged_run(run, job).await {
                 Ok(new) => staged.push(new),
                 Err(message) => {
@@ -237,29 +256,39 @@ impl Host {
                 }
             }
         }
+        if matches!(end, StepEnd::Repeat) && staged.iter().any(|s| s.awaited) {
+            let message = "a step cannot both repeat and await runs";
+            return Ok(Err(Failed::new(ErrorKind::InvalidOutput, message, false)));
+        }
+
         let commit = StepCommit {
             run_id: run.id,
-            lease: lease.clone(),
-            step: step.to_string(),
-            attempt,
-            end: end.clone(),
+            lease: call.lease.clone(),
+            step: call.step.name.clone(),
+            attempt: call.attempt,
+            end,
             attributes: state.attributes,
-            staged: staged.clone(),
-            started_at,
+            staged,
+            started_at: call.started_at,
         };
-        match self.store.commit_step(&commit).await? {
-            CommitOutcome::Committed => Ok(Ok(Committed {
-                end,
-                staged,
-                attributes: commit.attributes,
-            })),
-            CommitOutcome::LeaseLost => Err(Error::LeaseLost(run.key.clone())),
-            CommitOutcome::StagedKeyConflict { workflow, key } => Ok(Err(Failed::new(
-                ErrorKind::InvalidOutput,
-                format!("staged run of `{workflow}` with key `{key}` exists with other args"),
-                false,
-            ))),
-        }
+        let waiting_for = match self.store.commit_step(&commit).await? {
+            CommitOutcome::Committed => 0,
+            CommitOutcome::Waiting(n) => n,
+            CommitOutcome::LeaseLost => return Err(Error::LeaseLost(run.key.clone())),
+            CommitOutcome::StagedKeyConflict { workflow, key } => {
+                return Ok(Err(Failed::new(
+                    ErrorKind::InvalidOutput,
+                    format!("staged run of `{workflow}` with key `{key}` exists with other args"),
+                    false,
+                )));
+            }
+        };
+        Ok(Ok(Committed {
+            end: commit.end,
+            staged: commit.staged,
+            attributes: commit.attributes,
+            waiting_for,
+        }))
     }
 
     async fn staged_run(
@@ -274,14 +303,108 @@ impl Host {
             }
             Err(e) => return Err(format!("staged a run of `{}`: {e}", job.workflow)),
         };
-        self.new_run(
-            &workflow,
-            Some(job.key),
-            job.args,
-            job.delay,
-            &job.queue,
-            Some(parent.id),
-        )
-        .map_err(|e| format!("staged a run of `{}`: {e}", job.workflow))
+        let mut new = self
+            .new_run(
+                &workflow,
+                Some(job.key),
+                job.args,
+                job.delay,
+                &job.queue,
+                Some(parent.id),
+            )
+            .map_err(|e| format!("staged a run of `{}`: {e}", job.workflow))?;
+        new.awaited = job.awaits;
+        Ok(new)
     }
+
+    /// If `child` is awaited by a waiting parent, how the parent's awaiting
+    /// step fails now that `child` failed for good (`kind`, `message`).
+    pub(crate) async fn parent_failure(
+        &self,
+        child: &RunRecord,
+        kind: &str,
+        message: &str,
+    ) -> Result<Option<ParentFailure>> {
+        let Some(parent_id) = child.parent_run_id.filter(|_| child.awaited) else {
+            return Ok(None);
+        };
+        let Some(parent) = self.store.run(parent_id).await? else {
+            return Ok(None);
+        };
+        if parent.status != RunStatus::Waiting {
+            return Ok(None);
+        }
+        let workflow = self
+            .version(&parent.workflow, parent.workflow_version)
+            .await?;
+        let Some((_, step)) = workflow.definition.step(&parent.recovery_point) else {
+            return Ok(None);
+        };
+        let attempt = parent.step_attempt + 1;
+        Ok(Some(ParentFailure {
+            run_id: parent.id,
+            step: step.name.clone(),
+            step_attempt: parent.step_attempt,
+            retry_in: retry_delay(step, attempt, parent.step_attempt_base, true),
+            kind: kind.to_string(),
+            message: format!(
+                "awaited run `{}` of `{}`: {message}",
+                child.key, child.workflow
+            ),
+        }))
+    }
+}
+
+/// `Some(backoff)` if attempt `attempt` of `step` may be followed by another.
+fn retry_delay(step: &StepDef, attempt: u32, base: u32, retryable: bool) -> Option<Duration> {
+    (retryable && attempt.saturating_sub(base) < step.policy.max_attempts)
+        .then(|| step.policy.backoff_after(attempt))
+}
+
+/// `<run key>/<step>/<index>`, or its SHA-256 when that would be too long for a key.
+fn child_key(run_key: &str, step: &str, index: usize) -> String {
+    let key = format!("{run_key}/{step}/{index}");
+    if key.len() <= 200 {
+        key
+    } else {
+        derived_key(step, &Value::from(key))
+    }
+}
+
+/// The runs a manifest `awaits = { workflow, for_each }` stages: one per
+/// element of the list attribute, keyed by run, step and index so a retry of
+/// the step never duplicates one.
+fn manifest_fan_out(
+    run: &RunRecord,
+    step: &str,
+    fan_out: &crate::manifest::AwaitSpec,
+    attributes: &Map<String, Value>,
+) -> std::result::Result<Vec<StagedJob>, String> {
+    let items = match attributes.get(&fan_out.for_each) {
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(format!(
+                "awaits.for_each: attribute `{}` is not a list",
+                fan_out.for_each
+            ));
+        }
+        None => {
+            return Err(format!(
+                "awaits.for_each: attribute `{}` is not set",
+                fan_out.for_each
+            ));
+        }
+    };
+    Ok(items
+        .iter()
+        .enumerate()
+        .map(|(i, args)| StagedJob {
+            workflow: fan_out.workflow.clone(),
+            args: args.clone(),
+            key: child_key(&run.key, step, i),
+            delay: Duration::ZERO,
+            queue: run.queue.clone(),
+            awaits: true,
+        })
+        .collect())
 }

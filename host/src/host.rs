@@ -366,14 +366,16 @@ impl Host {
     }
 
     /// Runs the runs staged by `report` (and those they stage) to their end,
-    /// in this task. Returns their reports in the order they ran.
+    /// in this task, and resumes any run that was waiting for them once they
+    /// succeeded. Returns their reports in the order they ran.
     pub async fn run_staged(&self, report: &RunReport) -> Result<Vec<RunReport>> {
         let mut queue: VecDeque<StagedRef> = report.staged.iter().cloned().collect();
-        if report.replayed {
-            // A replayed run staged its runs earlier: follow those not finished yet.
+        let mut waiting: Vec<i64> = Vec::new();
+        if report.replayed || report.status == RunStatus::Waiting {
+            // Runs it staged earlier may still be unfinished: follow those too.
             let filter = RunFilter {
                 parent: Some(report.run_id),
-                limit: 1000,
+                limit: 10_000,
                 ..RunFilter::default()
             };
             let children = self.store.list_runs(&filter).await?;
@@ -388,16 +390,51 @@ impl Host {
                     }),
             );
         }
-        let mut reports = Vec::new();
-        while let Some(staged) = queue.pop_front() {
-            let run = self.find(&staged.key, Some(&staged.workflow)).await?;
-            let child = self
-                .resume(run.id, &run.workflow, run.workflow_version)
-                .await?;
-            queue.extend(child.staged.iter().cloned());
-            reports.push(child);
+        if report.status == RunStatus::Waiting {
+            waiting.push(report.run_id);
         }
-        Ok(reports)
+        let mut reports = Vec::new();
+        loop {
+            while let Some(staged) = queue.pop_front() {
+                let run = self.find(&staged.key, Some(&staged.workflow)).await?;
+                if run.status.is_final() || run.status == RunStatus::Waiting {
+                    continue;
+                }
+                let child = self
+                    .resume(run.id, &run.workflow, run.workflow_version)
+                    .await?;
+                if child.status == RunStatus::Waiting {
+                    waiting.push(child.run_id);
+                }
+                queue.extend(child.staged.iter().cloned());
+                reports.push(child);
+            }
+            // Runs whose awaited children all succeeded are runnable again.
+            let mut resumed = false;
+            for id in std::mem::take(&mut waiting) {
+                let Some(run) = self.store.run(id).await? else {
+                    continue;
+                };
+                match run.status {
+                    RunStatus::Waiting => waiting.push(id),
+                    RunStatus::Pending => {
+                        let again = self
+                            .resume(run.id, &run.workflow, run.workflow_version)
+                            .await?;
+                        if again.status == RunStatus::Waiting {
+                            waiting.push(again.run_id);
+                        }
+                        queue.extend(again.staged.iter().cloned());
+                        reports.push(again);
+                        resumed = true;
+                    }
+                    _ => {}
+                }
+            }
+            if !resumed && queue.is_empty() {
+                return Ok(reports);
+            }
+        }
     }
 
     /// The run with `key` (of `workflow`, if the key is used by several).
@@ -501,6 +538,7 @@ impl Host {
             delay,
             queue: queue.to_string(),
             parent_run_id,
+            awaited: false,
         })
     }
 

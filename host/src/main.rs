@@ -210,6 +210,7 @@ mod exit {
     pub const STEP_FAILED: u8 = 3;
     pub const LOCKED: u8 = 4;
     pub const MISMATCH: u8 = 5;
+    pub const WAITING: u8 = 6;
 }
 
 #[tokio::main]
@@ -448,17 +449,22 @@ struct Finished<'a> {
 }
 
 async fn finish(host: &Host, report: RunReport, follow: bool, json: bool) -> anyhow::Result<u8> {
-    let followed = if follow && !report.staged.is_empty() {
+    let followed = if follow {
         host.run_staged(&report).await?
     } else {
         Vec::new()
     };
-    let code = if report.status == RunStatus::Succeeded
-        && followed.iter().all(|r| r.status == RunStatus::Succeeded)
-    {
-        0
-    } else {
-        exit::STEP_FAILED
+    // With --follow, a run that waited for its children may have been resumed
+    // and finished: its last report is the one that counts.
+    let last = followed
+        .iter()
+        .rev()
+        .find(|r| r.run_id == report.run_id)
+        .unwrap_or(&report);
+    let code = match last.status {
+        RunStatus::Succeeded => 0,
+        RunStatus::Waiting => exit::WAITING,
+        _ => exit::STEP_FAILED,
     };
     if json {
         print_json(&Finished {
@@ -471,7 +477,7 @@ async fn finish(host: &Host, report: RunReport, follow: bool, json: bool) -> any
     for child in &followed {
         describe(child, follow);
     }
-    if let Some(result) = &report.result {
+    if let Some(result) = &last.result {
         println!("{}", serde_json::to_string_pretty(result)?);
     }
     Ok(code)
@@ -604,7 +610,7 @@ fn print_detail(d: &RunDetail) {
                 _ => String::new(),
             };
             println!(
-                "  {:<16} #{:<3} {:<10} {:>6} ms  {}",
+                "  {:<16} #{:<3} {:<13} {:>6} ms  {}",
                 e.step,
                 e.attempt,
                 e.outcome,

@@ -18,6 +18,9 @@
 //! name = "create_ride"
 //! component = "ride_create.wasm"  # relative to this file
 //! max_attempts = 3                # any `defaults` key may be overridden per step
+//! # fan out: one `charge-item` run per element of the list attribute `items`;
+//! # the workflow moves on when all of them succeeded
+//! awaits = { workflow = "charge-item", for_each = "items" }
 //! ```
 
 use std::collections::HashSet;
@@ -63,6 +66,20 @@ pub struct StepSpec {
     pub component: PathBuf,
     /// Retry policy and limits.
     pub policy: StepPolicy,
+    /// Runs the step fans out to and waits for, declared in the manifest.
+    pub awaits: Option<AwaitSpec>,
+}
+
+/// A manifest-declared fan-out: when the step succeeds, one run of
+/// `workflow` is staged per element of the list attribute `for_each`, with
+/// the element as its args, and the step waits for all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwaitSpec {
+    /// The workflow each child runs.
+    pub workflow: String,
+    /// The attribute holding the list of child args.
+    pub for_each: String,
 }
 
 /// How a step is retried and limited.
@@ -152,6 +169,7 @@ struct RawPolicy {
 struct RawStep {
     name: Spanned<String>,
     component: Spanned<String>,
+    awaits: Option<Spanned<AwaitSpec>>,
     max_attempts: Option<Spanned<i64>>,
     backoff: Option<Spanned<String>>,
     max_backoff: Option<Spanned<String>>,
@@ -285,10 +303,29 @@ impl Manifest {
                 ));
             }
             let policy = resolve_policy(&loc, &format!("step[{i}]"), &step.policy(), defaults)?;
+            let awaits = match &step.awaits {
+                Some(a) if !is_identifier(&a.get_ref().workflow) => {
+                    return Err(loc.at(
+                        Some(a.span()),
+                        field("awaits.workflow"),
+                        "not a valid workflow name",
+                    ));
+                }
+                Some(a) if a.get_ref().for_each.is_empty() => {
+                    return Err(loc.at(
+                        Some(a.span()),
+                        field("awaits.for_each"),
+                        "names no attribute",
+                    ));
+                }
+                Some(a) => Some(a.get_ref().clone()),
+                None => None,
+            };
             steps.push(StepSpec {
                 name: step_name.clone(),
                 component,
                 policy,
+                awaits,
             });
         }
 

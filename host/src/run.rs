@@ -167,6 +167,12 @@ pub struct RunRecord {
     pub parent_run_id: Option<i64>,
     /// Who cancelled it, if cancelled.
     pub cancelled_by: Option<String>,
+    /// Whether its parent's step waits for it.
+    pub awaited: bool,
+    /// While waiting: awaited children not yet succeeded.
+    pub pending_children: u32,
+    /// While waiting: the recovery point to move to once the children succeed.
+    pub await_next: Option<String>,
     /// Created (ms).
     pub created_at: i64,
     /// Last changed (ms).
@@ -219,6 +225,8 @@ pub struct NewRun {
     pub queue: String,
     /// Parent run, for staged runs.
     pub parent_run_id: Option<i64>,
+    /// Whether the parent's step waits for this run.
+    pub awaited: bool,
 }
 
 /// A worker's claim on a run. The owner string is unique per claim, so a
@@ -289,6 +297,26 @@ pub struct FailureRecord {
     pub retry_in: Option<Duration>,
     /// Call start (ms).
     pub started_at: i64,
+    /// When the run fails for good and a waiting parent awaits it: how the
+    /// parent's awaiting step fails, in the same transaction.
+    pub parent: Option<ParentFailure>,
+}
+
+/// The failure of a waiting parent's step because an awaited run failed for good.
+#[derive(Debug, Clone)]
+pub struct ParentFailure {
+    /// The parent.
+    pub run_id: i64,
+    /// Its awaiting step (its recovery point).
+    pub step: String,
+    /// Its `step_attempt` as read: the update applies only if unchanged.
+    pub step_attempt: u32,
+    /// `Some(delay)`: the step is retried after it; `None`: the parent fails.
+    pub retry_in: Option<Duration>,
+    /// The kind recorded on the parent (`child_failed`, `child_cancelled`).
+    pub kind: String,
+    /// The message recorded on the parent.
+    pub message: String,
 }
 
 /// The result of trying to commit a step.
@@ -296,6 +324,8 @@ pub struct FailureRecord {
 pub enum CommitOutcome {
     /// Committed.
     Committed,
+    /// Committed, and the run now waits for this many awaited runs.
+    Waiting(u32),
     /// The lease was gone: nothing was written.
     LeaseLost,
     /// A staged run's key exists with other args: nothing was written.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
     UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -21,11 +21,13 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::error::{Error, Result};
 use crate::manifest::{MAX_MEMORY, StepPolicy};
 use crate::run::{ErrorKind, derived_key, sha256_hex};
+use crate::store::{RunFilter, Store};
 
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit/step@0.1.0",
         world: "step",
+        imports: { "acidic:step/staging.children": async },
         exports: { default: async },
     });
 }
@@ -64,6 +66,8 @@ pub struct StagedJob {
     pub delay: Duration,
     /// Queue.
     pub queue: String,
+    /// Whether the step waits for it.
+    pub awaits: bool,
 }
 
 /// The store data of one step call: the sandbox plus the step's buffered effects.
@@ -76,14 +80,18 @@ pub struct StepState {
     /// Runs the step staged.
     pub staged: Vec<StagedJob>,
     run_key: String,
+    run_id: i64,
     step: String,
     log_bytes: usize,
     timed_out: bool,
+    store: Store,
 }
 
 impl StepState {
     /// State for a call of `step` of run `run_key`, starting from `attributes`.
     pub fn new(
+        store: Store,
+        run_id: i64,
         run_key: &str,
         step: &str,
         attributes: Map<String, Value>,
@@ -102,9 +110,11 @@ impl StepState {
             attributes,
             staged: Vec::new(),
             run_key: run_key.to_string(),
+            run_id,
             step: step.to_string(),
             log_bytes: 0,
             timed_out: false,
+            store,
         }
     }
 }
@@ -216,8 +226,35 @@ impl staging::Host for StepState {
             key: key.clone(),
             delay: Duration::from_millis(job.delay_ms.unwrap_or(0)),
             queue: job.queue.unwrap_or_else(|| "default".into()),
+            awaits: job.awaits,
         });
         Ok(key)
+    }
+
+    async fn children(&mut self) -> Vec<staging::Child> {
+        let filter = RunFilter {
+            parent: Some(self.run_id),
+            limit: 10_000,
+            ..RunFilter::default()
+        };
+        match self.store.list_runs(&filter).await {
+            Ok(runs) => runs
+                .into_iter()
+                .rev()
+                .map(|r| staging::Child {
+                    workflow: r.workflow,
+                    key: r.key,
+                    status: r.status.to_string(),
+                    output: r.result.map(|v| v.to_string()),
+                })
+                .collect(),
+            Err(e) => {
+                // The guest cannot act on a host database error; it sees no
+                // children, and the step's commit (same database) will fail too.
+                tracing::warn!(run = %self.run_key, "cannot list children: {e}");
+                Vec::new()
+            }
+        }
     }
 }
 
@@ -417,7 +454,7 @@ impl Runtime {
         input: &StepInput,
         policy: &StepPolicy,
     ) -> (StepState, CallOutcome) {
-        let mut store = Store::new(&self.engine, state);
+        let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         // Every tick the guest yields to the executor, so a busy step never
         // holds a runtime thread for long; past the deadline it is stopped.

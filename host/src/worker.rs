@@ -195,7 +195,10 @@ impl Host {
     /// Returns how many runs were cancelled.
     pub async fn cancel(&self, key: &str, workflow: Option<&str>, by: &str) -> Result<u64> {
         let run = self.find(key, workflow).await?;
-        match self.store.cancel(run.id, by).await? {
+        let parent = self
+            .parent_failure(&run, "child_cancelled", &format!("cancelled by {by}"))
+            .await?;
+        match self.store.cancel(run.id, by, parent.as_ref()).await? {
             CancelOutcome::Cancelled(n) => Ok(n),
             CancelOutcome::AlreadyFinal(status) => Err(Error::InvalidState {
                 key: run.key,

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::manifest::{FINISHED, Manifest, StepPolicy};
+use crate::manifest::{AwaitSpec, FINISHED, Manifest, StepPolicy};
 use crate::run::{canonical_json, sha256_hex};
 
 /// A workflow as stored: what runs pin.
@@ -33,6 +33,9 @@ pub struct StepDef {
     pub file: String,
     /// Retry policy and limits.
     pub policy: StepPolicy,
+    /// Manifest-declared fan-out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaits: Option<AwaitSpec>,
 }
 
 impl Definition {
@@ -52,6 +55,7 @@ impl Definition {
                     component: digest.clone(),
                     file: s.component.display().to_string(),
                     policy: s.policy,
+                    awaits: s.awaits.clone(),
                 })
                 .collect(),
         }

@@ -49,7 +49,11 @@ CREATE TABLE runs (
     available_at       INTEGER NOT NULL,
     queue              TEXT NOT NULL DEFAULT 'default',
     parent_run_id      INTEGER REFERENCES runs (id) ON DELETE SET NULL,
+    -- 1 if the parent's step waits for this run (fan-out / fan-in)
+    awaited            INTEGER NOT NULL DEFAULT 0,
+    -- while waiting: awaited children not yet succeeded, and where to go next
     pending_children   INTEGER NOT NULL DEFAULT 0,
+    await_next         TEXT,
     cancelled_by       TEXT,
     created_at         INTEGER NOT NULL,
     updated_at         INTEGER NOT NULL,

@@ -241,6 +241,7 @@ async fn new_run(host: &Host, workflow: &str, key: &str, args: Value) -> NewRun 
         delay: Duration::ZERO,
         queue: "default".into(),
         parent_run_id: None,
+        awaited: false,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The host's integration tests: one binary, a module per area, real SQLite
 //! files and real components built from `guest-examples/`.
 
+mod awaits;
 mod cli;
 mod guarantees;
 mod harness;

@@ -348,6 +348,7 @@ async fn new_run(host: &Host, key: &str) -> NewRun {
         delay: Duration::ZERO,
         queue: "default".into(),
         parent_run_id: None,
+        awaited: false,
     }
 }
 

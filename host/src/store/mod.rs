@@ -9,8 +9,8 @@ pub mod sqlite;
 
 use crate::error::{Error, Result};
 use crate::run::{
-    CommitOutcome, FailureRecord, Lease, NewRun, RunRecord, RunStatus, StartOutcome, StepCommit,
-    StepEvent,
+    CommitOutcome, FailureRecord, Lease, NewRun, ParentFailure, RunRecord, RunStatus, StartOutcome,
+    StepCommit, StepEvent,
 };
 use crate::workflow::{Definition, Workflow};
 
@@ -184,8 +184,13 @@ impl Store {
     }
 
     /// Cancels a run and its unfinished staged runs.
-    pub async fn cancel(&self, id: i64, by: &str) -> Result<CancelOutcome> {
-        forward!(self, s => s.cancel(id, by).await)
+    pub async fn cancel(
+        &self,
+        id: i64,
+        by: &str,
+        parent: Option<&ParentFailure>,
+    ) -> Result<CancelOutcome> {
+        forward!(self, s => s.cancel(id, by, parent).await)
     }
 
     /// Deletes finished runs older than `cutoff` (ms), at most `batch`.

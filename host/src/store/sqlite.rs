@@ -18,8 +18,8 @@ use super::{CancelOutcome, Claim, InsertOutcome, RunFilter};
 use crate::error::{Error, Result};
 use crate::manifest::FINISHED;
 use crate::run::{
-    CommitOutcome, FailureRecord, Lease, NewRun, RunRecord, RunStatus, StartOutcome, StepCommit,
-    StepEnd, StepEvent, StepFailure, args_hash, canonical_json, ms, now_ms,
+    CommitOutcome, FailureRecord, Lease, NewRun, ParentFailure, RunRecord, RunStatus, StartOutcome,
+    StepCommit, StepEnd, StepEvent, StepFailure, args_hash, canonical_json, ms, now_ms,
 };
 use crate::workflow::{Definition, Workflow};
 
@@ -40,7 +40,7 @@ pub struct SqliteStore {
 const RUN_COLUMNS: &str = "id, workflow, workflow_version, definition_hash, idempotency_key, args, args_hash, \
     status, recovery_point, attributes, result, attempts, step_attempt, step_attempt_base, last_error_step, last_error_kind, \
     last_error_message, last_error_attempt, locked_by, locked_until, available_at, queue, parent_run_id, \
-    cancelled_by, created_at, updated_at, last_run_at, finished_at";
+    awaited, pending_children, await_next, cancelled_by, created_at, updated_at, last_run_at, finished_at";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (a path, or `sqlite://path`) and migrates it.
@@ -286,7 +286,12 @@ impl SqliteStore {
 
     /// Cancels run `id` and every unfinished run it staged, recursively,
     /// recording `by`. A run inside a step (live lease) cannot be cancelled.
-    pub async fn cancel(&self, id: i64, by: &str) -> Result<CancelOutcome> {
+    pub async fn cancel(
+        &self,
+        id: i64,
+        by: &str,
+        parent: Option<&ParentFailure>,
+    ) -> Result<CancelOutcome> {
         let mut tx = self.begin().await?;
         let now = now_ms();
         let run = fetch_run(&mut tx, By::Id(id))
@@ -318,6 +323,9 @@ impl SqliteStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if let Some(parent) = parent {
+            fail_waiting_parent(&mut tx, parent, now).await?;
+        }
         tx.commit().await?;
         Ok(CancelOutcome::Cancelled(cancelled.rows_affected()))
     }
@@ -355,7 +363,9 @@ impl SqliteStore {
     }
 
     /// Commits a step: attributes, staged runs, timeline entry and the new
-    /// recovery point, in one transaction fenced on the lease.
+    /// recovery point, in one transaction fenced on the lease. If the step
+    /// staged awaited runs that have not all succeeded, the run waits for them
+    /// at this step instead of moving on.
     pub async fn commit_step(&self, c: &StepCommit) -> Result<CommitOutcome> {
         let mut tx = self.begin().await?;
         let now = now_ms();
@@ -391,7 +401,7 @@ impl SqliteStore {
         .bind(recovery_point)
         .bind(&attributes)
         .bind(status.as_str())
-        .bind(result)
+        .bind(&result)
         .bind(done)
         .bind(done)
         .bind(now + ms(c.lease.ttl))
@@ -407,62 +417,113 @@ impl SqliteStore {
             tx.rollback().await?;
             return Ok(CommitOutcome::LeaseLost);
         }
-        for staged in &c.staged {
-            let inserted = sqlx::query(
-                "INSERT INTO runs (workflow, workflow_version, definition_hash, idempotency_key, args, args_hash, \
-                   status, recovery_point, attributes, available_at, queue, parent_run_id, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (workflow, idempotency_key) DO NOTHING",
-            )
-            .bind(&staged.workflow)
-            .bind(i64::from(staged.workflow_version))
-            .bind(&staged.definition_hash)
-            .bind(&staged.key)
-            .bind(canonical_json(&staged.args))
-            .bind(args_hash(&staged.args))
-            .bind(&staged.first_step)
-            .bind(Value::Object(staged.attributes.clone()).to_string())
-            .bind(now + ms(staged.delay))
-            .bind(&staged.queue)
-            .bind(staged.parent_run_id)
-            .bind(now)
-            .bind(now)
+
+        // What this step awaits replaces whatever an earlier attempt awaited.
+        sqlx::query("UPDATE runs SET awaited = 0 WHERE parent_run_id = ? AND awaited = 1")
+            .bind(c.run_id)
             .execute(&mut *tx)
             .await?;
-            if inserted.rows_affected() == 0 {
-                let existing: String = sqlx::query_scalar(
-                    "SELECT args_hash FROM runs WHERE workflow = ? AND idempotency_key = ?",
-                )
-                .bind(&staged.workflow)
-                .bind(&staged.key)
-                .fetch_one(&mut *tx)
-                .await?;
-                if existing != args_hash(&staged.args) {
-                    tx.rollback().await?;
-                    return Ok(CommitOutcome::StagedKeyConflict {
-                        workflow: staged.workflow.clone(),
-                        key: staged.key.clone(),
-                    });
+        let mut waiting_for = 0u32;
+        for staged in &c.staged {
+            let existing = sqlx::query(
+                "SELECT id, args_hash, status FROM runs WHERE workflow = ? AND idempotency_key = ?",
+            )
+            .bind(&staged.workflow)
+            .bind(&staged.key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(existing) = existing else {
+                insert_run(&mut tx, staged, now, None).await?;
+                waiting_for += u32::from(staged.awaited);
+                continue;
+            };
+            if existing.try_get::<String, _>("args_hash")? != args_hash(&staged.args) {
+                tx.rollback().await?;
+                return Ok(CommitOutcome::StagedKeyConflict {
+                    workflow: staged.workflow.clone(),
+                    key: staged.key.clone(),
+                });
+            }
+            if !staged.awaited {
+                continue;
+            }
+            let id: i64 = existing.try_get("id")?;
+            let status: String = existing.try_get("status")?;
+            match status.as_str() {
+                // Awaited again by a retried step: already done.
+                "succeeded" => {}
+                // It failed for good or was cancelled: run it again, with a fresh budget.
+                "failed" | "cancelled" => {
+                    sqlx::query(
+                        "UPDATE runs SET status = 'pending', awaited = 1, step_attempt_base = step_attempt, \
+                           available_at = ?, finished_at = NULL, cancelled_by = NULL, updated_at = ? WHERE id = ?",
+                    )
+                    .bind(now)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    waiting_for += 1;
+                }
+                _ => {
+                    sqlx::query("UPDATE runs SET awaited = 1 WHERE id = ?")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    waiting_for += 1;
                 }
             }
         }
-        insert_event(
-            &mut tx,
-            c.run_id,
-            &c.step,
-            c.attempt,
-            outcome,
-            None,
-            c.started_at,
-            now,
-        )
-        .await?;
+
+        if waiting_for > 0 {
+            sqlx::query(
+                "UPDATE runs SET status = 'waiting', recovery_point = ?, await_next = ?, pending_children = ?, \
+                   locked_by = NULL, locked_until = NULL, finished_at = NULL WHERE id = ?",
+            )
+            .bind(&c.step)
+            .bind(recovery_point)
+            .bind(i64::from(waiting_for))
+            .bind(c.run_id)
+            .execute(&mut *tx)
+            .await?;
+            insert_event(
+                &mut tx,
+                c.run_id,
+                &c.step,
+                c.attempt,
+                "awaiting",
+                None,
+                c.started_at,
+                now,
+            )
+            .await?;
+        } else {
+            insert_event(
+                &mut tx,
+                c.run_id,
+                &c.step,
+                c.attempt,
+                outcome,
+                None,
+                c.started_at,
+                now,
+            )
+            .await?;
+            if done {
+                child_succeeded(&mut tx, c.run_id, now).await?;
+            }
+        }
         tx.commit().await?;
-        Ok(CommitOutcome::Committed)
+        Ok(if waiting_for > 0 {
+            CommitOutcome::Waiting(waiting_for)
+        } else {
+            CommitOutcome::Committed
+        })
     }
 
-    /// Records a failed step call and releases the lease. Returns false (and
-    /// writes nothing) if the caller no longer holds the lease.
+    /// Records a failed step call and releases the lease; if the run failed
+    /// for good and a waiting parent awaits it, fails the parent's step too.
+    /// Returns false (and writes nothing) if the caller no longer holds the lease.
     pub async fn record_failure(&self, f: &FailureRecord) -> Result<bool> {
         let mut tx = self.begin().await?;
         let now = now_ms();
@@ -503,6 +564,9 @@ impl SqliteStore {
             now,
         )
         .await?;
+        if let Some(parent) = &f.parent {
+            fail_waiting_parent(&mut tx, parent, now).await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -614,6 +678,169 @@ impl SqliteStore {
     }
 }
 
+/// Run `id` just succeeded: if a waiting parent awaits it, count it off, and
+/// when it was the last one, move the parent on (runnable at its next step,
+/// or succeeded), which may in turn complete the parent's own parent.
+async fn child_succeeded(conn: &mut sqlx::SqliteConnection, id: i64, now: i64) -> Result<()> {
+    let mut child = id;
+    loop {
+        let row = sqlx::query("SELECT parent_run_id, awaited FROM runs WHERE id = ?")
+            .bind(child)
+            .fetch_one(&mut *conn)
+            .await?;
+        let parent: Option<i64> = row.try_get("parent_run_id")?;
+        let (Some(parent), true) = (parent, row.try_get::<i64, _>("awaited")? != 0) else {
+            return Ok(());
+        };
+        let left: Option<i64> = sqlx::query_scalar(
+            "UPDATE runs SET pending_children = pending_children - 1, updated_at = ? \
+             WHERE id = ? AND status = 'waiting' RETURNING pending_children",
+        )
+        .bind(now)
+        .bind(parent)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if left.is_none_or(|n| n > 0) {
+            return Ok(());
+        }
+        let row =
+            sqlx::query("SELECT recovery_point, await_next, step_attempt FROM runs WHERE id = ?")
+                .bind(parent)
+                .fetch_one(&mut *conn)
+                .await?;
+        let step: String = row.try_get("recovery_point")?;
+        let next: String = row
+            .try_get::<Option<String>, _>("await_next")?
+            .unwrap_or_else(|| FINISHED.into());
+        let finished = next == FINISHED;
+        sqlx::query(
+            "UPDATE runs SET status = ?, recovery_point = ?, await_next = NULL, pending_children = 0, \
+               step_attempt = 0, step_attempt_base = 0, available_at = ?, updated_at = ?, \
+               finished_at = CASE WHEN ? THEN ? ELSE NULL END, \
+               result = CASE WHEN ? THEN COALESCE(result, 'null') ELSE result END \
+             WHERE id = ?",
+        )
+        .bind(if finished { "succeeded" } else { "pending" })
+        .bind(&next)
+        .bind(now)
+        .bind(now)
+        .bind(finished)
+        .bind(now)
+        .bind(finished)
+        .bind(parent)
+        .execute(&mut *conn)
+        .await?;
+        let attempt = row.try_get::<i64, _>("step_attempt")? as u32 + 1;
+        insert_event(
+            conn,
+            parent,
+            &step,
+            attempt,
+            "children_done",
+            None,
+            now,
+            now,
+        )
+        .await?;
+        if !finished {
+            return Ok(());
+        }
+        child = parent;
+    }
+}
+
+/// Fails a waiting parent's awaiting step because an awaited run failed for
+/// good: retried after `retry_in`, or failed. Applies only if the parent is
+/// still waiting at that step and attempt (it may have moved on meanwhile).
+async fn fail_waiting_parent(
+    conn: &mut sqlx::SqliteConnection,
+    p: &ParentFailure,
+    now: i64,
+) -> Result<()> {
+    let (status, available_at, finished_at) = match p.retry_in {
+        Some(delay) => (RunStatus::Pending, now + ms(delay), None),
+        None => (RunStatus::Failed, now, Some(now)),
+    };
+    let attempt = i64::from(p.step_attempt) + 1;
+    let updated = sqlx::query(
+        "UPDATE runs SET status = ?, step_attempt = step_attempt + 1, await_next = NULL, pending_children = 0, \
+           last_error_step = ?, last_error_kind = ?, last_error_message = ?, last_error_attempt = ?, \
+           available_at = ?, updated_at = ?, finished_at = ?, result = NULL \
+         WHERE id = ? AND status = 'waiting' AND recovery_point = ? AND step_attempt = ?",
+    )
+    .bind(status.as_str())
+    .bind(&p.step)
+    .bind(&p.kind)
+    .bind(&p.message)
+    .bind(attempt)
+    .bind(available_at)
+    .bind(now)
+    .bind(finished_at)
+    .bind(p.run_id)
+    .bind(&p.step)
+    .bind(i64::from(p.step_attempt))
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() == 1 {
+        insert_event(
+            conn,
+            p.run_id,
+            &p.step,
+            attempt as u32,
+            "failed",
+            Some((&p.kind, &p.message)),
+            now,
+            now,
+        )
+        .await?;
+        if p.retry_in.is_none() {
+            // The parent failed for good: its own waiting parent's step fails too.
+            Box::pin(parent_failed_for_good(conn, p.run_id, now)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A run that just failed for good because of its children: if its own parent
+/// waits for it, that parent's step fails at once (without retry: the store
+/// does not know the grandparent's policy, and a retry would re-stage the
+/// failed subtree anyway).
+async fn parent_failed_for_good(
+    conn: &mut sqlx::SqliteConnection,
+    id: i64,
+    now: i64,
+) -> Result<()> {
+    let row = sqlx::query("SELECT parent_run_id, awaited, idempotency_key FROM runs WHERE id = ?")
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let (Some(parent), true) = (
+        row.try_get::<Option<i64>, _>("parent_run_id")?,
+        row.try_get::<i64, _>("awaited")? != 0,
+    ) else {
+        return Ok(());
+    };
+    let Some(p) = sqlx::query(
+        "SELECT recovery_point, step_attempt FROM runs WHERE id = ? AND status = 'waiting'",
+    )
+    .bind(parent)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(());
+    };
+    let key: String = row.try_get("idempotency_key")?;
+    let failure = ParentFailure {
+        run_id: parent,
+        step: p.try_get("recovery_point")?,
+        step_attempt: p.try_get::<i64, _>("step_attempt")? as u32,
+        retry_in: None,
+        kind: "child_failed".into(),
+        message: format!("awaited run `{key}` failed"),
+    };
+    fail_waiting_parent(conn, &failure, now).await
+}
+
 async fn claim_in(
     conn: &mut sqlx::SqliteConnection,
     run: RunRecord,
@@ -666,9 +893,9 @@ async fn insert_run(
     };
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO runs (workflow, workflow_version, definition_hash, idempotency_key, args, args_hash, status, \
-           recovery_point, attributes, locked_by, locked_until, available_at, queue, parent_run_id, created_at, \
-           updated_at, last_run_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+           recovery_point, attributes, locked_by, locked_until, available_at, queue, parent_run_id, awaited, \
+           created_at, updated_at, last_run_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(&new.workflow)
     .bind(i64::from(new.workflow_version))
@@ -684,6 +911,7 @@ async fn insert_run(
     .bind(now + ms(new.delay))
     .bind(&new.queue)
     .bind(new.parent_run_id)
+    .bind(new.awaited)
     .bind(now)
     .bind(now)
     .bind(lease.map(|_| now))
@@ -798,6 +1026,9 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
         queue: row.try_get("queue")?,
         parent_run_id: row.try_get("parent_run_id")?,
         cancelled_by: row.try_get("cancelled_by")?,
+        awaited: row.try_get::<i64, _>("awaited")? != 0,
+        pending_children: row.try_get::<i64, _>("pending_children")?.max(0) as u32,
+        await_next: row.try_get("await_next")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         last_run_at: row.try_get("last_run_at")?,

@@ -105,6 +105,7 @@ pub struct Job {
     key: Option<String>,
     delay_ms: Option<u64>,
     queue: Option<String>,
+    awaits: bool,
 }
 
 impl Job {
@@ -116,6 +117,7 @@ impl Job {
             key: None,
             delay_ms: None,
             queue: None,
+            awaits: false,
         })
     }
 
@@ -131,11 +133,31 @@ impl Job {
         self
     }
 
+    /// Makes this step wait for the run: the workflow moves on only when every
+    /// awaited run has succeeded (fan-out / fan-in).
+    pub fn awaited(mut self) -> Job {
+        self.awaits = true;
+        self
+    }
+
     /// Puts the run on this queue (default: "default").
     pub fn queue(mut self, queue: impl Into<String>) -> Job {
         self.queue = Some(queue.into());
         self
     }
+}
+
+/// A run staged by this run, as it stands now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Child {
+    /// Its workflow.
+    pub workflow: String,
+    /// Its idempotency key.
+    pub key: String,
+    /// pending, running, waiting, succeeded, failed or cancelled.
+    pub status: String,
+    /// Its result, once succeeded.
+    pub result: Option<Value>,
 }
 
 /// The step's view of its run: input, arguments, attributes, staging, logging.
@@ -232,8 +254,22 @@ impl Ctx {
             key: job.key,
             delay_ms: job.delay_ms,
             queue: job.queue,
+            awaits: job.awaits,
         })
         .map_err(StepError::fatal)
+    }
+
+    /// The runs this run staged in earlier steps, oldest first.
+    pub fn children(&self) -> Vec<Child> {
+        staging::children()
+            .into_iter()
+            .map(|c| Child {
+                workflow: c.workflow,
+                key: c.key,
+                status: c.status,
+                result: c.output.and_then(|r| serde_json::from_str(&r).ok()),
+            })
+            .collect()
     }
 
     /// Writes a line to the host's log, tagged with this run and step.

@@ -4,7 +4,8 @@
 //! continues. An action is an object whose keys apply in this order:
 //! - `"set": {"name": value}` sets attributes;
 //! - `"count": true` increments attribute `calls_<step>`;
-//! - `"stage": [{"workflow": w, "args": a, "key": k}]` stages runs;
+//! - `"stage": [{"workflow": w, "args": a, "key": k, "await": bool}]` stages runs;
+//! - `"children_into": "name"` sets attribute `name` to the staged runs' results;
 //! - `"fail": "retryable" | "fatal"` fails (only while attempt <= `"fail_attempts"`, if given);
 //! - `"sleep_ms": n` sleeps n ms (through WASI's clock, so the host keeps serving);
 //! - `"trap": true` panics (a Wasm trap), `"spin": true` loops forever,
@@ -47,8 +48,19 @@ impl Step for Scripted {
                 if let Some(key) = job.get("key").and_then(Value::as_str) {
                     staged = staged.key(key);
                 }
+                if job.get("await") == Some(&Value::Bool(true)) {
+                    staged = staged.awaited();
+                }
                 cx.enqueue(staged)?;
             }
+        }
+        if let Some(name) = action.get("children_into").and_then(Value::as_str) {
+            let results: Vec<Value> = cx
+                .children()
+                .into_iter()
+                .map(|c| c.result.unwrap_or(Value::Null))
+                .collect();
+            cx.set(name, &results)?;
         }
         let fail_attempts = action
             .get("fail_attempts")
