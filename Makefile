@@ -9,6 +9,9 @@ GUESTS := guest-examples/rust
 DB     ?= acidic.db
 RIDE   := $(GUESTS)/ride-create/workflow.toml
 RECEIPT:= $(GUESTS)/send-receipt/workflow.toml
+ORDER  := $(GUESTS)/order/workflow.toml
+ITEM   := $(GUESTS)/order/charge-item.toml
+ITEMS  := '{"items":[{"sku":"helmet","cents":4900},{"sku":"gloves","cents":1500},{"sku":"boots","cents":8900}]}'
 
 .PHONY: setup guests host demo test bench clean
 
@@ -38,6 +41,13 @@ demo: setup
 	@echo "== retry: resumes at charge_card; create_ride does not run again"
 	$(ACIDIC) --database-url $(DB) retry ride-bob --follow
 	$(ACIDIC) --database-url $(DB) runs show ride-bob
+	@echo "== fan-out / fan-in: an order charges each item in its own awaited run, then totals"
+	$(ACIDIC) --database-url $(DB) register $(ORDER) $(ITEM)
+	$(ACIDIC) --database-url $(DB) run order --key order-1 --follow --args $(ITEMS)
+	@echo "== the same through a worker: enqueue returns at once, the worker runs parent and children"
+	$(ACIDIC) --database-url $(DB) enqueue order --key order-2 --args $(ITEMS)
+	$(ACIDIC) --database-url $(DB) worker --exit-when-idle
+	$(ACIDIC) --database-url $(DB) runs show order-2 --workflow order --wait --timeout 30s
 	$(ACIDIC) --database-url $(DB) runs list
 
 test: setup

@@ -340,29 +340,50 @@ impl Host {
     /// failed run gets a fresh budget of attempts for the step that failed.
     /// A succeeded run is returned as a replay, with nothing run.
     pub async fn retry(&self, key: &str, workflow: Option<&str>) -> Result<RunReport> {
-        let run = self.find(key, workflow).await?;
-        match run.status {
-            // Retrying asks for the run to be complete; a succeeded one already is.
-            RunStatus::Succeeded => return Ok(RunReport::from_record(&run, true)),
-            RunStatus::Cancelled => {
-                return Err(Error::InvalidState {
-                    key: run.key,
-                    status: "cancelled".into(),
-                    hint: "a cancelled run is not retried; start a new one with a new key",
-                });
-            }
-            RunStatus::Waiting => {
-                return Err(Error::InvalidState {
-                    key: run.key,
-                    status: "waiting".into(),
-                    hint: "it resumes when its children finish",
-                });
-            }
-            RunStatus::Pending | RunStatus::Running | RunStatus::Failed => {}
+        let run = self.requeue(key, workflow).await?;
+        if run.status == RunStatus::Succeeded {
+            return Ok(RunReport::from_record(&run, true));
         }
-        self.store.reset_for_retry(run.id).await?;
         self.resume(run.id, &run.workflow, run.workflow_version)
             .await
+    }
+
+    /// Puts a failed or pending run back in the queue, runnable now, for a
+    /// worker to pick up; a failed run gets a fresh budget of attempts.
+    /// Returns the run as it now stands (a succeeded run is left alone).
+    pub async fn requeue(&self, key: &str, workflow: Option<&str>) -> Result<RunRecord> {
+        let run = self.find(key, workflow).await?;
+        let hint = match run.status {
+            // Retrying asks for the run to be complete; a succeeded one already is.
+            RunStatus::Succeeded => return Ok(run),
+            RunStatus::Cancelled => {
+                "a cancelled run is not retried; start a new one with a new key"
+            }
+            RunStatus::Waiting => "it resumes when the runs it awaits finish",
+            RunStatus::Pending | RunStatus::Running | RunStatus::Failed => "",
+        };
+        if !hint.is_empty() {
+            return Err(Error::InvalidState {
+                key: run.key,
+                status: run.status.to_string(),
+                hint,
+            });
+        }
+        if !self.store.reset_for_retry(run.id).await? {
+            let (locked_by, until) = (
+                run.locked_by.clone().unwrap_or_default(),
+                run.locked_until.unwrap_or(0),
+            );
+            return Err(Error::Locked {
+                key: run.key,
+                locked_by,
+                remaining_ms: until - crate::run::now_ms(),
+            });
+        }
+        self.store
+            .run(run.id)
+            .await?
+            .ok_or_else(|| Error::RunNotFound(run.key))
     }
 
     /// Runs the runs staged by `report` (and those they stage) to their end,

@@ -78,6 +78,9 @@ enum Command {
         /// Also run the runs its steps staged.
         #[arg(long)]
         follow: bool,
+        /// Only put it back in the queue, runnable now, for a worker.
+        #[arg(long, conflicts_with = "follow")]
+        later: bool,
     },
     /// Claim and run runnable runs until stopped (SIGINT/SIGTERM finish the current steps, then exit).
     Worker {
@@ -280,7 +283,25 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Retry {
             key,
             workflow,
+            later: true,
+            ..
+        } => {
+            let run = host.requeue(&key, workflow.as_deref()).await?;
+            if json {
+                print_json(&run)?;
+            } else {
+                eprintln!(
+                    "{} run {}: {} at step `{}`",
+                    run.workflow, run.key, run.status, run.recovery_point
+                );
+            }
+            Ok(0)
+        }
+        Command::Retry {
+            key,
+            workflow,
             follow,
+            ..
         } => {
             let report = host.retry(&key, workflow.as_deref()).await?;
             finish(&host, report, follow, json).await
@@ -657,9 +678,11 @@ async fn work(host: Host, options: WorkerOptions, json: bool) -> anyhow::Result<
         print_json(&summary)?;
     } else {
         eprintln!(
-            "worker stopped: {} claimed, {} succeeded, {} stopped on a failed step, {} handed back, {} host errors, {} reaped",
+            "worker stopped: {} claimed, {} succeeded, {} waiting for children, {} stopped on a failed step, \
+             {} handed back, {} host errors, {} reaped",
             summary.claimed,
             summary.succeeded,
+            summary.waiting,
             summary.stopped_on_failure,
             summary.released,
             summary.errors,

@@ -60,6 +60,8 @@ pub struct WorkSummary {
     pub claimed: u64,
     /// Runs that succeeded.
     pub succeeded: u64,
+    /// Runs that went on to wait for the runs they await.
+    pub waiting: u64,
     /// Runs that stopped on a failed step (pending retry or failed).
     pub stopped_on_failure: u64,
     /// Runs handed back at shutdown.
@@ -74,6 +76,7 @@ impl WorkSummary {
     fn count(&mut self, result: std::result::Result<Result<RunReport>, tokio::task::JoinError>) {
         match result {
             Ok(Ok(r)) if r.status == RunStatus::Succeeded => self.succeeded += 1,
+            Ok(Ok(r)) if r.status == RunStatus::Waiting => self.waiting += 1,
             Ok(Ok(r)) if r.error.is_none() && r.status == RunStatus::Pending => self.released += 1,
             Ok(Ok(_)) => self.stopped_on_failure += 1,
             Ok(Err(e)) => {
