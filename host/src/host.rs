@@ -424,11 +424,7 @@ impl Host {
                 let child = self
                     .resume(run.id, &run.workflow, run.workflow_version)
                     .await?;
-                if child.status == RunStatus::Waiting {
-                    waiting.push(child.run_id);
-                }
-                queue.extend(child.staged.iter().cloned());
-                reports.push(child);
+                absorb(child, &mut waiting, &mut queue, &mut reports);
             }
             // Runs whose awaited children all succeeded are runnable again.
             let mut resumed = false;
@@ -442,11 +438,7 @@ impl Host {
                         let again = self
                             .resume(run.id, &run.workflow, run.workflow_version)
                             .await?;
-                        if again.status == RunStatus::Waiting {
-                            waiting.push(again.run_id);
-                        }
-                        queue.extend(again.staged.iter().cloned());
-                        reports.push(again);
+                        absorb(again, &mut waiting, &mut queue, &mut reports);
                         resumed = true;
                     }
                     _ => {}
@@ -619,6 +611,20 @@ impl Host {
             })
             .await
     }
+}
+
+/// Takes in a report of `run_staged`: follow what it staged, and watch it if it waits.
+fn absorb(
+    report: RunReport,
+    waiting: &mut Vec<i64>,
+    queue: &mut VecDeque<StagedRef>,
+    reports: &mut Vec<RunReport>,
+) {
+    if report.status == RunStatus::Waiting {
+        waiting.push(report.run_id);
+    }
+    queue.extend(report.staged.iter().cloned());
+    reports.push(report);
 }
 
 /// `$ACIDIC_CACHE_DIR`, else `$XDG_CACHE_HOME/acidic`, else `~/.cache/acidic`.

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
 use crate::host::{Host, RunReport};
-use crate::run::{Lease, RunStatus, now_ms};
+use crate::run::{Lease, RunRecord, RunStatus, now_ms};
 use crate::store::{CancelOutcome, Claim};
 
 /// How a worker behaves.
@@ -126,24 +126,24 @@ impl Host {
             }
 
             let mut idle = false;
-            while tasks.len() < concurrency && !self.stopping() {
-                match self.claim_one(&claim).await {
-                    Ok(Some((run, lease))) => {
+            if tasks.len() < concurrency && !self.stopping() {
+                let free = concurrency - tasks.len();
+                match self.claim_some(&claim, free).await {
+                    Ok(claimed) => {
                         claim_errors = 0;
-                        summary.claimed += 1;
-                        let host = Arc::clone(self);
-                        tasks.spawn(async move { host.drive(run, lease).await });
-                    }
-                    Ok(None) => {
-                        idle = true;
-                        break;
+                        // Fewer than asked for: nothing more is runnable right now.
+                        idle = claimed.len() < free;
+                        for (run, lease) in claimed {
+                            summary.claimed += 1;
+                            let host = Arc::clone(self);
+                            tasks.spawn(async move { host.drive(run, lease).await });
+                        }
                     }
                     Err(e) => {
                         // The database is unreachable or busy: back off, keep what is in flight.
                         claim_errors = claim_errors.saturating_add(1);
                         tracing::warn!("cannot claim runs: {e}");
                         idle = true;
-                        break;
                     }
                 }
             }
@@ -167,31 +167,38 @@ impl Host {
         Ok(summary)
     }
 
-    /// Claims the next runnable run, with a lease long enough for its workflow's longest step.
-    async fn claim_one(&self, claim: &Claim) -> Result<Option<(crate::run::RunRecord, Lease)>> {
-        let lease = Lease::new(self.worker_name(), self.lease);
-        let Some(run) = self.store.claim_next(claim, &lease).await? else {
-            return Ok(None);
-        };
-        let workflow = match self.version(&run.workflow, run.workflow_version).await {
-            Ok(w) => w,
-            Err(e) => {
-                self.store.release(run.id, &lease).await?;
-                return Err(e);
-            }
-        };
-        let needed = self.lease_for(&workflow.definition);
-        if needed.ttl > lease.ttl {
-            let lease = Lease {
-                owner: lease.owner,
-                ttl: needed.ttl,
+    /// Claims up to `limit` runnable runs, each with a lease long enough for
+    /// its workflow's longest step.
+    async fn claim_some(&self, claim: &Claim, limit: usize) -> Result<Vec<(RunRecord, Lease)>> {
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        let claimed = self
+            .store
+            .claim_batch(claim, self.worker_name(), self.lease, limit)
+            .await?;
+        let mut ready = Vec::with_capacity(claimed.len());
+        for (run, lease) in claimed {
+            let workflow = match self.version(&run.workflow, run.workflow_version).await {
+                Ok(w) => w,
+                Err(e) => {
+                    self.store.release(run.id, &lease).await?;
+                    tracing::warn!(run = %run.key, "cannot run: {e}");
+                    continue;
+                }
             };
-            if !self.store.extend_lease(run.id, &lease).await? {
-                return Ok(None);
+            let needed = self.lease_for(&workflow.definition).ttl;
+            if needed > lease.ttl {
+                let lease = Lease {
+                    owner: lease.owner,
+                    ttl: needed,
+                };
+                if self.store.extend_lease(run.id, &lease).await? {
+                    ready.push((run, lease));
+                }
+                continue;
             }
-            return Ok(Some((run, lease)));
+            ready.push((run, lease));
         }
-        Ok(Some((run, lease)))
+        Ok(ready)
     }
 
     /// Cancels the run with `key` and its unfinished staged runs, recording `by`.

@@ -10,12 +10,9 @@ use serde_json::{Value, json};
 
 use crate::harness::{Env, root};
 
-async fn setup(env: &Env, host: &Host) {
-    let parent = env.scripted(
-        "parent",
-        "max_attempts = 3",
-        &[("fan_out", ""), ("join", "")],
-    );
+async fn setup(env: &Env, host: &Host, parent_attempts: u32) {
+    let defaults = format!("max_attempts = {parent_attempts}");
+    let parent = env.scripted("parent", &defaults, &[("fan_out", ""), ("join", "")]);
     host.register(&parent).await.expect("register parent");
     let child = env.scripted("child", "max_attempts = 1", &[("only", "")]);
     host.register(&child).await.expect("register child");
@@ -49,7 +46,7 @@ fn outcomes(host_timeline: &[acidic::StepEvent], step: &str) -> Vec<String> {
 async fn the_parent_resumes_exactly_once_after_its_last_child() {
     let env = Env::new();
     let host = Arc::new(env.host().await);
-    setup(&env, &host).await;
+    setup(&env, &host, 3).await;
     let kids: Vec<Value> = (0..3)
         .map(|i| child(&format!("kid-{i}"), json!({ "sleep_ms": 50, "finish": i })))
         .collect();
@@ -87,7 +84,7 @@ async fn the_parent_resumes_exactly_once_after_its_last_child() {
 async fn a_failed_child_fails_the_parent_step_and_the_retry_reruns_only_it() {
     let env = Env::new();
     let host = Arc::new(env.host().await);
-    setup(&env, &host).await;
+    setup(&env, &host, 3).await;
     let kids = vec![
         child("ok-1", json!({ "count": true, "finish": 1 })),
         child(
@@ -147,14 +144,7 @@ async fn a_failed_child_fails_the_parent_step_and_the_retry_reruns_only_it() {
 async fn a_parent_out_of_attempts_fails_when_its_child_fails() {
     let env = Env::new();
     let host = Arc::new(env.host().await);
-    let parent = env.scripted(
-        "parent",
-        "max_attempts = 1",
-        &[("fan_out", ""), ("join", "")],
-    );
-    host.register(&parent).await.expect("register");
-    let c = env.scripted("child", "max_attempts = 1", &[("only", "")]);
-    host.register(&c).await.expect("register");
+    setup(&env, &host, 1).await;
     let args = json!({ "script": { "fan_out": { "stage": [child("doomed", json!({ "fail": "fatal" }))] } } });
     host.run(RunRequest::new("parent", args).with_key("p"))
         .await

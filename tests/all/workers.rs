@@ -512,3 +512,48 @@ async fn cancel_stops_a_pending_run_and_its_staged_runs() {
         "workers skip cancelled runs"
     );
 }
+
+#[tokio::test]
+async fn a_worker_claims_only_from_its_queues_and_not_before_a_delay() {
+    let env = Env::new();
+    let host = Arc::new(env.host().await);
+    setup(&env, &host).await;
+    let later = Duration::from_secs(3600);
+    for (key, queue, delay) in [
+        ("f", "fast", Duration::ZERO),
+        ("s", "slow", Duration::ZERO),
+        ("d", "fast", later),
+    ] {
+        host.enqueue(
+            RunRequest::new("w", json!({ "k": key })).with_key(key),
+            delay,
+            queue,
+        )
+        .await
+        .expect("enqueue");
+    }
+    let options = WorkerOptions {
+        exit_when_idle: true,
+        queues: vec!["fast".into()],
+        ..WorkerOptions::default()
+    };
+    let summary = host
+        .work(options, std::future::pending())
+        .await
+        .expect("work");
+    assert_eq!((summary.claimed, summary.succeeded), (1, 1));
+    assert_eq!(
+        host.find("f", None).await.expect("f").status,
+        RunStatus::Succeeded
+    );
+    assert_eq!(
+        host.find("s", None).await.expect("s").status,
+        RunStatus::Pending,
+        "other queue"
+    );
+    assert_eq!(
+        host.find("d", None).await.expect("d").status,
+        RunStatus::Pending,
+        "delayed"
+    );
+}

@@ -173,9 +173,15 @@ impl Store {
         forward!(self, s => s.runs_by_key(key, workflow).await)
     }
 
-    /// Claims the next runnable run.
-    pub async fn claim_next(&self, claim: &Claim, lease: &Lease) -> Result<Option<RunRecord>> {
-        forward!(self, s => s.claim_next(claim, lease).await)
+    /// Claims up to `limit` runnable runs, each under a fresh lease of `worker` for `ttl`.
+    pub async fn claim_batch(
+        &self,
+        claim: &Claim,
+        worker: &str,
+        ttl: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<(RunRecord, Lease)>> {
+        forward!(self, s => s.claim_batch(claim, worker, ttl, limit).await)
     }
 
     /// Extends a held lease.

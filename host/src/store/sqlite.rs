@@ -229,10 +229,16 @@ impl SqliteStore {
         Ok(outcome)
     }
 
-    /// Claims the next runnable run for `lease`: a pending run that is due,
-    /// or a running one whose lease expired more than `claim.grace` ago (its
-    /// worker died). Returns `None` when there is nothing to do.
-    pub async fn claim_next(&self, claim: &Claim, lease: &Lease) -> Result<Option<RunRecord>> {
+    /// Claims up to `limit` runnable runs, each under a fresh lease of
+    /// `worker` for `ttl`: pending runs that are due, and running ones whose
+    /// lease expired more than `claim.grace` ago (their worker died).
+    pub async fn claim_batch(
+        &self,
+        claim: &Claim,
+        worker: &str,
+        ttl: Duration,
+        limit: u32,
+    ) -> Result<Vec<(RunRecord, Lease)>> {
         let mut tx = self.begin().await?;
         let now = now_ms();
         let queues =
@@ -242,32 +248,33 @@ impl SqliteStore {
         } else {
             now
         };
-        let id: Option<i64> = sqlx::query_scalar(
+        let ids: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM runs \
-             WHERE (? IS NULL OR queue IN (SELECT value FROM json_each(?))) \
-               AND ((status = 'pending' AND available_at <= ? AND (locked_until IS NULL OR locked_until < ?)) \
-                 OR (status = 'running' AND locked_until < ?)) \
-             ORDER BY available_at, id LIMIT 1",
+             WHERE ($1 IS NULL OR queue IN (SELECT value FROM json_each($2))) \
+               AND ((status = 'pending' AND available_at <= $3 AND (locked_until IS NULL OR locked_until < $4)) \
+                 OR (status = 'running' AND locked_until < $5)) \
+             ORDER BY available_at, id LIMIT $6",
         )
         .bind(queues.as_deref())
         .bind(queues.as_deref())
         .bind(due)
         .bind(now)
         .bind(now - ms(claim.grace))
-        .fetch_optional(&mut *tx)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
         .await?;
-        let Some(id) = id else {
-            return Ok(None);
-        };
-        let run = fetch_run(&mut tx, By::Id(id))
-            .await?
-            .ok_or_else(|| Error::Corrupt(format!("run {id} vanished")))?;
-        let outcome = claim_in(&mut tx, run, lease, now).await?;
-        tx.commit().await?;
-        match outcome {
-            StartOutcome::Claimed(run) => Ok(Some(*run)),
-            _ => Ok(None),
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
+            let run = fetch_run(&mut tx, By::Id(id))
+                .await?
+                .ok_or_else(|| Error::Corrupt(format!("run {id} vanished")))?;
+            let lease = Lease::new(worker, ttl);
+            if let StartOutcome::Claimed(run) = claim_in(&mut tx, run, &lease, now).await? {
+                claimed.push((*run, lease));
+            }
         }
+        tx.commit().await?;
+        Ok(claimed)
     }
 
     /// Extends `lease` on run `id` to `lease.ttl` from now. Returns false if it is no longer held.
