@@ -80,7 +80,7 @@ impl SqliteStore {
         for &(version, name, sql) in MIGRATIONS {
             let mut tx = self.begin().await?;
             let applied: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM _acidic_migrations WHERE version = ?")
+                sqlx::query_scalar("SELECT version FROM _acidic_migrations WHERE version = $1")
                     .bind(version)
                     .fetch_optional(&mut *tx)
                     .await?;
@@ -96,7 +96,7 @@ impl SqliteStore {
                     source,
                 })?;
             sqlx::query(
-                "INSERT INTO _acidic_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                "INSERT INTO _acidic_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
             )
             .bind(version)
             .bind(name)
@@ -110,7 +110,7 @@ impl SqliteStore {
 
     /// Stores component bytes under their digest (a no-op if present).
     pub async fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<()> {
-        sqlx::query("INSERT OR IGNORE INTO components (digest, bytes, size, created_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO components (digest, bytes, size, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
             .bind(digest)
             .bind(bytes)
             .bind(bytes.len() as i64)
@@ -123,7 +123,7 @@ impl SqliteStore {
     /// The bytes of the component with `digest`.
     pub async fn component(&self, digest: &str) -> Result<Option<Vec<u8>>> {
         Ok(
-            sqlx::query_scalar("SELECT bytes FROM components WHERE digest = ?")
+            sqlx::query_scalar("SELECT bytes FROM components WHERE digest = $1")
                 .bind(digest)
                 .fetch_optional(&self.pool)
                 .await?,
@@ -137,7 +137,7 @@ impl SqliteStore {
         let text = serde_json::to_string(definition).map_err(|e| Error::Corrupt(e.to_string()))?;
         let mut tx = self.begin().await?;
         let existing: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM workflows WHERE name = ? AND definition_hash = ?",
+            "SELECT version FROM workflows WHERE name = $1 AND definition_hash = $2",
         )
         .bind(&definition.name)
         .bind(&hash)
@@ -147,12 +147,12 @@ impl SqliteStore {
             return Ok((v as u32, false));
         }
         let version: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM workflows WHERE name = ?",
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM workflows WHERE name = $1",
         )
         .bind(&definition.name)
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query("INSERT INTO workflows (name, version, definition_hash, definition, created_at) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO workflows (name, version, definition_hash, definition, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&definition.name)
             .bind(version)
             .bind(&hash)
@@ -168,7 +168,7 @@ impl SqliteStore {
     pub async fn workflow(&self, name: &str, version: Option<u32>) -> Result<Option<Workflow>> {
         let row = match version {
             Some(v) => {
-                sqlx::query("SELECT version, definition_hash, definition FROM workflows WHERE name = ? AND version = ?")
+                sqlx::query("SELECT version, definition_hash, definition FROM workflows WHERE name = $1 AND version = $2")
                     .bind(name)
                     .bind(i64::from(v))
                     .fetch_optional(&self.pool)
@@ -176,7 +176,7 @@ impl SqliteStore {
             }
             None => {
                 sqlx::query(
-                    "SELECT version, definition_hash, definition FROM workflows WHERE name = ? \
+                    "SELECT version, definition_hash, definition FROM workflows WHERE name = $1 \
                      ORDER BY version DESC LIMIT 1",
                 )
                 .bind(name)
@@ -281,7 +281,7 @@ impl SqliteStore {
     pub async fn extend_lease(&self, id: i64, lease: &Lease) -> Result<bool> {
         let now = now_ms();
         let updated = sqlx::query(
-            "UPDATE runs SET locked_until = ? WHERE id = ? AND locked_by = ? AND status = 'running'",
+            "UPDATE runs SET locked_until = $1 WHERE id = $2 AND locked_by = $3 AND status = 'running'",
         )
         .bind(now + ms(lease.ttl))
         .bind(id)
@@ -316,11 +316,11 @@ impl SqliteStore {
             });
         }
         let cancelled = sqlx::query(
-            "WITH RECURSIVE tree (id) AS (SELECT ? UNION SELECT runs.id FROM runs JOIN tree ON runs.parent_run_id = tree.id) \
-             UPDATE runs SET status = 'cancelled', cancelled_by = ?, finished_at = ?, updated_at = ?, \
+            "WITH RECURSIVE tree (id) AS (SELECT CAST($1 AS BIGINT) UNION SELECT runs.id FROM runs JOIN tree ON runs.parent_run_id = tree.id) \
+             UPDATE runs SET status = 'cancelled', cancelled_by = $2, finished_at = $3, updated_at = $4, \
                locked_by = NULL, locked_until = NULL \
              WHERE id IN (SELECT id FROM tree) AND status IN ('pending', 'waiting', 'running') \
-               AND (id = ? OR locked_until IS NULL OR locked_until < ?)",
+               AND (id = $5 OR locked_until IS NULL OR locked_until < $6)",
         )
         .bind(id)
         .bind(by)
@@ -343,7 +343,7 @@ impl SqliteStore {
         let mut tx = self.begin().await?;
         let deleted = sqlx::query(
             "DELETE FROM runs WHERE id IN (SELECT id FROM runs \
-               WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < ? ORDER BY finished_at LIMIT ?)",
+               WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < $1 ORDER BY finished_at LIMIT $2)",
         )
         .bind(cutoff)
         .bind(i64::from(batch))
@@ -398,12 +398,12 @@ impl SqliteStore {
         // unique per claim, so comparing it is the whole fence: an expired
         // lease nobody took over still belongs to its worker.
         let updated = sqlx::query(
-            "UPDATE runs SET recovery_point = ?, attributes = ?, status = ?, result = ?, \
+            "UPDATE runs SET recovery_point = $1, attributes = $2, status = $3, result = $4, \
                attempts = attempts + 1, step_attempt = 0, step_attempt_base = 0, \
-               locked_by = CASE WHEN ? THEN NULL ELSE locked_by END, \
-               locked_until = CASE WHEN ? THEN NULL ELSE ? END, \
-               updated_at = ?, finished_at = CASE WHEN ? THEN ? ELSE NULL END \
-             WHERE id = ? AND locked_by = ? AND recovery_point = ? AND status = 'running'",
+               locked_by = CASE WHEN $5 THEN NULL ELSE locked_by END, \
+               locked_until = CASE WHEN $6 THEN NULL ELSE $7 END, \
+               updated_at = $8, finished_at = CASE WHEN $9 THEN $10 ELSE NULL END \
+             WHERE id = $11 AND locked_by = $12 AND recovery_point = $13 AND status = 'running'",
         )
         .bind(recovery_point)
         .bind(&attributes)
@@ -426,14 +426,14 @@ impl SqliteStore {
         }
 
         // What this step awaits replaces whatever an earlier attempt awaited.
-        sqlx::query("UPDATE runs SET awaited = 0 WHERE parent_run_id = ? AND awaited = 1")
+        sqlx::query("UPDATE runs SET awaited = FALSE WHERE parent_run_id = $1 AND awaited = TRUE")
             .bind(c.run_id)
             .execute(&mut *tx)
             .await?;
         let mut waiting_for = 0u32;
         for staged in &c.staged {
             let existing = sqlx::query(
-                "SELECT id, args_hash, status FROM runs WHERE workflow = ? AND idempotency_key = ?",
+                "SELECT id, args_hash, status FROM runs WHERE workflow = $1 AND idempotency_key = $2",
             )
             .bind(&staged.workflow)
             .bind(&staged.key)
@@ -462,8 +462,8 @@ impl SqliteStore {
                 // It failed for good or was cancelled: run it again, with a fresh budget.
                 "failed" | "cancelled" => {
                     sqlx::query(
-                        "UPDATE runs SET status = 'pending', awaited = 1, step_attempt_base = step_attempt, \
-                           available_at = ?, finished_at = NULL, cancelled_by = NULL, updated_at = ? WHERE id = ?",
+                        "UPDATE runs SET status = 'pending', awaited = TRUE, step_attempt_base = step_attempt, \
+                           available_at = $1, finished_at = NULL, cancelled_by = NULL, updated_at = $2 WHERE id = $3",
                     )
                     .bind(now)
                     .bind(now)
@@ -473,7 +473,7 @@ impl SqliteStore {
                     waiting_for += 1;
                 }
                 _ => {
-                    sqlx::query("UPDATE runs SET awaited = 1 WHERE id = ?")
+                    sqlx::query("UPDATE runs SET awaited = TRUE WHERE id = $1")
                         .bind(id)
                         .execute(&mut *tx)
                         .await?;
@@ -484,8 +484,8 @@ impl SqliteStore {
 
         if waiting_for > 0 {
             sqlx::query(
-                "UPDATE runs SET status = 'waiting', recovery_point = ?, await_next = ?, pending_children = ?, \
-                   locked_by = NULL, locked_until = NULL, finished_at = NULL WHERE id = ?",
+                "UPDATE runs SET status = 'waiting', recovery_point = $1, await_next = $2, pending_children = $3, \
+                   locked_by = NULL, locked_until = NULL, finished_at = NULL WHERE id = $4",
             )
             .bind(&c.step)
             .bind(recovery_point)
@@ -539,10 +539,10 @@ impl SqliteStore {
             None => (RunStatus::Failed, now, Some(now)),
         };
         let updated = sqlx::query(
-            "UPDATE runs SET status = ?, attempts = attempts + 1, step_attempt = step_attempt + 1, \
-               last_error_step = ?, last_error_kind = ?, last_error_message = ?, last_error_attempt = ?, \
-               available_at = ?, locked_by = NULL, locked_until = NULL, updated_at = ?, finished_at = ? \
-             WHERE id = ? AND locked_by = ? AND status = 'running'",
+            "UPDATE runs SET status = $1, attempts = attempts + 1, step_attempt = step_attempt + 1, \
+               last_error_step = $2, last_error_kind = $3, last_error_message = $4, last_error_attempt = $5, \
+               available_at = $6, locked_by = NULL, locked_until = NULL, updated_at = $7, finished_at = $8 \
+             WHERE id = $9 AND locked_by = $10 AND status = 'running'",
         )
         .bind(status.as_str())
         .bind(&f.failure.step)
@@ -581,9 +581,9 @@ impl SqliteStore {
     /// Gives up a lease without recording anything: the run is pending again at once.
     pub async fn release(&self, id: i64, lease: &Lease) -> Result<()> {
         sqlx::query(
-            "UPDATE runs SET locked_by = NULL, locked_until = NULL, updated_at = ?, \
+            "UPDATE runs SET locked_by = NULL, locked_until = NULL, updated_at = $1, \
                status = CASE WHEN status = 'running' THEN 'pending' ELSE status END \
-             WHERE id = ? AND locked_by = ?",
+             WHERE id = $2 AND locked_by = $3",
         )
         .bind(now_ms())
         .bind(id)
@@ -602,9 +602,9 @@ impl SqliteStore {
         let now = now_ms();
         let updated = sqlx::query(
             "UPDATE runs SET step_attempt_base = CASE WHEN status = 'failed' THEN step_attempt ELSE step_attempt_base END, \
-               status = 'pending', available_at = ?, finished_at = NULL, updated_at = ? \
-             WHERE id = ? AND (status = 'failed' OR (status IN ('pending', 'running') \
-               AND (locked_until IS NULL OR locked_until < ?)))",
+               status = 'pending', available_at = $1, finished_at = NULL, updated_at = $2 \
+             WHERE id = $3 AND (status = 'failed' OR (status IN ('pending', 'running') \
+               AND (locked_until IS NULL OR locked_until < $4)))",
         )
         .bind(now)
         .bind(now)
@@ -624,7 +624,7 @@ impl SqliteStore {
     /// The runs with idempotency key `key`, of `workflow` if given.
     pub async fn runs_by_key(&self, key: &str, workflow: Option<&str>) -> Result<Vec<RunRecord>> {
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ? AND (? IS NULL OR workflow = ?) ORDER BY id"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = $1 AND ($2 IS NULL OR workflow = $3) ORDER BY id"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(key)
@@ -638,8 +638,8 @@ impl SqliteStore {
     /// Runs matching `filter`, newest first.
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE (? IS NULL OR status = ?) AND (? IS NULL OR workflow = ?) \
-               AND (? IS NULL OR parent_run_id = ?) ORDER BY id DESC LIMIT ?"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE ($1 IS NULL OR status = $2) AND ($3 IS NULL OR workflow = $4) \
+               AND ($5 IS NULL OR parent_run_id = $6) ORDER BY id DESC LIMIT $7"
         );
         let status = filter.status.map(RunStatus::as_str);
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -659,7 +659,7 @@ impl SqliteStore {
     pub async fn step_events(&self, id: i64) -> Result<Vec<StepEvent>> {
         let rows = sqlx::query(
             "SELECT step, attempt, outcome, error_kind, message, started_at, finished_at \
-             FROM step_events WHERE run_id = ? ORDER BY id",
+             FROM step_events WHERE run_id = $1 ORDER BY id",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -691,7 +691,7 @@ impl SqliteStore {
 async fn child_succeeded(conn: &mut sqlx::SqliteConnection, id: i64, now: i64) -> Result<()> {
     let mut child = id;
     loop {
-        let row = sqlx::query("SELECT parent_run_id, awaited FROM runs WHERE id = ?")
+        let row = sqlx::query("SELECT parent_run_id, awaited FROM runs WHERE id = $1")
             .bind(child)
             .fetch_one(&mut *conn)
             .await?;
@@ -700,8 +700,8 @@ async fn child_succeeded(conn: &mut sqlx::SqliteConnection, id: i64, now: i64) -
             return Ok(());
         };
         let left: Option<i64> = sqlx::query_scalar(
-            "UPDATE runs SET pending_children = pending_children - 1, updated_at = ? \
-             WHERE id = ? AND status = 'waiting' RETURNING pending_children",
+            "UPDATE runs SET pending_children = pending_children - 1, updated_at = $1 \
+             WHERE id = $2 AND status = 'waiting' RETURNING pending_children",
         )
         .bind(now)
         .bind(parent)
@@ -711,7 +711,7 @@ async fn child_succeeded(conn: &mut sqlx::SqliteConnection, id: i64, now: i64) -
             return Ok(());
         }
         let row =
-            sqlx::query("SELECT recovery_point, await_next, step_attempt FROM runs WHERE id = ?")
+            sqlx::query("SELECT recovery_point, await_next, step_attempt FROM runs WHERE id = $1")
                 .bind(parent)
                 .fetch_one(&mut *conn)
                 .await?;
@@ -721,11 +721,11 @@ async fn child_succeeded(conn: &mut sqlx::SqliteConnection, id: i64, now: i64) -
             .unwrap_or_else(|| FINISHED.into());
         let finished = next == FINISHED;
         sqlx::query(
-            "UPDATE runs SET status = ?, recovery_point = ?, await_next = NULL, pending_children = 0, \
-               step_attempt = 0, step_attempt_base = 0, available_at = ?, updated_at = ?, \
-               finished_at = CASE WHEN ? THEN ? ELSE NULL END, \
-               result = CASE WHEN ? THEN COALESCE(result, 'null') ELSE result END \
-             WHERE id = ?",
+            "UPDATE runs SET status = $1, recovery_point = $2, await_next = NULL, pending_children = 0, \
+               step_attempt = 0, step_attempt_base = 0, available_at = $3, updated_at = $4, \
+               finished_at = CASE WHEN $5 THEN $6 ELSE NULL END, \
+               result = CASE WHEN $7 THEN COALESCE(result, 'null') ELSE result END \
+             WHERE id = $8",
         )
         .bind(if finished { "succeeded" } else { "pending" })
         .bind(&next)
@@ -770,10 +770,10 @@ async fn fail_waiting_parent(
     };
     let attempt = i64::from(p.step_attempt) + 1;
     let updated = sqlx::query(
-        "UPDATE runs SET status = ?, step_attempt = step_attempt + 1, await_next = NULL, pending_children = 0, \
-           last_error_step = ?, last_error_kind = ?, last_error_message = ?, last_error_attempt = ?, \
-           available_at = ?, updated_at = ?, finished_at = ?, result = NULL \
-         WHERE id = ? AND status = 'waiting' AND recovery_point = ? AND step_attempt = ?",
+        "UPDATE runs SET status = $1, step_attempt = step_attempt + 1, await_next = NULL, pending_children = 0, \
+           last_error_step = $2, last_error_kind = $3, last_error_message = $4, last_error_attempt = $5, \
+           available_at = $6, updated_at = $7, finished_at = $8, result = NULL \
+         WHERE id = $9 AND status = 'waiting' AND recovery_point = $10 AND step_attempt = $11",
     )
     .bind(status.as_str())
     .bind(&p.step)
@@ -817,7 +817,7 @@ async fn parent_failed_for_good(
     id: i64,
     now: i64,
 ) -> Result<()> {
-    let row = sqlx::query("SELECT parent_run_id, awaited, idempotency_key FROM runs WHERE id = ?")
+    let row = sqlx::query("SELECT parent_run_id, awaited, idempotency_key FROM runs WHERE id = $1")
         .bind(id)
         .fetch_one(&mut *conn)
         .await?;
@@ -828,7 +828,7 @@ async fn parent_failed_for_good(
         return Ok(());
     };
     let Some(p) = sqlx::query(
-        "SELECT recovery_point, step_attempt FROM runs WHERE id = ? AND status = 'waiting'",
+        "SELECT recovery_point, step_attempt FROM runs WHERE id = $1 AND status = 'waiting'",
     )
     .bind(parent)
     .fetch_optional(&mut *conn)
@@ -866,8 +866,8 @@ async fn claim_in(
         });
     }
     sqlx::query(
-        "UPDATE runs SET status = 'running', locked_by = ?, locked_until = ?, last_run_at = ?, updated_at = ? \
-         WHERE id = ?",
+        "UPDATE runs SET status = 'running', locked_by = $1, locked_until = $2, last_run_at = $3, updated_at = $4 \
+         WHERE id = $5",
     )
     .bind(&lease.owner)
     .bind(now + ms(lease.ttl))
@@ -902,7 +902,7 @@ async fn insert_run(
         "INSERT INTO runs (workflow, workflow_version, definition_hash, idempotency_key, args, args_hash, status, \
            recovery_point, attributes, locked_by, locked_until, available_at, queue, parent_run_id, awaited, \
            created_at, updated_at, last_run_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING id",
     )
     .bind(&new.workflow)
     .bind(i64::from(new.workflow_version))
@@ -940,7 +940,7 @@ async fn insert_event(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO step_events (run_id, step, attempt, outcome, error_kind, message, started_at, finished_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(run_id)
     .bind(step)
@@ -964,7 +964,7 @@ enum By<'a> {
 async fn fetch_run(conn: &mut sqlx::SqliteConnection, by: By<'_>) -> Result<Option<RunRecord>> {
     let row = match by {
         By::Id(id) => {
-            let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?");
+            let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1");
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(id)
                 .fetch_optional(&mut *conn)
@@ -972,7 +972,7 @@ async fn fetch_run(conn: &mut sqlx::SqliteConnection, by: By<'_>) -> Result<Opti
         }
         By::Key(workflow, key) => {
             let sql = format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = ? AND idempotency_key = ?"
+                "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = $1 AND idempotency_key = $2"
             );
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(workflow)
