@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::host::{Host, HostConfig, RunRequest};
-use crate::run::{RunStatus, now_ms};
+use crate::run::RunStatus;
 use crate::runtime::{CallOutcome, StepInput, StepState};
 use crate::store::Store;
 
@@ -32,6 +32,8 @@ pub struct BenchReport {
     pub ratio: f64,
     /// Whether the pooling allocator was in use.
     pub pooling: bool,
+    /// The database both sides ran on.
+    pub database: String,
 }
 
 impl BenchReport {
@@ -51,9 +53,10 @@ impl fmt::Display for BenchReport {
         let runs = f64::from(self.runs);
         writeln!(
             f,
-            "acidic bench: {} runs x {} no-op steps, SQLite (WAL, synchronous=FULL), {} allocator",
+            "acidic bench: {} runs x {} no-op steps, {}, {} allocator",
             self.runs,
             self.steps_per_run,
+            self.database,
             if self.pooling { "pooling" } else { "on-demand" }
         )?;
         writeln!(
@@ -86,25 +89,59 @@ impl fmt::Display for BenchReport {
 }
 
 /// Runs `runs` runs of the 3-step workflow in `manifest` through a fresh
-/// host, and the same writes as bare transactions, each on its own new
-/// SQLite file in a temporary folder.
-pub async fn run(manifest: &Path, runs: u32) -> Result<BenchReport> {
-    let dir = std::env::temp_dir().join(format!(
-        "acidic-bench-{}-{}",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
+/// host, and the same writes as bare transactions. With a Postgres
+/// `database_url` both sides run there, each in a schema of its own that is
+/// dropped afterwards; otherwise each gets a new SQLite file in a temporary
+/// folder.
+pub async fn run(manifest: &Path, runs: u32, database_url: Option<&str>) -> Result<BenchReport> {
+    let tag = format!("acidic_bench_{}_{}", std::process::id(), fastrand::u32(..));
+    let dir = std::env::temp_dir().join(&tag);
     std::fs::create_dir_all(&dir).map_err(|source| Error::Cache {
         path: dir.clone(),
         source,
     })?;
-    let result = measure(&dir, manifest, runs).await;
+    let postgres = database_url.filter(|u| u.starts_with("postgres"));
+    let (host_url, baseline_url) = match postgres {
+        Some(url) => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            (
+                format!("{url}{sep}schema={tag}_host"),
+                format!("{url}{sep}schema={tag}_base"),
+            )
+        }
+        None => (
+            dir.join("acidic.db").display().to_string(),
+            dir.join("baseline.db").display().to_string(),
+        ),
+    };
+    let result = measure(&dir, &host_url, &baseline_url, manifest, runs).await;
+    if postgres.is_some() {
+        for url in [&host_url, &baseline_url] {
+            if let Ok(crate::store::Store::Postgres(s)) = Store::open(url).await
+                && let Err(e) = s.drop_schema().await
+            {
+                tracing::warn!("could not drop the bench schema: {e}");
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-async fn measure(dir: &Path, manifest: &Path, runs: u32) -> Result<BenchReport> {
-    let host = Host::open(HostConfig::new(dir.join("acidic.db").display().to_string())).await?;
+async fn measure(
+    dir: &Path,
+    host_url: &str,
+    baseline_url: &str,
+    manifest: &Path,
+    runs: u32,
+) -> Result<BenchReport> {
+    let mut config = HostConfig::new(host_url);
+    config.cache_dir = Some(dir.join("cache"));
+    let host = Host::open(config).await?;
+    let database = match host.store.backend() {
+        "postgres" => "Postgres (SERIALIZABLE)".to_string(),
+        _ => "SQLite (WAL, synchronous=FULL)".to_string(),
+    };
     let registration = host.register(manifest).await?;
     let workflow = host.latest(&registration.workflow).await?;
     let steps_per_run = workflow.definition.steps.len() as u32;
@@ -118,9 +155,7 @@ async fn measure(dir: &Path, manifest: &Path, runs: u32) -> Result<BenchReport> 
         .await?;
     }
 
-    let baseline_store = Store::open(&dir.join("baseline.db").display().to_string()).await?;
-    let Store::Sqlite(baseline_store) = baseline_store;
-    let pool = baseline_store.pool();
+    let baseline_store = Store::open(baseline_url).await?;
     let steps: Vec<String> = workflow
         .definition
         .steps
@@ -129,7 +164,9 @@ async fn measure(dir: &Path, manifest: &Path, runs: u32) -> Result<BenchReport> 
         .collect();
     let start = Instant::now();
     for i in 0..runs {
-        baseline_run(pool, &registration.workflow, &format!("k{i}"), &steps).await?;
+        baseline_store
+            .baseline_run(&registration.workflow, &format!("k{i}"), &steps)
+            .await?;
     }
     let baseline = start.elapsed();
 
@@ -158,78 +195,8 @@ async fn measure(dir: &Path, manifest: &Path, runs: u32) -> Result<BenchReport> 
         instantiate_call_secs: instantiate_call.as_secs_f64(),
         ratio: acidic.as_secs_f64() / baseline.as_secs_f64(),
         pooling: host.runtime.pooling,
+        database,
     })
-}
-
-/// The writes acidic makes for one run, as bare transactions: create the run
-/// row, then per step one `BEGIN IMMEDIATE` that moves the recovery point and
-/// appends a timeline row.
-async fn baseline_run(
-    pool: &sqlx::SqlitePool,
-    workflow: &str,
-    key: &str,
-    steps: &[String],
-) -> Result<()> {
-    let now = now_ms();
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let existing: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM runs WHERE workflow = ? AND idempotency_key = ?")
-            .bind(workflow)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let id = match existing {
-        Some(id) => id,
-        None => {
-            sqlx::query_scalar(
-                "INSERT INTO runs (workflow, workflow_version, definition_hash, idempotency_key, args, args_hash, \
-                   status, recovery_point, attributes, locked_by, locked_until, available_at, created_at, updated_at) \
-                 VALUES (?, 1, 'h', ?, '{}', 'h', 'running', ?, '{}', 'bench', ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(workflow)
-            .bind(key)
-            .bind(&steps[0])
-            .bind(now + 90_000)
-            .bind(now)
-            .bind(now)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?
-        }
-    };
-    tx.commit().await?;
-    for (i, step) in steps.iter().enumerate() {
-        let next = steps.get(i + 1).map(String::as_str).unwrap_or("finished");
-        let status = if i + 1 == steps.len() {
-            "succeeded"
-        } else {
-            "running"
-        };
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "UPDATE runs SET recovery_point = ?, attributes = '{}', status = ?, attempts = attempts + 1, \
-               updated_at = ? WHERE id = ? AND locked_by = 'bench' AND recovery_point = ?",
-        )
-        .bind(next)
-        .bind(status)
-        .bind(now_ms())
-        .bind(id)
-        .bind(step)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO step_events (run_id, step, attempt, outcome, started_at, finished_at) \
-             VALUES (?, ?, 1, 'committed', ?, ?)",
-        )
-        .bind(id)
-        .bind(step)
-        .bind(now)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-    }
-    Ok(())
 }
 
 async fn instantiate_call(

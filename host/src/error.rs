@@ -94,8 +94,21 @@ pub enum Error {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 
+    /// The database kept aborting the transaction because of concurrent
+    /// ones (serialization failures, deadlocks) after bounded retries.
+    /// Nothing was written; trying again later is safe.
+    #[error("database conflict persisted after {tries} tries, nothing was written: {message}")]
+    Conflict {
+        /// How many times the transaction was tried.
+        tries: u32,
+        /// The database's last word.
+        message: String,
+    },
+
     /// The database URL is not one this host understands.
-    #[error("unsupported database URL `{0}` (use a file path or sqlite://path)")]
+    #[error(
+        "unsupported database URL `{0}` (use a file path, sqlite://path or postgres://user@host/db[?schema=NAME])"
+    )]
     DatabaseUrl(String),
 
     /// A schema migration failed.

@@ -271,7 +271,14 @@ impl Host {
             staged,
             started_at: call.started_at,
         };
-        let waiting_for = match self.store.commit_step(&commit).await? {
+        let committed = match self.store.commit_step(&commit).await {
+            Err(Error::Conflict { tries, message }) => {
+                let message = format!("the commit conflicted {tries} times: {message}");
+                return Ok(Err(Failed::new(ErrorKind::Conflict, message, true)));
+            }
+            other => other?,
+        };
+        let waiting_for = match committed {
             CommitOutcome::Committed => 0,
             CommitOutcome::Waiting(n) => n,
             CommitOutcome::LeaseLost => return Err(Error::LeaseLost(run.key.clone())),

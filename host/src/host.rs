@@ -29,7 +29,7 @@ const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// How to open a [`Host`].
 #[derive(Debug, Clone)]
 pub struct HostConfig {
-    /// `acidic.db`, a file path, or `sqlite://path`.
+    /// `acidic.db`, a file path, `sqlite://path`, or `postgres://user@host/db[?schema=NAME]`.
     pub database_url: String,
     /// Where compiled components are cached; default: the user's cache folder.
     pub cache_dir: Option<PathBuf>,
@@ -39,6 +39,8 @@ pub struct HostConfig {
     pub pooling: bool,
     /// This process's name in leases; default `hostname:pid`.
     pub worker_name: Option<String>,
+    /// Database connections this process may hold (Postgres); default 10.
+    pub max_connections: Option<u32>,
 }
 
 impl HostConfig {
@@ -50,6 +52,7 @@ impl HostConfig {
             lease: DEFAULT_LEASE,
             pooling: true,
             worker_name: None,
+            max_connections: None,
         }
     }
 }
@@ -187,7 +190,10 @@ pub struct Host {
 impl Host {
     /// Opens (and migrates) the database and sets up the engine.
     pub async fn open(config: HostConfig) -> Result<Host> {
-        let store = Store::open(&config.database_url).await?;
+        let pool = config
+            .max_connections
+            .unwrap_or(crate::store::DEFAULT_POOL_SIZE);
+        let store = Store::connect(&config.database_url, pool).await?;
         let cache_dir = config.cache_dir.clone().unwrap_or_else(default_cache_dir);
         let runtime = Runtime::new(&cache_dir, config.pooling)?;
         let worker = config.worker_name.clone().unwrap_or_else(|| {

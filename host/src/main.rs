@@ -20,7 +20,7 @@ use acidic::{
 #[derive(Parser)]
 #[command(name = "acidic", version, about)]
 struct Cli {
-    /// Database: a SQLite file path or sqlite:// URL.
+    /// Database: a SQLite file path or sqlite:// URL, or postgres://user@host/db[?schema=NAME].
     #[arg(long, global = true, env = "DATABASE_URL", default_value = "acidic.db")]
     database_url: String,
 
@@ -218,8 +218,11 @@ mod exit {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ACIDIC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,acidic::guest=info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ACIDIC_LOG").unwrap_or_else(|_| {
+        // Postgres warns "there is no transaction in progress" when the
+        // driver rolls back a transaction a failed COMMIT already ended.
+        tracing_subscriber::EnvFilter::new("warn,acidic::guest=info,sqlx::postgres::notice=error")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -245,12 +248,14 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Command::Bench { options } = &cli.command {
-        return bench(options, cli.json).await;
+        return bench(options, &cli.database_url, cli.json).await;
     }
     let mut config = HostConfig::new(&cli.database_url);
     config.cache_dir = cli.cache_dir.clone();
     if let Command::Worker { options, .. } | Command::Complete { options } = &cli.command {
         config.lease = options.lease;
+        // One connection per run in flight, one to claim, one to listen.
+        config.max_connections = Some(options.options().concurrency as u32 + 2);
     }
     let host = Host::open(config)
         .await
@@ -648,11 +653,11 @@ fn print_detail(d: &RunDetail) {
     }
 }
 
-async fn bench(options: &BenchArgs, json: bool) -> anyhow::Result<u8> {
+async fn bench(options: &BenchArgs, database_url: &str, json: bool) -> anyhow::Result<u8> {
     if options.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let report = acidic::bench::run(&options.manifest, options.runs).await?;
+    let report = acidic::bench::run(&options.manifest, options.runs, Some(database_url)).await?;
     if json {
         print_json(&report)?;
     } else {

@@ -87,6 +87,9 @@ pub enum ErrorKind {
     InvalidOutput,
     /// The component could not be instantiated.
     Instantiate,
+    /// The step's commit kept colliding with concurrent transactions
+    /// (serialization failures, deadlocks) past the store's retries.
+    Conflict,
 }
 
 impl ErrorKind {
@@ -99,6 +102,7 @@ impl ErrorKind {
             ErrorKind::MemoryLimit => "memory_limit",
             ErrorKind::InvalidOutput => "invalid_output",
             ErrorKind::Instantiate => "instantiate",
+            ErrorKind::Conflict => "conflict",
         }
     }
 }

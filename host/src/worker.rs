@@ -110,6 +110,8 @@ impl Host {
         let mut tasks: JoinSet<Result<RunReport>> = JoinSet::new();
         let mut next_reap = Instant::now();
         let mut claim_errors = 0u32;
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let listener = self.listen(Arc::clone(&wake)).await;
         tokio::pin!(shutdown);
         loop {
             if self.stopping() {
@@ -126,6 +128,8 @@ impl Host {
             }
 
             let mut idle = false;
+            // Idle because the queue is empty, not because the database is away.
+            let mut drained = false;
             if tasks.len() < concurrency && !self.stopping() {
                 let free = concurrency - tasks.len();
                 match self.claim_some(&claim, free).await {
@@ -133,6 +137,7 @@ impl Host {
                         claim_errors = 0;
                         // Fewer than asked for: nothing more is runnable right now.
                         idle = claimed.len() < free;
+                        drained = idle;
                         for (run, lease) in claimed {
                             summary.claimed += 1;
                             let host = Arc::clone(self);
@@ -147,7 +152,7 @@ impl Host {
                     }
                 }
             }
-            if idle && tasks.is_empty() && options.exit_when_idle {
+            if drained && tasks.is_empty() && options.exit_when_idle {
                 break;
             }
             let pause = options.poll * claim_errors.clamp(1, 50);
@@ -159,12 +164,47 @@ impl Host {
                 }
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => summary.count(done),
                 _ = tokio::time::sleep(pause), if idle || tasks.len() >= concurrency => {}
+                _ = wake.notified(), if idle && claim_errors == 0 => {}
             }
+        }
+        if let Some(listener) = listener {
+            listener.abort();
         }
         while let Some(done) = tasks.join_next().await {
             summary.count(done);
         }
         Ok(summary)
+    }
+
+    /// Where the backend can announce runnable runs (Postgres `LISTEN`),
+    /// a task that wakes `wake` on each announcement; polling stays the
+    /// fallback, for announcements lost while the connection was down.
+    async fn listen(&self, wake: Arc<tokio::sync::Notify>) -> Option<tokio::task::JoinHandle<()>> {
+        let mut wakeups = match self.store.wakeups().await {
+            Ok(w) => w?,
+            Err(e) => {
+                tracing::warn!("cannot listen for runnable runs, polling only: {e}");
+                return None;
+            }
+        };
+        Some(tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                match wakeups.next().await {
+                    Ok(()) => {
+                        failures = 0;
+                        wake.notify_one();
+                    }
+                    Err(e) => {
+                        // The listener reconnects on its next call; meanwhile the worker polls.
+                        failures = failures.saturating_add(1);
+                        tracing::warn!("lost the notification connection, reconnecting: {e}");
+                        let pause = Duration::from_millis(100 << failures.min(5));
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            }
+        }))
     }
 
     /// Claims up to `limit` runnable runs, each with a lease long enough for

@@ -82,3 +82,20 @@ CREATE TABLE step_events (
 );
 
 CREATE INDEX step_events_by_run ON step_events (run_id, id);
+
+-- Wakes idle workers (LISTEN "<schema>.runs") when a run becomes pending:
+-- created, staged by a committed step, released, backed off, or resumed by its
+-- last child. The notification is sent at commit, so a worker woken by it
+-- always finds the run; Postgres folds identical notifications of one
+-- transaction into one.
+CREATE FUNCTION notify_runnable() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify(TG_TABLE_SCHEMA || '.runs', '');
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER runs_runnable_notify
+    AFTER INSERT OR UPDATE OF status ON runs
+    FOR EACH ROW WHEN (NEW.status = 'pending')
+    EXECUTE FUNCTION notify_runnable();

@@ -3,9 +3,17 @@
 //!
 //! Each backend is its own module with the same methods; [`Store`] picks one
 //! from the database URL and forwards to it. The executor never sees a
-//! transaction: every method that writes is one transaction of its own.
+//! transaction: every method that writes is one transaction of its own, and
+//! [`Store`] runs it again when the database aborted it for a reason that a
+//! second try can clear (a serialization failure, a deadlock, a busy SQLite
+//! file, a dropped connection). Re-running is safe because an aborted
+//! transaction wrote nothing, and a commit whose answer was lost is fenced:
+//! the second try finds the lease or the recovery point moved.
 
+pub mod postgres;
 pub mod sqlite;
+
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::run::{
@@ -84,28 +92,78 @@ impl Default for RunFilter {
 pub enum Store {
     /// An embedded SQLite file.
     Sqlite(sqlite::SqliteStore),
+    /// A Postgres database, shared by many processes.
+    Postgres(postgres::PostgresStore),
 }
 
+/// Calls the backend's method, again after a jittered pause while the error
+/// is one a retry can clear (see [`Retry`]).
 macro_rules! forward {
-    ($self:ident, $s:ident => $call:expr) => {
-        match $self {
-            Store::Sqlite($s) => $call,
+    ($self:ident, $s:ident => $call:expr) => {{
+        let mut retry = Retry::default();
+        loop {
+            let result = match $self {
+                Store::Sqlite($s) => $call,
+                Store::Postgres($s) => $call,
+            };
+            match result {
+                Err(e) => match retry.pause_after(&e) {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => break Err(retry.give_up(e)),
+                },
+                ok => break ok,
+            }
         }
-    };
+    }};
 }
+
+/// Pool size when the caller does not say.
+pub const DEFAULT_POOL_SIZE: u32 = 10;
 
 impl Store {
-    /// Opens the database at `url` (a file path or `sqlite://...`) and applies migrations.
+    /// Opens the database at `url` (a file path, `sqlite://...` or
+    /// `postgres://...[?schema=NAME]`) and applies migrations.
     pub async fn open(url: &str) -> Result<Store> {
+        Store::connect(url, DEFAULT_POOL_SIZE).await
+    }
+
+    /// [`Store::open`] with a pool of at most `max_connections` (Postgres;
+    /// SQLite has one writer whatever the pool).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
         if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            return Err(Error::DatabaseUrl(format!(
-                "{url} (Postgres is not supported by this build yet)"
-            )));
+            return Ok(Store::Postgres(
+                postgres::PostgresStore::open(url, max_connections).await?,
+            ));
         }
         if url.contains("://") && !url.starts_with("sqlite:") {
             return Err(Error::DatabaseUrl(url.to_string()));
         }
         Ok(Store::Sqlite(sqlite::SqliteStore::open(url).await?))
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Something to wait on for "a run may have become runnable", where the
+    /// backend can tell (Postgres `LISTEN`); `None` means poll.
+    pub async fn wakeups(&self) -> Result<Option<Wakeups>> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(s) => Ok(Some(Wakeups {
+                listener: s.listen().await?,
+            })),
+        }
+    }
+
+    /// The writes of one run of a workflow with `steps`, as bare SQL
+    /// transactions of this backend: the baseline of `acidic bench`.
+    pub async fn baseline_run(&self, workflow: &str, key: &str, steps: &[String]) -> Result<()> {
+        forward!(self, s => s.baseline_run(workflow, key, steps).await)
     }
 
     /// Stores component bytes under their digest.
@@ -212,5 +270,195 @@ impl Store {
     /// A run's step timeline.
     pub async fn step_events(&self, id: i64) -> Result<Vec<StepEvent>> {
         forward!(self, s => s.step_events(id).await)
+    }
+}
+
+/// Notifications that runs became pending (Postgres `LISTEN`).
+pub struct Wakeups {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl std::fmt::Debug for Wakeups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Wakeups")
+    }
+}
+
+impl Wakeups {
+    /// Waits for the next notification. After a lost connection it
+    /// reconnects (notifications in between are lost: callers also poll).
+    pub async fn next(&mut self) -> Result<()> {
+        self.listener.recv().await?;
+        Ok(())
+    }
+}
+
+/// What kind of failure a second try of the whole transaction can clear.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Transient {
+    /// Two transactions collided: serialization failure, deadlock, a key
+    /// inserted concurrently, a busy SQLite file. Cleared in milliseconds.
+    Conflict,
+    /// The connection dropped or the server is restarting. Cleared in seconds.
+    Connection,
+}
+
+fn transient(e: &Error) -> Option<Transient> {
+    let Error::Database(e) = e else {
+        return None;
+    };
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code()?;
+            match code.as_ref() {
+                // serialization_failure, deadlock_detected, unique_violation
+                // (every insert checks for the key first, so a violation means
+                // a concurrent insert a retry will see), SQLite BUSY/LOCKED.
+                "40001" | "40P01" | "23505" | "5" | "6" | "517" | "262" => {
+                    Some(Transient::Conflict)
+                }
+                // connection_exception class; admin_shutdown, crash_shutdown,
+                // cannot_connect_now: a restart.
+                c if c.starts_with("08") => Some(Transient::Connection),
+                "57P01" | "57P02" | "57P03" => Some(Transient::Connection),
+                _ => None,
+            }
+        }
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => Some(Transient::Connection),
+        _ => None,
+    }
+}
+
+/// The bounded retry of one store call.
+#[derive(Debug, Default)]
+struct Retry {
+    conflicts: u32,
+    disconnects: u32,
+}
+
+impl Retry {
+    /// Tries after a conflict: with 2 ms doubling to a cap of 250 ms, full
+    /// jitter, this bounds the wait near 1.5 s.
+    const MAX_CONFLICTS: u32 = 10;
+    /// Tries after a dropped connection: 100 ms doubling to 2 s, about 25 s
+    /// in all, long enough to ride out a Postgres restart.
+    const MAX_DISCONNECTS: u32 = 15;
+
+    fn pause_after(&mut self, e: &Error) -> Option<Duration> {
+        let kind = transient(e)?;
+        let (count, max, base, cap) = match kind {
+            Transient::Conflict => (&mut self.conflicts, Self::MAX_CONFLICTS, 2, 250),
+            Transient::Connection => (&mut self.disconnects, Self::MAX_DISCONNECTS, 100, 2_000),
+        };
+        *count += 1;
+        if *count >= max {
+            return None;
+        }
+        let ceiling = (base << (*count - 1).min(16)).min(cap);
+        let pause = Duration::from_millis(fastrand::u64(ceiling / 2..=ceiling));
+        if kind == Transient::Connection {
+            tracing::warn!(
+                attempt = *count,
+                ?pause,
+                "database unreachable, reconnecting: {e}"
+            );
+        } else {
+            tracing::debug!(
+                attempt = *count,
+                ?pause,
+                "transaction conflict, trying again: {e}"
+            );
+        }
+        Some(pause)
+    }
+
+    fn give_up(&self, e: Error) -> Error {
+        match (e, self.conflicts > 0) {
+            (Error::Database(source), true) if self.conflicts >= Self::MAX_CONFLICTS => {
+                Error::Conflict {
+                    tries: self.conflicts,
+                    message: source.to_string(),
+                }
+            }
+            (e, _) => e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Error, Retry, Transient, transient};
+
+    /// A database error with just a SQLSTATE, as the driver would report it.
+    #[derive(Debug)]
+    struct Coded(&'static str);
+
+    impl std::fmt::Display for Coded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "sqlstate {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Coded {}
+
+    impl sqlx::error::DatabaseError for Coded {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn db(code: &'static str) -> Error {
+        Error::Database(sqlx::Error::Database(Box::new(Coded(code))))
+    }
+
+    #[test]
+    fn only_errors_a_second_try_can_clear_are_transient() {
+        assert_eq!(transient(&db("40001")), Some(Transient::Conflict));
+        assert_eq!(transient(&db("40P01")), Some(Transient::Conflict));
+        assert_eq!(transient(&db("57P01")), Some(Transient::Connection));
+        assert_eq!(transient(&db("08006")), Some(Transient::Connection));
+        assert_eq!(
+            transient(&db("42P01")),
+            None,
+            "undefined table is a bug, not a race"
+        );
+        assert_eq!(transient(&Error::RunNotFound("k".into())), None);
+    }
+
+    #[test]
+    fn conflicts_are_retried_a_bounded_number_of_times_then_named() {
+        let mut retry = Retry::default();
+        let mut pauses = Vec::new();
+        while let Some(pause) = retry.pause_after(&db("40001")) {
+            pauses.push(pause);
+        }
+        assert_eq!(pauses.len() as u32, Retry::MAX_CONFLICTS - 1);
+        let total: std::time::Duration = pauses.iter().sum();
+        assert!(total.as_millis() <= 2_000, "bounded wait, was {total:?}");
+        match retry.give_up(db("40001")) {
+            Error::Conflict { tries, .. } => assert_eq!(tries, Retry::MAX_CONFLICTS),
+            other => panic!("expected a conflict error, got {other}"),
+        }
+        let mut retry = Retry::default();
+        assert!(
+            retry.pause_after(&db("23502")).is_none(),
+            "not null violation"
+        );
+        assert!(matches!(retry.give_up(db("23502")), Error::Database(_)));
     }
 }
