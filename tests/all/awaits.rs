@@ -8,7 +8,7 @@ use std::time::Duration;
 use acidic::{Host, RunRequest, RunStatus, WorkerOptions};
 use serde_json::{Value, json};
 
-use crate::harness::{Env, root};
+use crate::harness::{Env, on_each_backend, root};
 
 async fn setup(env: &Env, host: &Host, parent_attempts: u32) {
     let defaults = format!("max_attempts = {parent_attempts}");
@@ -42,9 +42,9 @@ fn outcomes(host_timeline: &[acidic::StepEvent], step: &str) -> Vec<String> {
         .collect()
 }
 
+on_each_backend! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_parent_resumes_exactly_once_after_its_last_child() {
-    let env = Env::new();
+async fn the_parent_resumes_exactly_once_after_its_last_child(env) {
     let host = Arc::new(env.host().await);
     setup(&env, &host, 3).await;
     let kids: Vec<Value> = (0..3)
@@ -79,10 +79,11 @@ async fn the_parent_resumes_exactly_once_after_its_last_child() {
     );
     assert_eq!(outcomes(&detail.timeline, "join"), vec!["finished"]);
 }
+}
 
+on_each_backend! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_child_fails_the_parent_step_and_the_retry_reruns_only_it() {
-    let env = Env::new();
+async fn a_failed_child_fails_the_parent_step_and_the_retry_reruns_only_it(env) {
     let host = Arc::new(env.host().await);
     setup(&env, &host, 3).await;
     let kids = vec![
@@ -139,10 +140,11 @@ async fn a_failed_child_fails_the_parent_step_and_the_retry_reruns_only_it() {
         .expect("list");
     assert_eq!(runs.len(), 4, "no child was duplicated");
 }
+}
 
+on_each_backend! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_parent_out_of_attempts_fails_when_its_child_fails() {
-    let env = Env::new();
+async fn a_parent_out_of_attempts_fails_when_its_child_fails(env) {
     let host = Arc::new(env.host().await);
     setup(&env, &host, 1).await;
     let args = json!({ "script": { "fan_out": { "stage": [child("doomed", json!({ "fail": "fatal" }))] } } });
@@ -154,10 +156,11 @@ async fn a_parent_out_of_attempts_fails_when_its_child_fails() {
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.last_error.map(|e| e.kind), Some("child_failed".into()));
 }
+}
 
+on_each_backend! {
 #[test]
-fn the_order_example_fans_out_and_joins_with_follow() {
-    let env = Env::new();
+fn the_order_example_fans_out_and_joins_with_follow(env) {
     let run = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_acidic"))
             .args(args)
@@ -218,4 +221,5 @@ fn the_order_example_fans_out_and_joins_with_follow() {
     );
     let result: Value = serde_json::from_slice(&out.stdout).expect("json result");
     assert_eq!(result["total_cents"], json!(355));
+}
 }

@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Env, root};
+use crate::harness::{Backend, Env, on_each_backend, root};
 
 fn acidic(env: &Env, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_acidic"))
@@ -35,9 +35,9 @@ fn stderr(out: &Output) -> String {
 const RIDE: &str = "guest-examples/rust/ride-create/workflow.toml";
 const RECEIPT: &str = "guest-examples/rust/send-receipt/workflow.toml";
 
+on_each_backend! {
 #[test]
-fn ride_example_runs_replays_fails_and_retries() {
-    let env = Env::new();
+fn ride_example_runs_replays_fails_and_retries(env) {
     assert!(Path::new(&root().join(RIDE)).is_file());
     let out = acidic(&env, &["register", RIDE, RECEIPT]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -156,6 +156,7 @@ fn ride_example_runs_replays_fails_and_retries() {
         "3 rides + 2 receipts"
     );
 }
+}
 
 #[test]
 fn bad_input_gets_a_clear_error() {
@@ -189,9 +190,9 @@ fn bad_input_gets_a_clear_error() {
     assert!(stderr(&out).contains("nowhere.toml"), "{}", stderr(&out));
 }
 
+on_each_backend! {
 #[test]
-fn bench_prints_a_ratio_against_its_baseline() {
-    let env = Env::new();
+fn bench_prints_a_ratio_against_its_baseline(env) {
     let out = acidic(&env, &["bench", "--runs", "20", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report = stdout_json(&out);
@@ -200,4 +201,10 @@ fn bench_prints_a_ratio_against_its_baseline() {
         "{report}"
     );
     assert_eq!(report["steps_per_run"], json!(3));
+    let database = if env.backend == Backend::Postgres { "Postgres" } else { "SQLite" };
+    assert!(
+        report["database"].as_str().is_some_and(|d| d.starts_with(database)),
+        "the bench ran on {database}: {report}"
+    );
+}
 }

@@ -7,7 +7,7 @@ use acidic::store::Store;
 use acidic::{Error, Host, RunFilter, RunRequest, RunStatus};
 use serde_json::{Value, json};
 
-use crate::harness::{Env, instances};
+use crate::harness::{Env, instances, on_each_backend};
 
 async fn three_steps(env: &Env, host: &Host) {
     let path = env.scripted("w", "max_attempts = 3", &[("a", ""), ("b", ""), ("c", "")]);
@@ -20,11 +20,11 @@ fn script(s: Value) -> Value {
     json!({ "script": s })
 }
 
+on_each_backend! {
 /// §4.1 Atomic step: a step that writes attributes and stages a run, then
 /// fails, leaves no trace of either.
 #[tokio::test]
-async fn atomic_step_failure_leaves_no_trace() {
-    let env = Env::new();
+async fn atomic_step_failure_leaves_no_trace(env) {
     let host = env.host().await;
     three_steps(&env, &host).await;
     let args = script(json!({
@@ -55,12 +55,13 @@ async fn atomic_step_failure_leaves_no_trace() {
         ("b", "guest", 1)
     );
 }
+}
 
+on_each_backend! {
 /// §4.2 Resume, never repeat: a retry after a failure in step 2 starts at
 /// step 2; step 1 is not instantiated again.
 #[tokio::test]
-async fn resume_never_repeats_a_committed_step() {
-    let env = Env::new();
+async fn resume_never_repeats_a_committed_step(env) {
     let host = env.host().await;
     three_steps(&env, &host).await;
     let args = script(json!({
@@ -117,12 +118,13 @@ async fn resume_never_repeats_a_committed_step() {
         .collect();
     assert_eq!(b_attempts, vec![1, 2]);
 }
+}
 
+on_each_backend! {
 /// §4.3 One key, one run: a finished key returns its stored result without
 /// instantiating anything.
 #[tokio::test]
-async fn finished_key_replays_without_running() {
-    let env = Env::new();
+async fn finished_key_replays_without_running(env) {
     let host = env.host().await;
     three_steps(&env, &host).await;
     let args = script(json!({ "c": { "finish": { "total": 42 } } }));
@@ -147,11 +149,12 @@ async fn finished_key_replays_without_running() {
         1
     );
 }
+}
 
+on_each_backend! {
 /// §4.3 One key, one run: the same key with other args is refused and runs nothing.
 #[tokio::test]
-async fn args_mismatch_is_refused_and_runs_nothing() {
-    let env = Env::new();
+async fn args_mismatch_is_refused_and_runs_nothing(env) {
     let host = env.host().await;
     three_steps(&env, &host).await;
     host.run(RunRequest::new("w", json!({ "amount": 1 })).with_key("pay-1"))
@@ -181,12 +184,13 @@ async fn args_mismatch_is_refused_and_runs_nothing() {
         1
     );
 }
+}
 
+on_each_backend! {
 /// §4.4 Mutual exclusion: while one worker is inside a step, a second one
 /// gets the locked error and runs nothing.
 #[tokio::test]
-async fn live_lease_refuses_a_second_worker() {
-    let env = Env::new();
+async fn live_lease_refuses_a_second_worker(env) {
     let first = env.host().await;
     let path = env.scripted(
         "slow",
@@ -226,6 +230,7 @@ async fn live_lease_refuses_a_second_worker() {
     let report = running.await.expect("join").expect("first run");
     assert_eq!(report.error.map(|e| e.kind), Some("timeout".to_string()));
 }
+}
 
 /// A run as a worker would create it, for tests that play a worker by hand.
 async fn new_run(host: &Host, workflow: &str, key: &str, args: Value) -> NewRun {
@@ -245,10 +250,10 @@ async fn new_run(host: &Host, workflow: &str, key: &str, args: Value) -> NewRun 
     }
 }
 
+on_each_backend! {
 /// §4.4 An expired lease (its worker died) may be taken over.
 #[tokio::test]
-async fn expired_lease_is_taken_over() {
-    let env = Env::new();
+async fn expired_lease_is_taken_over(env) {
     let host = env.host().await;
     three_steps(&env, &host).await;
     let store = Store::open(&env.db()).await.expect("store");
@@ -267,11 +272,12 @@ async fn expired_lease_is_taken_over() {
     assert_eq!(report.status, RunStatus::Succeeded);
     assert_eq!(report.steps_committed, 3);
 }
+}
 
+on_each_backend! {
 /// §4.4 A worker that lost its lease cannot commit a step: the commit is fenced.
 #[tokio::test]
-async fn worker_that_lost_its_lease_cannot_commit() {
-    let env = Env::new();
+async fn worker_that_lost_its_lease_cannot_commit(env) {
     let host = env.host().await;
     three_steps(&env, &host).await;
     let store = Store::open(&env.db()).await.expect("store");
@@ -335,6 +341,7 @@ async fn worker_that_lost_its_lease_cannot_commit() {
         1
     );
 }
+}
 
 fn new_run_blocking_child(parent: &NewRun) -> NewRun {
     NewRun {
@@ -344,11 +351,11 @@ fn new_run_blocking_child(parent: &NewRun) -> NewRun {
     }
 }
 
+on_each_backend! {
 /// §4.6 Transactional enqueue: a staged run exists only once its step
 /// committed, exactly once, pending and linked to its parent.
 #[tokio::test]
-async fn staged_run_exists_only_if_its_step_committed() {
-    let env = Env::new();
+async fn staged_run_exists_only_if_its_step_committed(env) {
     let host = env.host().await;
     three_steps(&env, &host).await;
     let args = script(json!({
@@ -387,11 +394,12 @@ async fn staged_run_exists_only_if_its_step_committed() {
     assert_eq!(followed.len(), 1);
     assert_eq!(followed[0].status, RunStatus::Succeeded);
 }
+}
 
+on_each_backend! {
 /// §4.6 Staging a key that exists with other args fails the step; nothing commits.
 #[tokio::test]
-async fn staged_key_conflict_fails_the_step() {
-    let env = Env::new();
+async fn staged_key_conflict_fails_the_step(env) {
     let host = env.host().await;
     three_steps(&env, &host).await;
     host.enqueue(
@@ -421,12 +429,13 @@ async fn staged_key_conflict_fails_the_step() {
             .contains_key("x")
     );
 }
+}
 
+on_each_backend! {
 /// §4.7 Nothing lost: a trap is a recorded, retryable error with the lease
 /// released, not a crash; the same host serves the next run.
 #[tokio::test]
-async fn trap_is_recorded_and_the_run_stays_resumable() {
-    let env = Env::new();
+async fn trap_is_recorded_and_the_run_stays_resumable(env) {
     let host = env.host().await;
     three_steps(&env, &host).await;
     let report = host
@@ -453,12 +462,13 @@ async fn trap_is_recorded_and_the_run_stays_resumable() {
         .expect("next run");
     assert_eq!(ok.status, RunStatus::Succeeded);
 }
+}
 
+on_each_backend! {
 /// §4.7 Attempts are bounded: a step that keeps failing ends the run as
 /// failed after `max_attempts`, and `retry` resumes it at that step.
 #[tokio::test]
-async fn exhausted_attempts_fail_the_run_and_retry_resumes() {
-    let env = Env::new();
+async fn exhausted_attempts_fail_the_run_and_retry_resumes(env) {
     let host = env.host().await;
     three_steps(&env, &host).await;
     let args =
@@ -491,4 +501,5 @@ async fn exhausted_attempts_fail_the_run_and_retry_resumes() {
     );
     let run = host.find("r", None).await.expect("find");
     assert_eq!(run.attributes.get("calls_a"), Some(&json!(1)));
+}
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use acidic::{Host, HostConfig};
 use tempfile::TempDir;
@@ -56,21 +57,62 @@ pub fn component(name: &str) -> PathBuf {
     guests().join(format!("{}.wasm", name.replace('-', "_")))
 }
 
-/// A test's own database file and component cache.
+/// The Postgres server the tests use: `ACIDIC_TEST_POSTGRES`, or the machine's own.
+pub fn postgres_url() -> String {
+    std::env::var("ACIDIC_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A test's own database (a SQLite file, or a Postgres schema dropped when
+/// the test ends) and component cache.
 pub struct Env {
     pub dir: TempDir,
+    pub backend: Backend,
+    url: String,
+    schema: Option<String>,
 }
 
 impl Env {
+    /// A SQLite test environment.
     pub fn new() -> Env {
+        Env::on(Backend::Sqlite)
+    }
+
+    pub fn on(backend: Backend) -> Env {
         guests();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (url, schema) = match backend {
+            Backend::Sqlite => (dir.path().join("acidic.db").display().to_string(), None),
+            Backend::Postgres => {
+                static SWEPT: OnceLock<()> = OnceLock::new();
+                SWEPT.get_or_init(drop_stale_schemas);
+                static NEXT: AtomicU32 = AtomicU32::new(0);
+                let schema = format!(
+                    "acidic_t_{}_{}",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                );
+                (format!("{}?schema={schema}", postgres_url()), Some(schema))
+            }
+        };
         Env {
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir,
+            backend,
+            url,
+            schema,
         }
     }
 
+    /// The database URL (a file path for SQLite).
     pub fn db(&self) -> String {
-        self.dir.path().join("acidic.db").display().to_string()
+        self.url.clone()
     }
 
     pub fn config(&self) -> HostConfig {
@@ -82,7 +124,6 @@ impl Env {
     pub async fn host(&self) -> Host {
         Host::open(self.config()).await.expect("open host")
     }
-
     /// Writes a manifest named `name` whose steps all use the scripted guest.
     /// `steps` are (name, extra TOML lines); `defaults` is the `[defaults]` body.
     pub fn scripted(&self, name: &str, defaults: &str, steps: &[(&str, &str)]) -> PathBuf {
@@ -111,3 +152,107 @@ pub fn instances(host: &Host) -> u64 {
         .instantiations
         .load(std::sync::atomic::Ordering::Relaxed)
 }
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(schema) = self.schema.take() {
+            // Bounded: a transaction still open in this test must not hang it.
+            // A schema left behind is swept by the next test process.
+            let drop = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+            if let Err(e) = postgres(&["SET lock_timeout = '3s'", &drop]) {
+                eprintln!("could not drop test schema {schema}: {e}");
+            }
+        }
+    }
+}
+
+/// Runs `statements` in order on one connection to the test Postgres, from
+/// a thread of its own (so it works inside and outside a runtime); returns
+/// the first column of the last statement's rows.
+pub fn postgres(statements: &[&str]) -> Result<Vec<String>, String> {
+    let statements: Vec<String> = statements.iter().map(|s| s.to_string()).collect();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async move {
+            use sqlx::Connection;
+            let url = postgres_url();
+            let mut conn = sqlx::PgConnection::connect(&url).await.map_err(|e| {
+                format!(
+                    "the Postgres tests need a server at {url} (set ACIDIC_TEST_POSTGRES, or start it: \
+                     pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start): {e}"
+                )
+            })?;
+            let mut rows = Vec::new();
+            for sql in statements {
+                rows = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.clone()))
+                    .fetch_all(&mut conn)
+                    .await
+                    .map_err(|e| format!("{sql}: {e}"))?;
+            }
+            Ok(rows)
+        })
+    })
+    .join()
+    .map_err(|_| "the postgres thread panicked".to_string())?
+}
+
+/// Drops the schemas of earlier test processes that are gone (killed
+/// before their `Drop` ran).
+fn drop_stale_schemas() {
+    let schemas =
+        postgres(&["SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'acidic\\_t\\_%'"])
+            .unwrap_or_else(|e| panic!("{e}"));
+    for schema in schemas {
+        let pid = schema.split('_').nth(2).unwrap_or("");
+        if !Path::new("/proc").join(pid).exists() {
+            let drop = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+            let _ = postgres(&["SET lock_timeout = '3s'", &drop]);
+        }
+    }
+}
+
+/// One test body, run on each backend: defines a module `name` with the
+/// tests `sqlite` and `postgres`, each carrying the attributes given (the
+/// doc and the test attribute). The body gets the test's [`Env`].
+macro_rules! on_each_backend {
+    ($(#[$attr:meta])* async fn $name:ident($env:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn body($env: $crate::harness::Env) $body
+
+            $(#[$attr])*
+            async fn sqlite() {
+                body($crate::harness::Env::on($crate::harness::Backend::Sqlite)).await
+            }
+
+            $(#[$attr])*
+            async fn postgres() {
+                body($crate::harness::Env::on($crate::harness::Backend::Postgres)).await
+            }
+        }
+    };
+    ($(#[$attr:meta])* fn $name:ident($env:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn body($env: $crate::harness::Env) $body
+
+            $(#[$attr])*
+            fn sqlite() {
+                body($crate::harness::Env::on($crate::harness::Backend::Sqlite))
+            }
+
+            $(#[$attr])*
+            fn postgres() {
+                body($crate::harness::Env::on($crate::harness::Backend::Postgres))
+            }
+        }
+    };
+}
+pub(crate) use on_each_backend;

@@ -6,6 +6,7 @@ mod cli;
 mod guarantees;
 mod harness;
 mod manifests;
+mod postgres;
 mod registry;
 mod sandbox;
 mod workers;

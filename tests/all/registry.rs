@@ -7,10 +7,11 @@ use acidic::{RunRequest, RunStatus};
 use serde_json::json;
 
 use crate::harness::Env;
+use crate::harness::on_each_backend;
 
+on_each_backend! {
 #[tokio::test]
-async fn runs_finish_on_the_version_they_started_with() {
-    let env = Env::new();
+async fn runs_finish_on_the_version_they_started_with(env) {
     let host = env.host().await;
     let v1 = env.scripted("w", "max_attempts = 3", &[("a", ""), ("b", "")]);
     let r1 = host.register(&v1).await.expect("register v1");
@@ -51,10 +52,11 @@ async fn runs_finish_on_the_version_they_started_with() {
         .expect("new run");
     assert_eq!((fresh.workflow_version, fresh.steps_committed), (2, 3));
 }
+}
 
+on_each_backend! {
 #[tokio::test]
-async fn a_second_process_loads_compiled_components_from_the_cache() {
-    let env = Env::new();
+async fn a_second_process_loads_compiled_components_from_the_cache(env) {
     {
         let host = env.host().await;
         let path = env.scripted("w", "", &[("a", "")]);
@@ -73,6 +75,7 @@ async fn a_second_process_loads_compiled_components_from_the_cache() {
         "nothing recompiled"
     );
     assert_eq!(host.metrics().cache_loads.load(Ordering::Relaxed), 1);
+}
 }
 
 #[tokio::test]

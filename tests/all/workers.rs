@@ -11,28 +11,44 @@ use acidic::store::Store;
 use acidic::{Host, RunFilter, RunRequest, RunStatus, WorkerOptions};
 use serde_json::{Value, json};
 
-use crate::harness::{Env, root};
+use crate::harness::{Env, on_each_backend, root};
 
-fn worker(env: &Env, args: &[&str]) -> Child {
+pub(crate) fn worker(env: &Env, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_acidic"))
         .arg("worker")
         .args(args)
         .current_dir(root())
         .env("DATABASE_URL", env.db())
         .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
-        .env("ACIDIC_LOG", "warn,acidic::executor=debug")
+        .env(
+            "ACIDIC_LOG",
+            "warn,acidic::executor=debug,sqlx::postgres::notice=error",
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start worker")
 }
 
-fn counting(sleep_ms: u64) -> Value {
+/// Waits for every process, reading all their pipes at once: a worker
+/// whose stderr pipe fills while another is read would block mid-step.
+pub(crate) fn wait_all(children: Vec<Child>) -> Vec<std::process::Output> {
+    let readers: Vec<_> = children
+        .into_iter()
+        .map(|c| std::thread::spawn(move || c.wait_with_output().expect("process exit")))
+        .collect();
+    readers
+        .into_iter()
+        .map(|r| r.join().expect("reader thread"))
+        .collect()
+}
+
+pub(crate) fn counting(sleep_ms: u64) -> Value {
     let step = json!({ "count": true, "sleep_ms": sleep_ms });
     json!({ "script": { "a": step, "b": step, "c": step } })
 }
 
-async fn setup(env: &Env, host: &Host) {
+pub(crate) async fn setup(env: &Env, host: &Host) {
     let path = env.scripted(
         "w",
         "max_attempts = 3\ntimeout = \"1s\"",
@@ -43,7 +59,7 @@ async fn setup(env: &Env, host: &Host) {
     host.register(&path).await.expect("register child");
 }
 
-async fn enqueue(host: &Host, n: usize, sleep_ms: u64) {
+pub(crate) async fn enqueue(host: &Host, n: usize, sleep_ms: u64) {
     for i in 0..n {
         let mut args = counting(sleep_ms);
         args["i"] = json!(i);
@@ -58,7 +74,7 @@ async fn enqueue(host: &Host, n: usize, sleep_ms: u64) {
 }
 
 /// Every run succeeded, and every step of every run committed exactly once.
-async fn assert_each_step_committed_once(host: &Host, n: usize) {
+pub(crate) async fn assert_each_step_committed_once(host: &Host, n: usize) {
     let runs = host
         .runs(&RunFilter {
             workflow: Some("w".into()),
@@ -95,7 +111,7 @@ async fn assert_each_step_committed_once(host: &Host, n: usize) {
 }
 
 /// The (run, step, attempt) calls each worker's log says it started.
-fn started_steps(log: &str) -> Vec<String> {
+pub(crate) fn started_steps(log: &str) -> Vec<String> {
     log.lines()
         .filter(|l| l.contains("step started"))
         .map(|l| {
@@ -110,9 +126,9 @@ fn started_steps(log: &str) -> Vec<String> {
         .collect()
 }
 
+on_each_backend! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_worker_processes_run_every_step_exactly_once() {
-    let env = Env::new();
+async fn two_worker_processes_run_every_step_exactly_once(env) {
     let host = env.host().await;
     setup(&env, &host).await;
     enqueue(&host, 200, 0).await;
@@ -126,8 +142,7 @@ async fn two_worker_processes_run_every_step_exactly_once() {
         })
         .collect();
     let mut starts: HashMap<String, usize> = HashMap::new();
-    for w in workers {
-        let out = w.wait_with_output().expect("worker exit");
+    for out in wait_all(workers) {
         let log = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "worker failed: {log}");
         for s in started_steps(&log) {
@@ -139,10 +154,11 @@ async fn two_worker_processes_run_every_step_exactly_once() {
     let twice: Vec<_> = starts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "steps started by two workers: {twice:?}");
 }
+}
 
+on_each_backend! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_worker_loses_nothing_and_repeats_no_committed_step() {
-    let env = Env::new();
+async fn a_killed_worker_loses_nothing_and_repeats_no_committed_step(env) {
     let host = env.host().await;
     setup(&env, &host).await;
     enqueue(&host, 30, 50).await;
@@ -215,10 +231,11 @@ async fn a_killed_worker_loses_nothing_and_repeats_no_committed_step() {
     }
     assert_each_step_committed_once(&host, 30).await;
 }
+}
 
+on_each_backend! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_finishes_the_current_step_and_hands_runs_back() {
-    let env = Env::new();
+async fn sigterm_finishes_the_current_step_and_hands_runs_back(env) {
     let host = env.host().await;
     setup(&env, &host).await;
     enqueue(&host, 4, 300).await;
@@ -281,10 +298,11 @@ async fn sigterm_finishes_the_current_step_and_hands_runs_back() {
         .expect("work");
     assert_each_step_committed_once(&host, 4).await;
 }
+}
 
+on_each_backend! {
 #[tokio::test]
-async fn a_staged_run_is_not_claimable_before_its_step_commits() {
-    let env = Env::new();
+async fn a_staged_run_is_not_claimable_before_its_step_commits(env) {
     let host = Arc::new(env.host().await);
     setup(&env, &host).await;
     let args = json!({ "script": { "a": { "stage": [{ "workflow": "child", "args": {}, "key": "kid" }], "sleep_ms": 400 } } });
@@ -334,6 +352,7 @@ async fn a_staged_run_is_not_claimable_before_its_step_commits() {
         "the staged run is claimed once, after the commit"
     );
 }
+}
 
 async fn new_run(host: &Host, key: &str) -> NewRun {
     let w = host.workflow("w").await.expect("workflow");
@@ -352,9 +371,9 @@ async fn new_run(host: &Host, key: &str) -> NewRun {
     }
 }
 
+on_each_backend! {
 #[tokio::test]
-async fn the_completer_takes_over_only_expired_leases() {
-    let env = Env::new();
+async fn the_completer_takes_over_only_expired_leases(env) {
     let host = Arc::new(env.host().await);
     setup(&env, &host).await;
     let store = Store::open(&env.db()).await.expect("store");
@@ -415,10 +434,11 @@ async fn the_completer_takes_over_only_expired_leases() {
         .expect("work");
     assert_eq!(summary.claimed, 0);
 }
+}
 
+on_each_backend! {
 #[tokio::test]
-async fn the_reaper_never_deletes_an_unfinished_run() {
-    let env = Env::new();
+async fn the_reaper_never_deletes_an_unfinished_run(env) {
     let host = env.host().await;
     setup(&env, &host).await;
     host.run(RunRequest::new("w", json!({})).with_key("done"))
@@ -471,10 +491,11 @@ async fn the_reaper_never_deletes_an_unfinished_run() {
     assert_eq!(left, vec!["pending", "queued", "running"]);
     assert!(host.show("pending", None).await.is_ok());
 }
+}
 
+on_each_backend! {
 #[tokio::test]
-async fn cancel_stops_a_pending_run_and_its_staged_runs() {
-    let env = Env::new();
+async fn cancel_stops_a_pending_run_and_its_staged_runs(env) {
     let host = env.host().await;
     setup(&env, &host).await;
     let args = json!({ "script": { "a": { "stage": [{ "workflow": "child", "args": {}, "key": "kid" }] }, "b": { "fail": "retryable" } } });
@@ -512,10 +533,11 @@ async fn cancel_stops_a_pending_run_and_its_staged_runs() {
         "workers skip cancelled runs"
     );
 }
+}
 
+on_each_backend! {
 #[tokio::test]
-async fn a_worker_claims_only_from_its_queues_and_not_before_a_delay() {
-    let env = Env::new();
+async fn a_worker_claims_only_from_its_queues_and_not_before_a_delay(env) {
     let host = Arc::new(env.host().await);
     setup(&env, &host).await;
     let later = Duration::from_secs(3600);
@@ -556,4 +578,57 @@ async fn a_worker_claims_only_from_its_queues_and_not_before_a_delay() {
         RunStatus::Pending,
         "delayed"
     );
+}
+}
+
+on_each_backend! {
+/// Two processes race `acidic run` with the same key: one runs it, the other
+/// gets the locked error (exit 4) or the replayed result; never two executions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_racing_one_key_execute_it_once(env) {
+    let host = env.host().await;
+    setup(&env, &host).await;
+    let args = counting(100).to_string();
+    for i in 0..5 {
+        let key = format!("race-{i}");
+        let racers: Vec<Child> = (0..2)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_acidic"))
+                    .args(["run", "w", "--key", &key, "--args", &args, "--json"])
+                    .current_dir(root())
+                    .env("DATABASE_URL", env.db())
+                    .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("start acidic run")
+            })
+            .collect();
+        let codes: Vec<i32> = racers
+            .into_iter()
+            .map(|r| {
+                let out = r.wait_with_output().expect("racer exit");
+                let code = out.status.code().unwrap_or(-1);
+                assert!(
+                    code == 0 || code == 4,
+                    "exit {code}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                code
+            })
+            .collect();
+        assert!(codes.contains(&0), "nobody ran {key}: {codes:?}");
+        let detail = host.show(&key, Some("w")).await.expect("show");
+        assert_eq!(detail.run.status, RunStatus::Succeeded);
+        for step in ["a", "b", "c"] {
+            assert_eq!(
+                detail.run.attributes.get(&format!("calls_{step}")),
+                Some(&json!(1)),
+                "{key} step {step} ran once"
+            );
+        }
+        let committed = detail.timeline.iter().filter(|e| e.outcome != "failed").count();
+        assert_eq!(committed, 3, "{key}: {:?}", detail.timeline);
+    }
+}
 }
