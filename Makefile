@@ -6,14 +6,16 @@
 CARGO  ?= cargo
 ACIDIC := target/debug/acidic
 GUESTS := guest-examples/rust
-DB     ?= acidic.db
+# The database: a SQLite file by default; DATABASE_URL=postgres://… selects Postgres.
+DATABASE_URL ?= acidic.db
+DB     := $(DATABASE_URL)
 RIDE   := $(GUESTS)/ride-create/workflow.toml
 RECEIPT:= $(GUESTS)/send-receipt/workflow.toml
 ORDER  := $(GUESTS)/order/workflow.toml
 ITEM   := $(GUESTS)/order/charge-item.toml
 ITEMS  := '{"items":[{"sku":"helmet","cents":4900},{"sku":"gloves","cents":1500},{"sku":"boots","cents":8900}]}'
 
-.PHONY: setup guests host demo test bench clean
+.PHONY: setup guests host postgres demo test bench clean
 
 setup: guests host
 
@@ -50,14 +52,25 @@ demo: setup
 	$(ACIDIC) --database-url $(DB) runs show order-2 --workflow order --wait --timeout 30s
 	$(ACIDIC) --database-url $(DB) runs list
 
-test: setup
+# The machine's Postgres (127.0.0.1:5432): every storage test also runs on it.
+# Started here if it does not answer.
+postgres:
+	@pg_isready -h 127.0.0.1 -p 5432 -q || { \
+	  echo "starting postgres"; \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; \
+	  for i in $$(seq 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done; }
+	@pg_isready -h 127.0.0.1 -p 5432
+
+test: setup postgres
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --all --manifest-path $(GUESTS)/Cargo.toml -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test
+	@echo "== tests that restart Postgres, alone"
+	$(CARGO) test --test all -- --ignored --test-threads 1
 
 bench: setup
 	$(ACIDIC) bench --runs 500
 
 clean:
-	rm -f $(DB) $(DB)-shm $(DB)-wal
+	rm -f acidic.db acidic.db-shm acidic.db-wal
