@@ -217,14 +217,7 @@ async fn instantiate_call(
     };
     let start = Instant::now();
     for _ in 0..calls {
-        let state = StepState::new(
-            host.store.clone(),
-            0,
-            "bench",
-            &step.name,
-            Default::default(),
-            step.policy.memory,
-        );
+        let state = StepState::new(host.store.clone(), 0, "bench", step, Default::default());
         let (_, outcome) = host
             .runtime
             .call(&prepared, state, &input, &step.policy)

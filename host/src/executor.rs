@@ -186,6 +186,15 @@ impl Host {
                 )));
             }
         };
+        let args = canonical_json(&run.args);
+        if args.len() as u64 > call.step.policy.max_input {
+            let message = format!(
+                "the run's args are {} bytes, over this step's max_input ({} bytes)",
+                args.len(),
+                call.step.policy.max_input
+            );
+            return Ok(Err(Failed::new(ErrorKind::InputTooLarge, message, false)));
+        }
         let input = StepInput {
             run_id: run.id as u64,
             idempotency_key: run.key.clone(),
@@ -193,16 +202,15 @@ impl Host {
             workflow_version: run.workflow_version,
             step: call.step.name.clone(),
             attempt: call.attempt,
-            args: canonical_json(&run.args),
+            args,
             step_key: step_key(&run.workflow, &run.key, &call.step.name),
         };
         let state = StepState::new(
             self.store.clone(),
             run.id,
             &run.key,
-            &call.step.name,
+            call.step,
             run.attributes.clone(),
-            call.step.policy.memory,
         );
         let (state, outcome) = self
             .runtime
@@ -212,10 +220,16 @@ impl Host {
         let answer = match outcome {
             CallOutcome::Returned(answer) => answer,
             CallOutcome::Aborted { kind, message } => {
-                let retryable = !matches!(kind, ErrorKind::InvalidOutput);
+                // The same input burns the same fuel: trying again cannot help.
+                let retryable =
+                    !matches!(kind, ErrorKind::InvalidOutput | ErrorKind::FuelExhausted);
                 return Ok(Err(Failed::new(kind, message, retryable)));
             }
         };
+        // A guest that tried to exceed a cap fails, whatever it answered after.
+        if let Some(message) = state.too_large.clone() {
+            return Ok(Err(Failed::new(ErrorKind::OutputTooLarge, message, false)));
+        }
         let end = match answer {
             Err(e) => return Ok(Err(Failed::new(ErrorKind::Guest, e.message, e.retryable))),
             Ok(Outcome::Continue) => StepEnd::Advance {
@@ -223,6 +237,14 @@ impl Host {
                 result: (call.next == FINISHED).then_some(Value::Null),
             },
             Ok(Outcome::Repeat) => StepEnd::Repeat,
+            Ok(Outcome::Finish(text)) if text.len() as u64 > call.step.policy.max_result => {
+                let message = format!(
+                    "result of {} bytes is over max_result ({} bytes)",
+                    text.len(),
+                    call.step.policy.max_result
+                );
+                return Ok(Err(Failed::new(ErrorKind::OutputTooLarge, message, false)));
+            }
             Ok(Outcome::Finish(text)) => match serde_json::from_str(&text) {
                 Ok(result) => StepEnd::Advance {
                     next: FINISHED.to_string(),

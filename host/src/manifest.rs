@@ -13,6 +13,11 @@
 //! max_backoff = "10m"
 //! timeout = "30s"                 # wall-clock deadline of one step call
 //! memory = "64MiB"                # linear-memory cap of one step call
+//! fuel = 1_000_000_000            # instructions (roughly) per call; optional
+//! max_input = "1MiB"              # the run's args, as the step receives them
+//! max_result = "1MiB"             # a finish result, and each staged run's args
+//! max_attribute = "1MiB"          # each attribute value the step sets
+//! max_log = "1MiB"                # log lines plus stdout and stderr of one call
 //!
 //! [[step]]
 //! name = "create_ride"
@@ -21,9 +26,10 @@
 //! # fan out: one `charge-item` run per element of the list attribute `items`;
 //! # the workflow moves on when all of them succeeded
 //! awaits = { workflow = "charge-item", for_each = "items" }
+//! env = { REGION = "eu" }         # the only environment the step sees
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -68,6 +74,8 @@ pub struct StepSpec {
     pub policy: StepPolicy,
     /// Runs the step fans out to and waits for, declared in the manifest.
     pub awaits: Option<AwaitSpec>,
+    /// Environment variables the step sees (and no others).
+    pub env: BTreeMap<String, String>,
 }
 
 /// A manifest-declared fan-out: when the step succeeds, one run of
@@ -98,6 +106,34 @@ pub struct StepPolicy {
     pub timeout: Duration,
     /// Linear-memory cap of one call, in bytes.
     pub memory: u64,
+    /// Fuel (about one unit per Wasm instruction) one call may burn; none is unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// Largest args, as JSON text, the step accepts.
+    #[serde(default = "default_cap", skip_serializing_if = "is_default_cap")]
+    pub max_input: u64,
+    /// Largest finish result, and staged run's args, as JSON text.
+    #[serde(default = "default_cap", skip_serializing_if = "is_default_cap")]
+    pub max_result: u64,
+    /// Largest attribute value, as JSON text, the step may set.
+    #[serde(default = "default_cap", skip_serializing_if = "is_default_cap")]
+    pub max_attribute: u64,
+    /// Most bytes of log lines, and of stdout and stderr each, kept per call.
+    #[serde(default = "default_cap", skip_serializing_if = "is_default_cap")]
+    pub max_log: u64,
+}
+
+/// The default of every size cap: 1 MiB.
+pub const DEFAULT_CAP: u64 = 1 << 20;
+
+fn default_cap() -> u64 {
+    DEFAULT_CAP
+}
+
+// Caps at their default are left out of the stored definition, so a manifest
+// registered before they existed keeps its hash.
+fn is_default_cap(n: &u64) -> bool {
+    *n == DEFAULT_CAP
 }
 
 impl Default for StepPolicy {
@@ -108,6 +144,11 @@ impl Default for StepPolicy {
             max_backoff: Duration::from_secs(600),
             timeout: Duration::from_secs(30),
             memory: 64 << 20,
+            fuel: None,
+            max_input: DEFAULT_CAP,
+            max_result: DEFAULT_CAP,
+            max_attribute: DEFAULT_CAP,
+            max_log: DEFAULT_CAP,
         }
     }
 }
@@ -160,6 +201,11 @@ struct RawPolicy {
     max_backoff: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     memory: Option<Spanned<String>>,
+    fuel: Option<Spanned<i64>>,
+    max_input: Option<Spanned<String>>,
+    max_result: Option<Spanned<String>>,
+    max_attribute: Option<Spanned<String>>,
+    max_log: Option<Spanned<String>>,
 }
 
 // The policy keys are repeated rather than flattened: serde cannot deny
@@ -170,11 +216,17 @@ struct RawStep {
     name: Spanned<String>,
     component: Spanned<String>,
     awaits: Option<Spanned<AwaitSpec>>,
+    env: Option<Spanned<BTreeMap<String, String>>>,
     max_attempts: Option<Spanned<i64>>,
     backoff: Option<Spanned<String>>,
     max_backoff: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     memory: Option<Spanned<String>>,
+    fuel: Option<Spanned<i64>>,
+    max_input: Option<Spanned<String>>,
+    max_result: Option<Spanned<String>>,
+    max_attribute: Option<Spanned<String>>,
+    max_log: Option<Spanned<String>>,
 }
 
 impl RawStep {
@@ -185,6 +237,11 @@ impl RawStep {
             max_backoff: self.max_backoff.clone(),
             timeout: self.timeout.clone(),
             memory: self.memory.clone(),
+            fuel: self.fuel.clone(),
+            max_input: self.max_input.clone(),
+            max_result: self.max_result.clone(),
+            max_attribute: self.max_attribute.clone(),
+            max_log: self.max_log.clone(),
         }
     }
 }
@@ -321,11 +378,29 @@ impl Manifest {
                 Some(a) => Some(a.get_ref().clone()),
                 None => None,
             };
+            let env = match &step.env {
+                Some(env) => {
+                    let bad = env
+                        .get_ref()
+                        .keys()
+                        .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'));
+                    if let Some(k) = bad {
+                        return Err(loc.at(
+                            Some(env.span()),
+                            field("env"),
+                            format!("`{k}` is not a valid variable name"),
+                        ));
+                    }
+                    env.get_ref().clone()
+                }
+                None => BTreeMap::new(),
+            };
             steps.push(StepSpec {
                 name: step_name.clone(),
                 component,
                 policy,
                 awaits,
+                env,
             });
         }
 
@@ -396,6 +471,45 @@ fn resolve_policy(
                     ),
                 )
             })?;
+    }
+    if let Some(f) = &raw.fuel {
+        policy.fuel = Some(
+            u64::try_from(*f.get_ref())
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    loc.at(
+                        Some(f.span()),
+                        field("fuel"),
+                        "must be a whole number from 1",
+                    )
+                })?,
+        );
+    }
+    for (value, name, into) in [
+        (&raw.max_input, "max_input", &mut policy.max_input),
+        (&raw.max_result, "max_result", &mut policy.max_result),
+        (
+            &raw.max_attribute,
+            "max_attribute",
+            &mut policy.max_attribute,
+        ),
+        (&raw.max_log, "max_log", &mut policy.max_log),
+    ] {
+        if let Some(v) = value {
+            *into = parse_size(v.get_ref())
+                .filter(|b| (1..=MAX_MEMORY).contains(b))
+                .ok_or_else(|| {
+                    loc.at(
+                        Some(v.span()),
+                        field(name),
+                        format!(
+                            "`{}` is not a size from 1 byte to 4GiB like \"1MiB\"",
+                            v.get_ref()
+                        ),
+                    )
+                })?;
+        }
     }
     Ok(policy)
 }

@@ -90,6 +90,12 @@ pub enum ErrorKind {
     /// The step's commit kept colliding with concurrent transactions
     /// (serialization failures, deadlocks) past the store's retries.
     Conflict,
+    /// The guest burned its fuel (its instruction budget).
+    FuelExhausted,
+    /// The run's args are larger than the step accepts.
+    InputTooLarge,
+    /// A result, attribute value or staged run's args is larger than the step may produce.
+    OutputTooLarge,
 }
 
 impl ErrorKind {
@@ -103,6 +109,9 @@ impl ErrorKind {
             ErrorKind::InvalidOutput => "invalid_output",
             ErrorKind::Instantiate => "instantiate",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::FuelExhausted => "fuel_exhausted",
+            ErrorKind::InputTooLarge => "input_too_large",
+            ErrorKind::OutputTooLarge => "output_too_large",
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::manifest::{MAX_MEMORY, StepPolicy};
 use crate::run::{ErrorKind, derived_key, sha256_hex};
 use crate::store::{RunFilter, Store};
+use crate::workflow::StepDef;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -38,9 +39,6 @@ use bindings::{Step, StepPre};
 
 /// How often the engine's epoch advances: the granularity of step deadlines.
 const TICK: Duration = Duration::from_millis(10);
-
-/// Most bytes of log text one step call may write; the rest is dropped with a note.
-const LOG_CAP: usize = 1 << 20;
 
 /// Counters of the runtime's work, for tests and benchmarks.
 #[derive(Debug, Default)]
@@ -79,12 +77,30 @@ pub struct StepState {
     pub attributes: Map<String, Value>,
     /// Runs the step staged.
     pub staged: Vec<StagedJob>,
+    /// The first cap the guest tried to exceed; the step fails with it even
+    /// if the guest ignored the error it was given.
+    pub too_large: Option<String>,
     run_key: String,
     run_id: i64,
     step: String,
+    caps: Caps,
     log_bytes: usize,
+    stdout: Capture,
+    stderr: Capture,
     timed_out: bool,
     store: Store,
+}
+
+/// The size caps of one call, in bytes.
+#[derive(Debug, Clone, Copy)]
+struct Caps {
+    attribute: usize,
+    result: usize,
+    log: usize,
+}
+
+fn cap(bytes: u64) -> usize {
+    usize::try_from(bytes).unwrap_or(usize::MAX)
 }
 
 impl StepState {
@@ -93,29 +109,136 @@ impl StepState {
         store: Store,
         run_id: i64,
         run_key: &str,
-        step: &str,
+        step: &StepDef,
         attributes: Map<String, Value>,
-        memory: u64,
     ) -> StepState {
-        // No preopened dirs, no env, no args, no network: a step reaches only
-        // what the acidic imports give it.
-        let wasi = WasiCtx::builder().build();
+        let policy = &step.policy;
+        let (stdout, stderr) = (Capture::new(policy.max_log), Capture::new(policy.max_log));
+        // No preopened dirs, no args, no network, and only the environment the
+        // manifest lists: a step reaches only what the acidic imports give it.
+        let mut wasi = WasiCtx::builder();
+        let env: Vec<(&String, &String)> = step.env.iter().collect();
+        wasi.envs(&env)
+            .stdout(stdout.clone())
+            .stderr(stderr.clone());
         StepState {
-            wasi,
+            wasi: wasi.build(),
             table: ResourceTable::new(),
             limiter: MemoryCap {
-                max: usize::try_from(memory).unwrap_or(usize::MAX),
+                max: cap(policy.memory),
                 hit: false,
             },
             attributes,
             staged: Vec::new(),
+            too_large: None,
             run_key: run_key.to_string(),
             run_id,
-            step: step.to_string(),
+            step: step.name.clone(),
+            caps: Caps {
+                attribute: cap(policy.max_attribute),
+                result: cap(policy.max_result),
+                log: cap(policy.max_log),
+            },
             log_bytes: 0,
+            stdout,
+            stderr,
             timed_out: false,
             store,
         }
+    }
+
+    /// Records that the guest tried to exceed a cap; returns the message for the guest.
+    fn refuse(&mut self, message: String) -> String {
+        self.too_large.get_or_insert_with(|| message.clone());
+        message
+    }
+
+    /// Writes what the guest printed to the host's log, tagged with the run and step.
+    fn emit_output(&self) {
+        for (stream, capture) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            let (text, dropped) = capture.take();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                tracing::info!(target: "acidic::guest", run = %self.run_key, step = %self.step, stream = %stream, "{line}");
+            }
+            if dropped > 0 {
+                tracing::warn!(target: "acidic::guest", run = %self.run_key, step = %self.step, stream = %stream,
+                    "{dropped} more bytes dropped (max_log)");
+            }
+        }
+    }
+}
+
+/// A guest's stdout or stderr: kept up to its cap, the rest counted and
+/// dropped (the guest's writes still succeed, so printing cannot trap it).
+#[derive(Clone)]
+struct Capture(Arc<Mutex<CaptureBuf>>);
+
+#[derive(Default)]
+struct CaptureBuf {
+    kept: Vec<u8>,
+    cap: usize,
+    dropped: usize,
+}
+
+impl Capture {
+    fn new(cap: u64) -> Capture {
+        Capture(Arc::new(Mutex::new(CaptureBuf {
+            cap: self::cap(cap),
+            ..CaptureBuf::default()
+        })))
+    }
+
+    fn take(&self) -> (String, usize) {
+        match self.0.lock() {
+            Ok(mut b) => {
+                let text = String::from_utf8_lossy(&b.kept).into_owned();
+                b.kept.clear();
+                (text, std::mem::take(&mut b.dropped))
+            }
+            Err(_) => (String::new(), 0),
+        }
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for Capture {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for Capture {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for Capture {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if let Ok(mut b) = self.0.lock() {
+            let room = b.cap.saturating_sub(b.kept.len());
+            let kept = room.min(buf.len());
+            b.kept.extend_from_slice(&buf[..kept]);
+            b.dropped += buf.len() - kept;
+        }
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -161,11 +284,11 @@ impl ResourceLimiter for MemoryCap {
 
 impl context::Host for StepState {
     fn log(&mut self, level: context::Level, message: String) {
-        if self.log_bytes >= LOG_CAP {
+        if self.log_bytes >= self.caps.log {
             return;
         }
         self.log_bytes += message.len();
-        let message = if self.log_bytes >= LOG_CAP {
+        let message = if self.log_bytes >= self.caps.log {
             "(log cap reached; further lines dropped)"
         } else {
             &message
@@ -197,6 +320,12 @@ impl attributes::Host for StepState {
     }
 
     fn set(&mut self, name: String, value: String) -> std::result::Result<(), String> {
+        if value.len() > self.caps.attribute {
+            let (len, cap) = (value.len(), self.caps.attribute);
+            return Err(self.refuse(format!(
+                "attribute `{name}`: value of {len} bytes is over max_attribute ({cap} bytes)"
+            )));
+        }
         let value: Value = serde_json::from_str(&value)
             .map_err(|e| format!("attribute `{name}`: value is not JSON: {e}"))?;
         self.attributes.insert(name, value);
@@ -214,6 +343,13 @@ impl attributes::Host for StepState {
 
 impl staging::Host for StepState {
     fn enqueue(&mut self, job: staging::Job) -> std::result::Result<String, String> {
+        if job.args.len() > self.caps.result {
+            let (len, cap) = (job.args.len(), self.caps.result);
+            return Err(self.refuse(format!(
+                "staged run of `{}`: args of {len} bytes are over max_result ({cap} bytes)",
+                job.workflow
+            )));
+        }
         let args: Value = serde_json::from_str(&job.args)
             .map_err(|e| format!("staged run of `{}`: args are not JSON: {e}", job.workflow))?;
         if job.workflow.is_empty() {
@@ -456,6 +592,13 @@ impl Runtime {
     ) -> (StepState, CallOutcome) {
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // Fuel is metered engine-wide; a step without a budget gets all of it.
+        if let Err(e) = store.set_fuel(policy.fuel.unwrap_or(u64::MAX)) {
+            let state = store.into_data();
+            let message = format!("cannot set the fuel budget: {e}");
+            let kind = ErrorKind::Instantiate;
+            return (state, CallOutcome::Aborted { kind, message });
+        }
         // Every tick the guest yields to the executor, so a busy step never
         // holds a runtime thread for long; past the deadline it is stopped.
         let deadline = Instant::now() + policy.timeout;
@@ -480,6 +623,7 @@ impl Runtime {
             }
             Err(e) => {
                 let state = store.into_data();
+                state.emit_output();
                 let message = format!("cannot instantiate: {e:#}");
                 let kind = if state.limiter.hit {
                     ErrorKind::MemoryLimit
@@ -492,10 +636,21 @@ impl Runtime {
             }
         };
         let state = store.into_data();
+        state.emit_output();
         let outcome = match result {
             Ok(answer) => CallOutcome::Returned(answer),
             Err(e) => {
-                let (kind, message) = if state.limiter.hit {
+                let out_of_fuel =
+                    e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel);
+                let (kind, message) = if out_of_fuel {
+                    (
+                        ErrorKind::FuelExhausted,
+                        format!(
+                            "fuel budget of {} units burnt",
+                            policy.fuel.unwrap_or(u64::MAX)
+                        ),
+                    )
+                } else if state.limiter.hit {
                     (
                         ErrorKind::MemoryLimit,
                         format!("memory cap of {} bytes reached: {e:#}", policy.memory),
@@ -522,6 +677,9 @@ fn poisoned() -> Error {
 fn config(pooling: bool) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
+    // Metered for every step so a manifest can bound any of them; a step
+    // without a `fuel` budget gets u64::MAX, which it cannot burn.
+    config.consume_fuel(true);
     config.wasm_backtrace_max_frames(NonZeroUsize::new(32));
     if pooling {
         let mut pool = PoolingAllocationConfig::default();

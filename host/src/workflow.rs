@@ -1,6 +1,8 @@
 //! Registered workflow definitions: a manifest with its components replaced by
 //! their content digests, hashed, and stored as a numbered version.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -36,6 +38,9 @@ pub struct StepDef {
     /// Manifest-declared fan-out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awaits: Option<AwaitSpec>,
+    /// Environment variables the step sees.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 impl Definition {
@@ -56,6 +61,7 @@ impl Definition {
                     file: s.component.display().to_string(),
                     policy: s.policy,
                     awaits: s.awaits.clone(),
+                    env: s.env.clone(),
                 })
                 .collect(),
         }

@@ -127,13 +127,24 @@ impl Env {
     /// Writes a manifest named `name` whose steps all use the scripted guest.
     /// `steps` are (name, extra TOML lines); `defaults` is the `[defaults]` body.
     pub fn scripted(&self, name: &str, defaults: &str, steps: &[(&str, &str)]) -> PathBuf {
+        self.workflow("scripted", name, defaults, steps)
+    }
+
+    /// Writes a manifest named `name` whose steps all use the guest `guest`.
+    pub fn workflow(
+        &self,
+        guest: &str,
+        name: &str,
+        defaults: &str,
+        steps: &[(&str, &str)],
+    ) -> PathBuf {
         let mut text = format!(
             "name = \"{name}\"\n\n[defaults]\nbackoff = \"1ms\"\nmax_backoff = \"2ms\"\n{defaults}\n"
         );
         for (step, extra) in steps {
             text.push_str(&format!(
                 "\n[[step]]\nname = \"{step}\"\ncomponent = \"{}\"\n{extra}\n",
-                component("scripted").display()
+                component(guest).display()
             ));
         }
         self.write(&format!("{name}.toml"), &text)

@@ -82,6 +82,36 @@ async fn bad_values_are_refused() {
     )
     .await;
     assert!(err.contains("step[0].memory"), "{err}");
+    let err = register_err(
+        &env,
+        &format!("name = \"w\"\n[defaults]\nfuel = 0\n{}", step("a")),
+    )
+    .await;
+    assert!(
+        err.contains("bad.toml:3") && err.contains("defaults.fuel"),
+        "{err}"
+    );
+    let err = register_err(
+        &env,
+        &format!("name = \"w\"\n{}max_result = \"lots\"\n", step("a")),
+    )
+    .await;
+    assert!(err.contains("step[0].max_result"), "{err}");
+    let err = register_err(
+        &env,
+        &format!("name = \"w\"\n{}env = {{ \"A=B\" = \"x\" }}\n", step("a")),
+    )
+    .await;
+    assert!(err.contains("step[0].env") && err.contains("A=B"), "{err}");
+    let err = register_err(
+        &env,
+        &format!("name = \"w\"\n{}env = {{ A = 1 }}\n", step("a")),
+    )
+    .await;
+    assert!(
+        err.contains("bad.toml"),
+        "a number is not an env value: {err}"
+    );
     let err = register_err(&env, "name = \"w\"\n").await;
     assert!(err.contains("at least one"), "{err}");
     let err = register_err(&env, "name = \"w\"\n[[step]\n").await;
