@@ -217,6 +217,24 @@ impl Host {
             .call(&prepared, state, &input, &call.step.policy)
             .await;
 
+        // A step that failed after a refused request failed because of the
+        // refusal: it fails for good, naming what it asked for.
+        if !state.denied_requests().is_empty() && !matches!(outcome, CallOutcome::Returned(Ok(_))) {
+            let detail = match &outcome {
+                CallOutcome::Returned(Err(e)) => e.message.clone(),
+                CallOutcome::Aborted { message, .. } => message.clone(),
+                CallOutcome::Returned(Ok(_)) => String::new(),
+            };
+            let message = format!(
+                "outbound HTTP to {} is not in this step's allowed_outbound_hosts; the step then failed: {detail}",
+                state.denied_requests().join(", ")
+            );
+            return Ok(Err(Failed::new(
+                ErrorKind::CapabilityDenied,
+                message,
+                false,
+            )));
+        }
         let answer = match outcome {
             CallOutcome::Returned(answer) => answer,
             CallOutcome::Aborted { kind, message } => {

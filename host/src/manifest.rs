@@ -27,6 +27,7 @@
 //! # the workflow moves on when all of them succeeded
 //! awaits = { workflow = "charge-item", for_each = "items" }
 //! env = { REGION = "eu" }         # the only environment the step sees
+//! allowed_outbound_hosts = ["https://api.stripe.com", "http://127.0.0.1:8080"]
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -76,6 +77,8 @@ pub struct StepSpec {
     pub awaits: Option<AwaitSpec>,
     /// Environment variables the step sees (and no others).
     pub env: BTreeMap<String, String>,
+    /// Where the step may send HTTP requests (`scheme://host[:port]`).
+    pub allowed_outbound_hosts: Vec<String>,
 }
 
 /// A manifest-declared fan-out: when the step succeeds, one run of
@@ -217,6 +220,7 @@ struct RawStep {
     component: Spanned<String>,
     awaits: Option<Spanned<AwaitSpec>>,
     env: Option<Spanned<BTreeMap<String, String>>>,
+    allowed_outbound_hosts: Option<Spanned<Vec<String>>>,
     max_attempts: Option<Spanned<i64>>,
     backoff: Option<Spanned<String>>,
     max_backoff: Option<Spanned<String>>,
@@ -395,12 +399,28 @@ impl Manifest {
                 }
                 None => BTreeMap::new(),
             };
+            let allowed_outbound_hosts = match &step.allowed_outbound_hosts {
+                Some(hosts) => {
+                    for h in hosts.get_ref() {
+                        if let Err(why) = OutboundHost::parse(h) {
+                            return Err(loc.at(
+                                Some(hosts.span()),
+                                field("allowed_outbound_hosts"),
+                                format!("`{h}`: {why}"),
+                            ));
+                        }
+                    }
+                    hosts.get_ref().clone()
+                }
+                None => Vec::new(),
+            };
             steps.push(StepSpec {
                 name: step_name.clone(),
                 component,
                 policy,
                 awaits,
                 env,
+                allowed_outbound_hosts,
             });
         }
 
@@ -514,6 +534,71 @@ fn resolve_policy(
     Ok(policy)
 }
 
+/// One entry of `allowed_outbound_hosts`: `http://host[:port]` or
+/// `https://host[:port]` (the scheme's port when none is given); a host of
+/// `*.example.com` allows its subdomains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundHost {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Lower-case host name or address, or `*.domain`.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl OutboundHost {
+    /// Parses one allow-list entry.
+    pub fn parse(entry: &str) -> Result<OutboundHost, String> {
+        let (scheme, rest) = entry
+            .split_once("://")
+            .ok_or("must look like https://host or http://host:port")?;
+        let default_port = match scheme {
+            "http" => 80,
+            "https" => 443,
+            _ => return Err(format!("scheme `{scheme}` is not http or https")),
+        };
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err("only scheme, host and port; no path, query or user".into());
+        }
+        // An IPv6 address is bracketed: [::1]:8080.
+        let (host, port) = match rest.strip_prefix('[') {
+            Some(v6) => {
+                let (addr, after) = v6.split_once(']').ok_or("unclosed [ in the host")?;
+                (&rest[..addr.len() + 2], after.strip_prefix(':'))
+            }
+            None => match rest.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (rest, None),
+            },
+        };
+        let port = match port {
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| format!("port `{p}` is not a number from 0 to 65535"))?,
+            None => default_port,
+        };
+        if host.is_empty() {
+            return Err("names no host".into());
+        }
+        Ok(OutboundHost {
+            scheme: scheme.to_string(),
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// Whether a request to `scheme://host:port` is allowed by this entry.
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        let host = host.to_ascii_lowercase();
+        let host_matches = match self.host.strip_prefix("*.") {
+            Some(domain) => host.ends_with(&format!(".{domain}")),
+            None => host == self.host,
+        };
+        self.scheme == scheme && self.port == port && host_matches
+    }
+}
+
 /// Parses "64MiB", "512KiB", "1GiB", "65536" (bytes); also accepts MB/KB/GB as binary units.
 pub(crate) fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
@@ -554,6 +639,31 @@ mod tests {
         assert!(first >= Duration::from_millis(750) && first <= Duration::from_millis(1250));
         let late = p.backoff_after(30);
         assert!(late >= Duration::from_millis(7500) && late <= Duration::from_millis(12500));
+    }
+
+    #[test]
+    fn outbound_hosts_parse_and_match() {
+        let h = OutboundHost::parse("https://API.stripe.com").expect("parse");
+        assert!(h.allows("https", "api.stripe.com", 443));
+        assert!(!h.allows("http", "api.stripe.com", 80), "scheme");
+        assert!(!h.allows("https", "api.stripe.com", 8443), "port");
+        assert!(!h.allows("https", "evil.com", 443));
+        let local = OutboundHost::parse("http://127.0.0.1:8089").expect("parse");
+        assert!(local.allows("http", "127.0.0.1", 8089));
+        assert!(!local.allows("http", "127.0.0.1", 8090));
+        let wild = OutboundHost::parse("https://*.example.com").expect("parse");
+        assert!(wild.allows("https", "a.example.com", 443));
+        assert!(!wild.allows("https", "example.com", 443));
+        assert!(!wild.allows("https", "badexample.com", 443));
+        for bad in [
+            "ftp://x",
+            "api.stripe.com",
+            "https://x/path",
+            "https://x:99999",
+            "https://",
+        ] {
+            assert!(OutboundHost::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub enum ErrorKind {
     InputTooLarge,
     /// A result, attribute value or staged run's args is larger than the step may produce.
     OutputTooLarge,
+    /// The step failed after asking for something its manifest does not
+    /// grant (an HTTP request to a host not in `allowed_outbound_hosts`).
+    CapabilityDenied,
 }
 
 impl ErrorKind {
@@ -112,6 +115,7 @@ impl ErrorKind {
             ErrorKind::FuelExhausted => "fuel_exhausted",
             ErrorKind::InputTooLarge => "input_too_large",
             ErrorKind::OutputTooLarge => "output_too_large",
+            ErrorKind::CapabilityDenied => "capability_denied",
         }
     }
 }

@@ -17,9 +17,10 @@ use wasmtime::{
     UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::error::{Error, Result};
-use crate::manifest::{MAX_MEMORY, StepPolicy};
+use crate::manifest::{MAX_MEMORY, OutboundHost, StepPolicy};
 use crate::run::{ErrorKind, derived_key, sha256_hex};
 use crate::store::{RunFilter, Store};
 use crate::workflow::StepDef;
@@ -87,8 +88,47 @@ pub struct StepState {
     log_bytes: usize,
     stdout: Capture,
     stderr: Capture,
+    http: WasiHttpCtx,
+    outbound: Outbound,
     timed_out: bool,
     store: Store,
+}
+
+/// The step's outbound HTTP grant: a request to a host outside
+/// `allowed_outbound_hosts` is refused with `HTTP-request-denied`, which the
+/// guest sees, and remembered so a failing step is recorded as
+/// `capability_denied`.
+struct Outbound {
+    allowed: Vec<OutboundHost>,
+    denied: Vec<String>,
+}
+
+type HttpResult<T> = wasmtime_wasi_http::Result<T>;
+type HttpIo = Box<dyn std::future::Future<Output = HttpResult<()>> + Send>;
+
+impl WasiHttpHooks for Outbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: HttpIo,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = HttpResult<(http::Response<wasmtime_wasi_http::WasiBody>, HttpIo)>,
+            > + Send,
+    > {
+        let uri = request.uri();
+        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
+        let host = uri.host().unwrap_or_default().to_string();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "http" { 80 } else { 443 });
+        if !self.allowed.iter().any(|a| a.allows(&scheme, &host, port)) {
+            self.denied.push(format!("{scheme}://{host}:{port}"));
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        wasmtime_wasi_http::default_hooks().send_request(request, options, fut)
+    }
 }
 
 /// The size caps of one call, in bytes.
@@ -142,9 +182,24 @@ impl StepState {
             log_bytes: 0,
             stdout,
             stderr,
+            http: WasiHttpCtx::new(),
+            outbound: Outbound {
+                // Entries were validated at register; one that no longer parses allows nothing.
+                allowed: step
+                    .allowed_outbound_hosts
+                    .iter()
+                    .filter_map(|h| OutboundHost::parse(h).ok())
+                    .collect(),
+                denied: Vec::new(),
+            },
             timed_out: false,
             store,
         }
+    }
+
+    /// The outbound requests the allow-list refused during this call.
+    pub fn denied_requests(&self) -> &[String] {
+        &self.outbound.denied
     }
 
     /// Records that the guest tried to exceed a cap; returns the message for the guest.
@@ -239,6 +294,16 @@ impl tokio::io::AsyncWrite for Capture {
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl WasiHttpView for StepState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
     }
 }
 
@@ -450,6 +515,10 @@ impl Runtime {
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| Error::Engine(e.to_string()))?;
+        // Outbound HTTP for steps granted `allowed_outbound_hosts`; every
+        // request passes the step's allow-list first (see `Outbound`).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| Error::Engine(e.to_string()))?;
         Step::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| Error::Engine(e.to_string()))?;

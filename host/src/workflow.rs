@@ -41,6 +41,9 @@ pub struct StepDef {
     /// Environment variables the step sees.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Where the step may send HTTP requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_outbound_hosts: Vec<String>,
 }
 
 impl Definition {
@@ -62,6 +65,7 @@ impl Definition {
                     policy: s.policy,
                     awaits: s.awaits.clone(),
                     env: s.env.clone(),
+                    allowed_outbound_hosts: s.allowed_outbound_hosts.clone(),
                 })
                 .collect(),
         }

@@ -5,6 +5,7 @@ mod awaits;
 mod cli;
 mod guarantees;
 mod harness;
+mod http;
 mod manifests;
 mod postgres;
 mod registry;

@@ -112,6 +112,18 @@ async fn bad_values_are_refused() {
         err.contains("bad.toml"),
         "a number is not an env value: {err}"
     );
+    let err = register_err(
+        &env,
+        &format!(
+            "name = \"w\"\n{}allowed_outbound_hosts = [\"api.stripe.com\"]\n",
+            step("a")
+        ),
+    )
+    .await;
+    assert!(
+        err.contains("step[0].allowed_outbound_hosts") && err.contains("api.stripe.com"),
+        "{err}"
+    );
     let err = register_err(&env, "name = \"w\"\n").await;
     assert!(err.contains("at least one"), "{err}");
     let err = register_err(&env, "name = \"w\"\n[[step]\n").await;
