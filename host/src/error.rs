@@ -105,6 +105,11 @@ pub enum Error {
         message: String,
     },
 
+    /// A guest's SQL statement could not be run as given (parameters that do
+    /// not fit, a column type that cannot cross to the guest).
+    #[error("{0}")]
+    GuestSql(String),
+
     /// The database URL is not one this host understands.
     #[error(
         "unsupported database URL `{0}` (use a file path, sqlite://path or postgres://user@host/db[?schema=NAME])"

@@ -205,35 +205,45 @@ impl Host {
             args,
             step_key: step_key(&run.workflow, &run.key, &call.step.name),
         };
-        let state = StepState::new(
+        let mut state = StepState::new(
             self.store.clone(),
             run.id,
             &run.key,
             call.step,
             run.attributes.clone(),
         );
-        let (state, outcome) = self
+        // A step granted SQL runs inside its own transaction from the start,
+        // so its writes and its recovery point commit together. Dropping the
+        // transaction on any failure below rolls the guest's SQL back.
+        if call.step.sql.is_some() {
+            match self.store.begin_step().await {
+                Ok(tx) => state = state.with_step_tx(tx),
+                Err(e) => {
+                    let message = format!("cannot open the step's transaction: {e}");
+                    return Ok(Err(Failed::new(ErrorKind::Conflict, message, true)));
+                }
+            }
+        }
+        let (mut state, outcome) = self
             .runtime
             .call(&prepared, state, &input, &call.step.policy)
             .await;
+        let step_tx = state.take_step_tx();
 
-        // A step that failed after a refused request failed because of the
-        // refusal: it fails for good, naming what it asked for.
-        if !state.denied_requests().is_empty() && !matches!(outcome, CallOutcome::Returned(Ok(_))) {
+        // A step that failed after something it asked for was refused failed
+        // because of it: recorded with the refusal's kind, naming what it asked.
+        if let Some((kind, refusal)) = state.refusal()
+            && !matches!(outcome, CallOutcome::Returned(Ok(_)))
+        {
             let detail = match &outcome {
                 CallOutcome::Returned(Err(e)) => e.message.clone(),
                 CallOutcome::Aborted { message, .. } => message.clone(),
                 CallOutcome::Returned(Ok(_)) => String::new(),
             };
-            let message = format!(
-                "outbound HTTP to {} is not in this step's allowed_outbound_hosts; the step then failed: {detail}",
-                state.denied_requests().join(", ")
-            );
-            return Ok(Err(Failed::new(
-                ErrorKind::CapabilityDenied,
-                message,
-                false,
-            )));
+            let message = format!("{refusal}; the step then failed: {detail}");
+            // The database may accept on a later try; refusals never change.
+            let retryable = kind == ErrorKind::SqlError;
+            return Ok(Err(Failed::new(kind, message, retryable)));
         }
         let answer = match outcome {
             CallOutcome::Returned(answer) => answer,
@@ -311,7 +321,11 @@ impl Host {
             staged,
             started_at: call.started_at,
         };
-        let committed = match self.store.commit_step(&commit).await {
+        let committed = match step_tx {
+            Some(tx) => tx.commit(&commit).await,
+            None => self.store.commit_step(&commit).await,
+        };
+        let committed = match committed {
             Err(Error::Conflict { tries, message }) => {
                 let message = format!("the commit conflicted {tries} times: {message}");
                 return Ok(Err(Failed::new(ErrorKind::Conflict, message, true)));

@@ -23,6 +23,7 @@ mod host;
 pub mod manifest;
 pub mod run;
 pub mod runtime;
+pub mod sql;
 pub mod store;
 mod worker;
 pub mod workflow;

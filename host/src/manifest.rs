@@ -28,6 +28,8 @@
 //! awaits = { workflow = "charge-item", for_each = "items" }
 //! env = { REGION = "eu" }         # the only environment the step sees
 //! allowed_outbound_hosts = ["https://api.stripe.com", "http://127.0.0.1:8080"]
+//! sql = "read-write"              # or "read-only"; absent: no SQL at all
+//! tables = ["rides", "audit_records"]  # optional: the only tables it may name
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -40,6 +42,7 @@ use serde_json::{Map, Value};
 use toml::Spanned;
 
 use crate::error::ManifestError;
+use crate::sql::{SqlGrant, SqlMode};
 
 /// The recovery point of a finished run; no step may take this name.
 pub const FINISHED: &str = "finished";
@@ -79,6 +82,8 @@ pub struct StepSpec {
     pub env: BTreeMap<String, String>,
     /// Where the step may send HTTP requests (`scheme://host[:port]`).
     pub allowed_outbound_hosts: Vec<String>,
+    /// What SQL the step may run on the application's tables.
+    pub sql: Option<SqlGrant>,
 }
 
 /// A manifest-declared fan-out: when the step succeeds, one run of
@@ -221,6 +226,8 @@ struct RawStep {
     awaits: Option<Spanned<AwaitSpec>>,
     env: Option<Spanned<BTreeMap<String, String>>>,
     allowed_outbound_hosts: Option<Spanned<Vec<String>>>,
+    sql: Option<Spanned<String>>,
+    tables: Option<Spanned<Vec<String>>>,
     max_attempts: Option<Spanned<i64>>,
     backoff: Option<Spanned<String>>,
     max_backoff: Option<Spanned<String>>,
@@ -414,6 +421,44 @@ impl Manifest {
                 }
                 None => Vec::new(),
             };
+            let sql = match (&step.sql, &step.tables) {
+                (None, None) => None,
+                (None, Some(t)) => {
+                    return Err(loc.at(
+                        Some(t.span()),
+                        field("tables"),
+                        "names tables for a step without `sql = \"read-only\"` or `\"read-write\"`",
+                    ));
+                }
+                (Some(mode), tables) => {
+                    let mode = match mode.get_ref().as_str() {
+                        "read-only" => SqlMode::ReadOnly,
+                        "read-write" => SqlMode::ReadWrite,
+                        other => {
+                            return Err(loc.at(
+                                Some(mode.span()),
+                                field("sql"),
+                                format!("`{other}` is not \"read-only\" or \"read-write\""),
+                            ));
+                        }
+                    };
+                    let tables = tables
+                        .as_ref()
+                        .map(|t| t.get_ref().clone())
+                        .unwrap_or_default();
+                    if let Some(t) = tables
+                        .iter()
+                        .find(|t| crate::sql::ENGINE_TABLES.contains(&t.to_lowercase().as_str()))
+                    {
+                        return Err(loc.at(
+                            step.tables.as_ref().map(|t| t.span()),
+                            field("tables"),
+                            format!("`{t}` is one of the engine's tables"),
+                        ));
+                    }
+                    Some(SqlGrant { mode, tables })
+                }
+            };
             steps.push(StepSpec {
                 name: step_name.clone(),
                 component,
@@ -421,6 +466,7 @@ impl Manifest {
                 awaits,
                 env,
                 allowed_outbound_hosts,
+                sql,
             });
         }
 

@@ -97,8 +97,13 @@ pub enum ErrorKind {
     /// A result, attribute value or staged run's args is larger than the step may produce.
     OutputTooLarge,
     /// The step failed after asking for something its manifest does not
-    /// grant (an HTTP request to a host not in `allowed_outbound_hosts`).
+    /// grant (an HTTP request to a host not in `allowed_outbound_hosts`, SQL
+    /// without a `sql` grant).
     CapabilityDenied,
+    /// The step failed after a SQL statement of a forbidden form was refused.
+    SqlRefused,
+    /// The step failed after the database rejected one of its SQL statements.
+    SqlError,
 }
 
 impl ErrorKind {
@@ -116,6 +121,8 @@ impl ErrorKind {
             ErrorKind::InputTooLarge => "input_too_large",
             ErrorKind::OutputTooLarge => "output_too_large",
             ErrorKind::CapabilityDenied => "capability_denied",
+            ErrorKind::SqlRefused => "sql_refused",
+            ErrorKind::SqlError => "sql_error",
         }
     }
 }

@@ -22,20 +22,39 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 use crate::error::{Error, Result};
 use crate::manifest::{MAX_MEMORY, OutboundHost, StepPolicy};
 use crate::run::{ErrorKind, derived_key, sha256_hex};
-use crate::store::{RunFilter, Store};
+use crate::sql::{Access, Dialects, SqlGrant};
+use crate::store::{RunFilter, SqlRows, SqlValue, StepTx, Store};
 use crate::workflow::StepDef;
 
 mod bindings {
+    // The world guests build against today. Its `run` has the same type in
+    // 0.1.0, so one pre-instantiated form serves guests of either version;
+    // only the imports differ by version, and the linker has both.
     wasmtime::component::bindgen!({
-        path: "../wit/step@0.1.0",
+        path: "../wit/step@0.2.0",
         world: "step",
-        imports: { "acidic:step/staging.children": async },
+        imports: {
+            "acidic:step/staging.children": async,
+            "acidic:step/sql.execute": async,
+            "acidic:step/sql.query": async,
+        },
         exports: { default: async },
     });
+
+    /// `acidic:step@0.1.0`, for guests built before `sql` existed.
+    pub mod v0_1 {
+        wasmtime::component::bindgen!({
+            path: "../wit/step@0.1.0",
+            world: "step",
+            imports: { "acidic:step/staging.children": async },
+            exports: { default: async },
+        });
+    }
 }
 
 pub use bindings::acidic::step::context::{Outcome, StepError, StepInput};
-use bindings::acidic::step::{attributes, context, staging};
+use bindings::acidic::step::{attributes, context, sql, staging};
+use bindings::v0_1::acidic::step as v0_1;
 use bindings::{Step, StepPre};
 
 /// How often the engine's epoch advances: the granularity of step deadlines.
@@ -90,6 +109,10 @@ pub struct StepState {
     stderr: Capture,
     http: WasiHttpCtx,
     outbound: Outbound,
+    sql_grant: Option<SqlGrant>,
+    step_tx: Option<StepTx>,
+    dialect: Dialects,
+    refusals: Vec<(ErrorKind, String)>,
     timed_out: bool,
     store: Store,
 }
@@ -192,14 +215,88 @@ impl StepState {
                     .collect(),
                 denied: Vec::new(),
             },
+            sql_grant: step.sql.clone(),
+            step_tx: None,
+            dialect: store.dialect(),
+            refusals: Vec::new(),
             timed_out: false,
             store,
         }
     }
 
-    /// The outbound requests the allow-list refused during this call.
-    pub fn denied_requests(&self) -> &[String] {
-        &self.outbound.denied
+    /// Gives the guest's SQL the step's open transaction.
+    pub fn with_step_tx(mut self, tx: StepTx) -> StepState {
+        self.step_tx = Some(tx);
+        self
+    }
+
+    /// Takes the step's transaction back after the call.
+    pub fn take_step_tx(&mut self) -> Option<StepTx> {
+        self.step_tx.take()
+    }
+
+    /// The first thing the guest asked for and was refused (a request to a
+    /// host not allowed, SQL without a grant or of a forbidden form, SQL the
+    /// database rejected), as the kind a failing step is recorded with.
+    pub fn refusal(&self) -> Option<(ErrorKind, String)> {
+        if let Some(denied) = self.outbound.denied.first() {
+            let message =
+                format!("outbound HTTP to {denied} is not in this step's allowed_outbound_hosts");
+            return Some((ErrorKind::CapabilityDenied, message));
+        }
+        self.refusals.first().cloned()
+    }
+
+    /// Runs one guest statement on the step's transaction, if its grant and
+    /// the statement's form allow it.
+    async fn guest_sql(
+        &mut self,
+        statement: &str,
+        params: Vec<sql::Value>,
+        want: Access,
+    ) -> std::result::Result<GuestSqlDone, sql::SqlError> {
+        let (Some(grant), true) = (&self.sql_grant, self.step_tx.is_some()) else {
+            let message = "this step has no sql grant: add sql = \"read-only\" or \"read-write\" \
+                           to its [[step]] in the manifest"
+                .to_string();
+            self.refusals
+                .push((ErrorKind::CapabilityDenied, message.clone()));
+            return Err(sql::SqlError::Refused(message));
+        };
+        let access = match crate::sql::check(statement, grant, self.dialect) {
+            Ok(Access::Read) if want == Access::Write => {
+                Err("execute runs INSERT, UPDATE or DELETE; use query for SELECT".to_string())
+            }
+            other => other,
+        };
+        let access = match access {
+            Ok(a) => a,
+            Err(why) => {
+                let message = format!("SQL refused: {why}");
+                self.refusals.push((ErrorKind::SqlRefused, message.clone()));
+                return Err(sql::SqlError::Refused(message));
+            }
+        };
+        let params: Vec<SqlValue> = params.into_iter().map(from_wit).collect();
+        let Some(tx) = self.step_tx.as_mut() else {
+            return Err(sql::SqlError::Failed("no step transaction".into()));
+        };
+        let result = if want == Access::Write && access == Access::Write {
+            tx.execute(statement, &params)
+                .await
+                .map(GuestSqlDone::Changed)
+        } else {
+            tx.query(statement, &params).await.map(GuestSqlDone::Rows)
+        };
+        result.map_err(|e| {
+            let message = match e {
+                Error::Database(sqlx::Error::Database(db)) => db.message().to_string(),
+                other => other.to_string(),
+            };
+            let message = format!("SQL error: {message}");
+            self.refusals.push((ErrorKind::SqlError, message.clone()));
+            sql::SqlError::Failed(message)
+        })
     }
 
     /// Records that the guest tried to exceed a cap; returns the message for the guest.
@@ -459,6 +556,130 @@ impl staging::Host for StepState {
     }
 }
 
+/// What a guest statement did.
+enum GuestSqlDone {
+    Changed(u64),
+    Rows(SqlRows),
+}
+
+fn from_wit(v: sql::Value) -> SqlValue {
+    match v {
+        sql::Value::Null => SqlValue::Null,
+        sql::Value::Integer(i) => SqlValue::Integer(i),
+        sql::Value::Real(f) => SqlValue::Real(f),
+        sql::Value::Text(t) => SqlValue::Text(t),
+        sql::Value::Blob(b) => SqlValue::Blob(b),
+        sql::Value::Json(j) => SqlValue::Json(j),
+    }
+}
+
+fn to_wit(v: SqlValue) -> sql::Value {
+    match v {
+        SqlValue::Null => sql::Value::Null,
+        SqlValue::Integer(i) => sql::Value::Integer(i),
+        SqlValue::Real(f) => sql::Value::Real(f),
+        SqlValue::Text(t) => sql::Value::Text(t),
+        SqlValue::Blob(b) => sql::Value::Blob(b),
+        SqlValue::Json(j) => sql::Value::Json(j),
+    }
+}
+
+impl sql::Host for StepState {
+    async fn execute(
+        &mut self,
+        statement: String,
+        params: Vec<sql::Value>,
+    ) -> std::result::Result<u64, sql::SqlError> {
+        match self.guest_sql(&statement, params, Access::Write).await? {
+            GuestSqlDone::Changed(n) => Ok(n),
+            GuestSqlDone::Rows(rows) => Ok(rows.rows.len() as u64),
+        }
+    }
+
+    async fn query(
+        &mut self,
+        statement: String,
+        params: Vec<sql::Value>,
+    ) -> std::result::Result<sql::Rows, sql::SqlError> {
+        let rows = match self.guest_sql(&statement, params, Access::Read).await? {
+            GuestSqlDone::Rows(rows) => rows,
+            GuestSqlDone::Changed(_) => SqlRows {
+                columns: Vec::new(),
+                rows: Vec::new(),
+            },
+        };
+        Ok(sql::Rows {
+            columns: rows.columns,
+            rows: rows
+                .rows
+                .into_iter()
+                .map(|r| r.into_iter().map(to_wit).collect())
+                .collect(),
+        })
+    }
+}
+
+// acidic:step@0.1.0: the same functions, on that version's types.
+
+impl v0_1::context::Host for StepState {
+    fn log(&mut self, level: v0_1::context::Level, message: String) {
+        use v0_1::context::Level as Old;
+        let level = match level {
+            Old::Trace => context::Level::Trace,
+            Old::Debug => context::Level::Debug,
+            Old::Info => context::Level::Info,
+            Old::Warn => context::Level::Warn,
+            Old::Error => context::Level::Error,
+        };
+        context::Host::log(self, level, message)
+    }
+}
+
+impl v0_1::attributes::Host for StepState {
+    fn get(&mut self, name: String) -> Option<String> {
+        attributes::Host::get(self, name)
+    }
+
+    fn set(&mut self, name: String, value: String) -> std::result::Result<(), String> {
+        attributes::Host::set(self, name, value)
+    }
+
+    fn delete(&mut self, name: String) {
+        attributes::Host::delete(self, name)
+    }
+
+    fn names(&mut self) -> Vec<String> {
+        attributes::Host::names(self)
+    }
+}
+
+impl v0_1::staging::Host for StepState {
+    fn enqueue(&mut self, job: v0_1::staging::Job) -> std::result::Result<String, String> {
+        let job = staging::Job {
+            workflow: job.workflow,
+            args: job.args,
+            key: job.key,
+            delay_ms: job.delay_ms,
+            queue: job.queue,
+            awaits: job.awaits,
+        };
+        staging::Host::enqueue(self, job)
+    }
+
+    async fn children(&mut self) -> Vec<v0_1::staging::Child> {
+        staging::Host::children(self)
+            .await
+            .into_iter()
+            .map(|c| v0_1::staging::Child {
+                workflow: c.workflow,
+                key: c.key,
+                status: c.status,
+                output: c.output,
+            })
+            .collect()
+    }
+}
+
 /// How a call into a step ended.
 pub enum CallOutcome {
     /// The step answered.
@@ -521,6 +742,8 @@ impl Runtime {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| Error::Engine(e.to_string()))?;
         Step::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| Error::Engine(e.to_string()))?;
+        bindings::v0_1::Step::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| Error::Engine(e.to_string()))?;
 
         let mut hasher = std::collections::hash_map::DefaultHasher::new();

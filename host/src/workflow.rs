@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::manifest::{AwaitSpec, FINISHED, Manifest, StepPolicy};
 use crate::run::{canonical_json, sha256_hex};
+use crate::sql::SqlGrant;
 
 /// A workflow as stored: what runs pin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +45,9 @@ pub struct StepDef {
     /// Where the step may send HTTP requests.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_outbound_hosts: Vec<String>,
+    /// What SQL the step may run; none means no SQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<SqlGrant>,
 }
 
 impl Definition {
@@ -66,6 +70,7 @@ impl Definition {
                     awaits: s.awaits.clone(),
                     env: s.env.clone(),
                     allowed_outbound_hosts: s.allowed_outbound_hosts.clone(),
+                    sql: s.sql.clone(),
                 })
                 .collect(),
         }

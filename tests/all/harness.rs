@@ -77,6 +77,7 @@ pub struct Env {
     pub backend: Backend,
     url: String,
     schema: Option<String>,
+    app_tables: std::sync::Mutex<Vec<String>>,
 }
 
 impl Env {
@@ -107,7 +108,62 @@ impl Env {
             backend,
             url,
             schema,
+            app_tables: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Creates an application table (what a team migrates itself, not the
+    /// engine) and returns its name: `name` on SQLite, where the test has a
+    /// file of its own, and a name unique to the test on Postgres, whose
+    /// `public` schema the tests share (dropped when the test ends).
+    pub fn app_table(&self, name: &str, columns: &str) -> String {
+        let table = match &self.schema {
+            Some(schema) => format!("{name}_{schema}"),
+            None => name.to_string(),
+        };
+        self.app_sql(&format!("CREATE TABLE {table} ({columns})"));
+        self.app_tables.lock().expect("tables").push(table.clone());
+        table
+    }
+
+    /// Runs `sql` on the application's side of the database; returns the
+    /// first column of its rows as text.
+    pub fn app_sql(&self, sql: &str) -> Vec<String> {
+        match self.backend {
+            Backend::Postgres => postgres(&["SET search_path TO public", sql]).expect("app sql"),
+            Backend::Sqlite => {
+                let (url, sql) = (self.url.clone(), sql.to_string());
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    runtime.block_on(async move {
+                        use sqlx::Connection;
+                        let options = sqlx::sqlite::SqliteConnectOptions::new()
+                            .filename(&url)
+                            .create_if_missing(true);
+                        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                            .await
+                            .expect("open the SQLite file");
+                        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+                            .fetch_all(&mut conn)
+                            .await
+                            .expect("app sql")
+                    })
+                })
+                .join()
+                .expect("sqlite thread")
+            }
+        }
+    }
+
+    /// `SELECT count(*)` of an application table, with a condition.
+    pub fn app_count(&self, table: &str, condition: &str) -> i64 {
+        let rows = self.app_sql(&format!(
+            "SELECT CAST(count(*) AS TEXT) FROM {table} WHERE {condition}"
+        ));
+        rows.first().and_then(|n| n.parse().ok()).expect("a count")
     }
 
     /// The database URL (a file path for SQLite).
@@ -166,6 +222,17 @@ pub fn instances(host: &Host) -> u64 {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        if self.schema.is_some() {
+            for table in self
+                .app_tables
+                .lock()
+                .map(|t| t.clone())
+                .unwrap_or_default()
+            {
+                let drop = format!("DROP TABLE IF EXISTS public.{table}");
+                let _ = postgres(&["SET lock_timeout = '3s'", &drop]);
+            }
+        }
         if let Some(schema) = self.schema.take() {
             // Bounded: a transaction still open in this test must not hang it.
             // A schema left behind is swept by the next test process.

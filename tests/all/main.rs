@@ -10,4 +10,5 @@ mod manifests;
 mod postgres;
 mod registry;
 mod sandbox;
+mod sql;
 mod workers;

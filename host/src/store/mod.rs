@@ -141,6 +141,22 @@ impl Store {
         Ok(Store::Sqlite(sqlite::SqliteStore::open(url).await?))
     }
 
+    /// Opens a step's own transaction, for a step granted SQL.
+    pub async fn begin_step(&self) -> Result<StepTx> {
+        match self {
+            Store::Sqlite(s) => Ok(StepTx::Sqlite(s.begin_step().await?)),
+            Store::Postgres(s) => Ok(StepTx::Postgres(s.begin_step().await?)),
+        }
+    }
+
+    /// The SQL dialect guest statements are checked in.
+    pub fn dialect(&self) -> crate::sql::Dialects {
+        match self {
+            Store::Sqlite(_) => crate::sql::Dialects::Sqlite,
+            Store::Postgres(_) => crate::sql::Dialects::Postgres,
+        }
+    }
+
     /// `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         match self {
@@ -270,6 +286,105 @@ impl Store {
     /// A run's step timeline.
     pub async fn step_events(&self, id: i64) -> Result<Vec<StepEvent>> {
         forward!(self, s => s.step_events(id).await)
+    }
+}
+
+/// A value of guest SQL: bound to a parameter or read from a column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    /// NULL.
+    Null,
+    /// A whole number (booleans read as 0 or 1).
+    Integer(i64),
+    /// A floating-point number.
+    Real(f64),
+    /// Text.
+    Text(String),
+    /// Bytes.
+    Blob(Vec<u8>),
+    /// JSON text.
+    Json(String),
+}
+
+impl SqlValue {
+    /// The variant's name, for errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SqlValue::Null => "null",
+            SqlValue::Integer(_) => "integer",
+            SqlValue::Real(_) => "real",
+            SqlValue::Text(_) => "text",
+            SqlValue::Blob(_) => "blob",
+            SqlValue::Json(_) => "json",
+        }
+    }
+}
+
+/// What a guest query returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlRows {
+    /// Column names.
+    pub columns: Vec<String>,
+    /// Rows of values, in column order.
+    pub rows: Vec<Vec<SqlValue>>,
+}
+
+/// A step's own transaction, open while its guest runs: the guest's SQL runs
+/// on it, and the step's commit (fenced on the lease) ends it. Dropping it
+/// rolls everything back.
+pub enum StepTx {
+    /// On SQLite.
+    Sqlite(sqlite::StepTx),
+    /// On Postgres.
+    Postgres(postgres::StepTx),
+}
+
+impl std::fmt::Debug for StepTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepTx")
+    }
+}
+
+impl StepTx {
+    /// Runs a checked INSERT, UPDATE or DELETE.
+    pub async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64> {
+        match self {
+            StepTx::Sqlite(t) => t.execute(sql, params).await,
+            StepTx::Postgres(t) => t.execute(sql, params).await,
+        }
+    }
+
+    /// Runs a checked SELECT.
+    pub async fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<SqlRows> {
+        match self {
+            StepTx::Sqlite(t) => t.query(sql, params).await,
+            StepTx::Postgres(t) => t.query(sql, params).await,
+        }
+    }
+
+    /// Commits the step's writes and the guest's SQL together. A
+    /// serialization failure here is [`Error::Conflict`]: the whole step
+    /// (guest included) has to run again, which the retry policy does.
+    pub async fn commit(self, c: &StepCommit) -> Result<CommitOutcome> {
+        let result = match self {
+            StepTx::Sqlite(t) => t.commit(c).await,
+            StepTx::Postgres(t) => t.commit(c).await,
+        };
+        match result {
+            Err(e) if transient(&e) == Some(Transient::Conflict) => Err(Error::Conflict {
+                tries: 1,
+                message: e.to_string(),
+            }),
+            other => other,
+        }
+    }
+
+    /// Rolls back everything the step did.
+    pub async fn rollback(self) -> Result<()> {
+        match self {
+            StepTx::Sqlite(t) => t.rollback().await,
+            StepTx::Postgres(t) => t.rollback().await,
+        }
     }
 }
 

@@ -202,6 +202,187 @@ fn split_schema(url: &str) -> Result<(String, String)> {
     Ok((url, schema))
 }
 
+/// A step's own transaction on Postgres (SERIALIZABLE), open from before the
+/// guest runs until the step commits. Guest statements see the application's
+/// schema `public`; the engine's schema comes back for the commit.
+pub struct StepTx {
+    tx: Transaction<'static, Db>,
+    schema: String,
+}
+
+impl PostgresStore {
+    /// Opens a step transaction for guest SQL.
+    pub async fn begin_step(&self) -> Result<StepTx> {
+        let mut tx = self.begin().await?;
+        sqlx::query("SET LOCAL search_path TO public")
+            .execute(&mut *tx)
+            .await?;
+        Ok(StepTx {
+            tx,
+            schema: self.schema.clone(),
+        })
+    }
+}
+
+impl StepTx {
+    /// Prepares `sql` and binds `params` with the types Postgres inferred
+    /// for them (a NULL or a JSON value needs the parameter's own type).
+    async fn bound<'a>(
+        &mut self,
+        sql: &'a str,
+        params: &'a [SqlValue],
+    ) -> Result<(
+        sqlx::query::Query<'a, Postgres, sqlx::postgres::PgArguments>,
+        Vec<String>,
+    )> {
+        use sqlx::{Column, Executor, SqlSafeStr, Statement, TypeInfo};
+        let statement = (&mut *self.tx)
+            .prepare(sqlx::AssertSqlSafe(sql.to_string()).into_sql_str())
+            .await?;
+        let columns = statement
+            .columns()
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
+        let types: Vec<String> = match statement.parameters() {
+            Some(sqlx::Either::Left(types)) => types.iter().map(|t| t.name().to_string()).collect(),
+            _ => Vec::new(),
+        };
+        if types.len() != params.len() {
+            return Err(Error::GuestSql(format!(
+                "the statement has {} parameters, {} were given",
+                types.len(),
+                params.len()
+            )));
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+        for (n, (value, ty)) in params.iter().zip(&types).enumerate() {
+            q = bind(q, value, ty)
+                .map_err(|why| Error::GuestSql(format!("parameter ${}: {why}", n + 1)))?;
+        }
+        Ok((q, columns))
+    }
+
+    /// Runs a checked guest statement that changes rows; returns how many.
+    pub async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64> {
+        let (q, _) = self.bound(sql, params).await?;
+        Ok(q.execute(&mut *self.tx).await?.rows_affected())
+    }
+
+    /// Runs a checked guest query.
+    pub async fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<SqlRows> {
+        use sqlx::{Column, TypeInfo, ValueRef};
+        let (q, columns) = self.bound(sql, params).await?;
+        let rows = q.fetch_all(&mut *self.tx).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut values = Vec::with_capacity(columns.len());
+            for (i, column) in row.columns().iter().enumerate() {
+                let raw = row.try_get_raw(i)?;
+                let ty = column.type_info().name().to_string();
+                let value = if raw.is_null() {
+                    SqlValue::Null
+                } else {
+                    match ty.as_str() {
+                        "INT2" => SqlValue::Integer(row.try_get::<i16, _>(i)?.into()),
+                        "INT4" => SqlValue::Integer(row.try_get::<i32, _>(i)?.into()),
+                        "INT8" => SqlValue::Integer(row.try_get(i)?),
+                        "BOOL" => SqlValue::Integer(row.try_get::<bool, _>(i)?.into()),
+                        "FLOAT4" => SqlValue::Real(row.try_get::<f32, _>(i)?.into()),
+                        "FLOAT8" => SqlValue::Real(row.try_get(i)?),
+                        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => SqlValue::Text(row.try_get(i)?),
+                        "BYTEA" => SqlValue::Blob(row.try_get(i)?),
+                        "JSON" | "JSONB" => SqlValue::Json(
+                            row.try_get::<sqlx::types::Json<serde_json::Value>, _>(i)?
+                                .0
+                                .to_string(),
+                        ),
+                        other => {
+                            return Err(Error::GuestSql(format!(
+                                "column `{}` is {other}: cast it in the query (::text, ::float8, ::bigint)",
+                                column.name()
+                            )));
+                        }
+                    }
+                };
+                values.push(value);
+            }
+            out.push(values);
+        }
+        Ok(SqlRows { columns, rows: out })
+    }
+
+    /// Commits the step on this transaction (fenced on its lease), or rolls
+    /// everything back, the guest's SQL included, if the fence fails.
+    pub async fn commit(mut self, c: &StepCommit) -> Result<CommitOutcome> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET LOCAL search_path TO \"{}\"",
+            self.schema
+        )))
+        .execute(&mut *self.tx)
+        .await?;
+        let outcome = commit_step_in(&mut self.tx, c).await?;
+        finish_step_tx(self.tx, &outcome).await?;
+        Ok(outcome)
+    }
+
+    /// Rolls back everything the step did.
+    pub async fn rollback(self) -> Result<()> {
+        Ok(self.tx.rollback().await?)
+    }
+}
+
+/// Binds one guest value as the parameter type Postgres inferred, `ty`.
+fn bind<'a>(
+    q: sqlx::query::Query<'a, Postgres, sqlx::postgres::PgArguments>,
+    value: &SqlValue,
+    ty: &str,
+) -> std::result::Result<sqlx::query::Query<'a, Postgres, sqlx::postgres::PgArguments>, String> {
+    use sqlx::types::Json;
+    Ok(match (value, ty) {
+        (SqlValue::Null, "INT2") => q.bind(None::<i16>),
+        (SqlValue::Null, "INT4") => q.bind(None::<i32>),
+        (SqlValue::Null, "INT8") => q.bind(None::<i64>),
+        (SqlValue::Null, "FLOAT4") => q.bind(None::<f32>),
+        (SqlValue::Null, "FLOAT8") => q.bind(None::<f64>),
+        (SqlValue::Null, "BOOL") => q.bind(None::<bool>),
+        (SqlValue::Null, "BYTEA") => q.bind(None::<Vec<u8>>),
+        (SqlValue::Null, "JSON" | "JSONB") => q.bind(None::<Json<serde_json::Value>>),
+        (SqlValue::Null, "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "UNKNOWN") => {
+            q.bind(None::<String>)
+        }
+        (SqlValue::Integer(i), "INT2") => {
+            q.bind(i16::try_from(*i).map_err(|_| format!("{i} does not fit INT2"))?)
+        }
+        (SqlValue::Integer(i), "INT4") => {
+            q.bind(i32::try_from(*i).map_err(|_| format!("{i} does not fit INT4"))?)
+        }
+        (SqlValue::Integer(i), "INT8") => q.bind(*i),
+        (SqlValue::Integer(i), "FLOAT8") => q.bind(*i as f64),
+        (SqlValue::Integer(i), "BOOL") => q.bind(*i != 0),
+        (SqlValue::Real(f), "FLOAT8") => q.bind(*f),
+        (SqlValue::Real(f), "FLOAT4") => q.bind(*f as f32),
+        (SqlValue::Text(t), "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "UNKNOWN") => {
+            q.bind(t.clone())
+        }
+        (SqlValue::Blob(b), "BYTEA") => q.bind(b.clone()),
+        (SqlValue::Json(j) | SqlValue::Text(j), "JSON" | "JSONB") => {
+            let value: serde_json::Value =
+                serde_json::from_str(j).map_err(|e| format!("not JSON: {e}"))?;
+            q.bind(Json(value))
+        }
+        (SqlValue::Json(j), "TEXT" | "VARCHAR" | "UNKNOWN") => q.bind(j.clone()),
+        (value, ty) => {
+            return Err(format!(
+                "a {} value cannot be bound where Postgres expects {ty}; cast the parameter in SQL (e.g. $1::text)",
+                value.kind()
+            ));
+        }
+    })
+}
+
+use super::{SqlRows, SqlValue};
+
 include!("shared.rs");
 
 #[cfg(test)]

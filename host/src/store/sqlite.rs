@@ -118,6 +118,99 @@ impl SqliteStore {
     }
 }
 
+/// A step's own transaction on SQLite, open from before the guest runs until
+/// the step commits. It holds the database's write lock meanwhile (`BEGIN
+/// IMMEDIATE`), so only steps granted `sql` open it early.
+pub struct StepTx {
+    tx: Transaction<'static, Db>,
+}
+
+impl SqliteStore {
+    /// Opens a step transaction for guest SQL.
+    pub async fn begin_step(&self) -> Result<StepTx> {
+        Ok(StepTx {
+            tx: self.begin().await?,
+        })
+    }
+}
+
+impl StepTx {
+    /// Runs a checked guest statement that changes rows; returns how many.
+    pub async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+        for p in params {
+            q = match p {
+                SqlValue::Null => q.bind(None::<i64>),
+                SqlValue::Integer(i) => q.bind(*i),
+                SqlValue::Real(f) => q.bind(*f),
+                SqlValue::Text(t) | SqlValue::Json(t) => q.bind(t.clone()),
+                SqlValue::Blob(b) => q.bind(b.clone()),
+            };
+        }
+        Ok(q.execute(&mut *self.tx).await?.rows_affected())
+    }
+
+    /// Runs a checked guest query; values come back as SQLite stored them.
+    pub async fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<SqlRows> {
+        use sqlx::{Column, Executor, SqlSafeStr, Statement, TypeInfo, ValueRef};
+        let statement = (&mut *self.tx)
+            .prepare(sqlx::AssertSqlSafe(sql.to_string()).into_sql_str())
+            .await?;
+        let columns: Vec<String> = statement
+            .columns()
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+        for p in params {
+            q = match p {
+                SqlValue::Null => q.bind(None::<i64>),
+                SqlValue::Integer(i) => q.bind(*i),
+                SqlValue::Real(f) => q.bind(*f),
+                SqlValue::Text(t) | SqlValue::Json(t) => q.bind(t.clone()),
+                SqlValue::Blob(b) => q.bind(b.clone()),
+            };
+        }
+        let rows = q.fetch_all(&mut *self.tx).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut values = Vec::with_capacity(columns.len());
+            for i in 0..row.len() {
+                let raw = row.try_get_raw(i)?;
+                let value = if raw.is_null() {
+                    SqlValue::Null
+                } else {
+                    // SQLite is dynamically typed: decode what the value is.
+                    match raw.type_info().name() {
+                        "INTEGER" => SqlValue::Integer(row.try_get_unchecked(i)?),
+                        "REAL" => SqlValue::Real(row.try_get_unchecked(i)?),
+                        "BLOB" => SqlValue::Blob(row.try_get_unchecked(i)?),
+                        _ => SqlValue::Text(row.try_get_unchecked(i)?),
+                    }
+                };
+                values.push(value);
+            }
+            out.push(values);
+        }
+        Ok(SqlRows { columns, rows: out })
+    }
+
+    /// Commits the step on this transaction (fenced on its lease), or rolls
+    /// everything back, the guest's SQL included, if the fence fails.
+    pub async fn commit(mut self, c: &StepCommit) -> Result<CommitOutcome> {
+        let outcome = commit_step_in(&mut self.tx, c).await?;
+        finish_step_tx(self.tx, &outcome).await?;
+        Ok(outcome)
+    }
+
+    /// Rolls back everything the step did.
+    pub async fn rollback(self) -> Result<()> {
+        Ok(self.tx.rollback().await?)
+    }
+}
+
+use super::{SqlRows, SqlValue};
+
 include!("shared.rs");
 
 #[cfg(test)]

@@ -28,14 +28,17 @@ use serde_json::Value;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../../wit/step@0.1.0",
+        path: "../../../wit/step@0.2.0",
         world: "step",
         pub_export_macro: true,
         default_bindings_module: "acidic_guest::bindings",
     });
 }
 
-use bindings::acidic::step::{attributes, context, staging};
+use bindings::acidic::step::{attributes, context, sql, staging};
+
+/// A value bound to a SQL parameter or read from a column (see [`Ctx::execute`]).
+pub use bindings::acidic::step::sql::Value as SqlValue;
 
 /// Severity of a log line written with [`Ctx::log`].
 pub use bindings::acidic::step::context::Level;
@@ -88,6 +91,67 @@ impl StepError {
 impl std::fmt::Display for StepError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
+    }
+}
+
+impl From<sql::SqlError> for StepError {
+    fn from(e: sql::SqlError) -> Self {
+        match e {
+            sql::SqlError::Refused(m) => StepError::fatal(m),
+            sql::SqlError::Failed(m) => StepError::retryable(m),
+        }
+    }
+}
+
+fn sql_to_json(v: SqlValue) -> Value {
+    match v {
+        SqlValue::Null => Value::Null,
+        SqlValue::Integer(i) => Value::from(i),
+        SqlValue::Real(f) => Value::from(f),
+        SqlValue::Text(t) => Value::from(t),
+        SqlValue::Blob(b) => Value::from(b),
+        SqlValue::Json(j) => serde_json::from_str(&j).unwrap_or(Value::String(j)),
+    }
+}
+
+impl From<i64> for SqlValue {
+    fn from(i: i64) -> Self {
+        SqlValue::Integer(i)
+    }
+}
+
+impl From<f64> for SqlValue {
+    fn from(f: f64) -> Self {
+        SqlValue::Real(f)
+    }
+}
+
+impl From<&str> for SqlValue {
+    fn from(s: &str) -> Self {
+        SqlValue::Text(s.to_string())
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(s: String) -> Self {
+        SqlValue::Text(s)
+    }
+}
+
+impl From<&Value> for SqlValue {
+    /// JSON to SQL: null, integers, floats and strings map to themselves,
+    /// booleans to 0/1, arrays and objects to JSON.
+    fn from(v: &Value) -> Self {
+        match v {
+            Value::Null => SqlValue::Null,
+            Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => SqlValue::Integer(i),
+                None => SqlValue::Real(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Value::String(s) => SqlValue::Text(s.clone()),
+            other => SqlValue::Json(other.to_string()),
+        }
     }
 }
 
@@ -270,6 +334,36 @@ impl Ctx {
                 result: c.output.and_then(|r| serde_json::from_str(&r).ok()),
             })
             .collect()
+    }
+
+    /// Runs one INSERT, UPDATE or DELETE on the application's tables, in the
+    /// step's own transaction: it commits with the step or not at all.
+    /// Parameters are `?1, ?2, ...` on SQLite and `$1, $2, ...` on Postgres.
+    /// Needs `sql = "read-write"` on the step in the manifest. A refused
+    /// statement is a fatal error; one the database rejects is retryable.
+    pub fn execute(&mut self, statement: &str, params: &[SqlValue]) -> Result<u64, StepError> {
+        sql::execute(statement, params).map_err(StepError::from)
+    }
+
+    /// Runs one SELECT (or a write with RETURNING) in the step's transaction;
+    /// each row is a JSON object keyed by column name. Needs a `sql` grant.
+    pub fn query(
+        &self,
+        statement: &str,
+        params: &[SqlValue],
+    ) -> Result<Vec<serde_json::Map<String, Value>>, StepError> {
+        let rows = sql::query(statement, params).map_err(StepError::from)?;
+        Ok(rows
+            .rows
+            .into_iter()
+            .map(|row| {
+                rows.columns
+                    .iter()
+                    .cloned()
+                    .zip(row.into_iter().map(sql_to_json))
+                    .collect()
+            })
+            .collect())
     }
 
     /// Writes a line to the host's log, tagged with this run and step.

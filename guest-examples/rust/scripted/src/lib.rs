@@ -4,6 +4,9 @@
 //! continues. An action is an object whose keys apply in this order:
 //! - `"set": {"name": value}` sets attributes;
 //! - `"count": true` increments attribute `calls_<step>`;
+//! - `"sql": [{"execute": s, "params": [..]} | {"query": s, "params": [..], "into": name}]`
+//!   runs statements in the step's transaction (`into` sets attribute `name`
+//!   to the rows);
 //! - `"stage": [{"workflow": w, "args": a, "key": k, "await": bool}]` stages runs;
 //! - `"children_into": "name"` sets attribute `name` to the staged runs' results;
 //! - `"fail": "retryable" | "fatal"` fails (only while attempt <= `"fail_attempts"`, if given);
@@ -13,7 +16,7 @@
 //! - `"finish": value` ends the run with `value`; `"repeat_while_below": n`
 //!   repeats the step until `calls_<step>` reaches n.
 
-use acidic_guest::{Ctx, Job, Outcome, Step, StepError, export_step};
+use acidic_guest::{Ctx, Job, Outcome, SqlValue, Step, StepError, export_step};
 use serde_json::Value;
 
 struct Scripted;
@@ -37,6 +40,24 @@ impl Step for Scripted {
         if action.get("count") == Some(&Value::Bool(true)) {
             calls += 1;
             cx.set(&counter, &calls)?;
+        }
+        if let Some(Value::Array(statements)) = action.get("sql") {
+            for s in statements {
+                let params: Vec<SqlValue> = s
+                    .get("params")
+                    .and_then(Value::as_array)
+                    .map(|ps| ps.iter().map(SqlValue::from).collect())
+                    .unwrap_or_default();
+                if let Some(statement) = s.get("execute").and_then(Value::as_str) {
+                    cx.execute(statement, &params)?;
+                }
+                if let Some(statement) = s.get("query").and_then(Value::as_str) {
+                    let rows = cx.query(statement, &params)?;
+                    if let Some(name) = s.get("into").and_then(Value::as_str) {
+                        cx.set(name, &rows)?;
+                    }
+                }
+            }
         }
         if let Some(Value::Array(jobs)) = action.get("stage") {
             for job in jobs {

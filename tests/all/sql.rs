@@ -1,0 +1,162 @@
+//! Guest SQL: a step writes the application's own tables in the step's
+//! transaction, so its rows commit with the recovery point or not at all;
+//! statements of forbidden forms never reach the database.
+
+use acidic::{Host, RunFilter, RunRequest, RunStatus};
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, Env, on_each_backend};
+
+/// Registers `book`: `write` (read-write SQL), then `read` (read-only SQL).
+async fn book(env: &Env, host: &Host) -> String {
+    let rides = env.app_table(
+        "rides",
+        "id BIGINT PRIMARY KEY, who TEXT, cents BIGINT, note TEXT",
+    );
+    let path = env.scripted(
+        "book",
+        "max_attempts = 3",
+        &[
+            ("write", "sql = \"read-write\""),
+            (
+                "read",
+                &format!("sql = \"read-only\"\ntables = [\"{rides}\"]"),
+            ),
+        ],
+    );
+    host.register(&path).await.expect("register");
+    rides
+}
+
+fn insert(rides: &str, id: i64) -> Value {
+    json!({
+        "execute": format!("INSERT INTO {rides} (id, who, cents, note) VALUES ($1, $2, $3, $4)"),
+        "params": [id, "ada", 1250, null],
+    })
+}
+
+on_each_backend! {
+/// The step's rows and its recovery point commit together; a failed step
+/// leaves no row, and its retry writes the row exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steps_sql_commits_or_vanishes_with_its_recovery_point(env) {
+    let host = env.host().await;
+    let rides = book(&env, &host).await;
+
+    let args = json!({ "script": {
+        "write": { "sql": [insert(&rides, 1)] },
+        "read": { "sql": [{
+            "query": format!("SELECT id, who, cents, note FROM {rides} WHERE id = $1"),
+            "params": [1],
+            "into": "ride",
+        }] },
+    } });
+    let ok = host.run(RunRequest::new("book", args).with_key("ok")).await.expect("run");
+    assert_eq!(ok.status, RunStatus::Succeeded, "{:?}", ok.error);
+    let run = host.find("ok", Some("book")).await.expect("find");
+    assert_eq!(
+        run.attributes.get("ride"),
+        Some(&json!([{ "id": 1, "who": "ada", "cents": 1250, "note": null }])),
+        "typed rows came back to the guest"
+    );
+    assert_eq!(env.app_count(&rides, "id = 1"), 1);
+
+    let args = json!({ "script": { "write": { "sql": [insert(&rides, 2)], "fail": "fatal" } } });
+    let failed = host.run(RunRequest::new("book", args).with_key("failed")).await.expect("run");
+    assert_eq!((failed.status, failed.recovery_point.as_str()), (RunStatus::Failed, "write"));
+    assert_eq!(env.app_count(&rides, "id = 2"), 0, "the failed step's row was rolled back");
+
+    let args = json!({ "script": {
+        "write": { "sql": [insert(&rides, 3)], "fail": "retryable", "fail_attempts": 1 },
+    } });
+    let first = host.run(RunRequest::new("book", args.clone()).with_key("retried")).await.expect("run");
+    assert_eq!(first.status, RunStatus::Pending);
+    assert_eq!(env.app_count(&rides, "id = 3"), 0);
+    let again = host.run(RunRequest::new("book", args).with_key("retried")).await.expect("retry");
+    assert_eq!(again.status, RunStatus::Succeeded, "{:?}", again.error);
+    assert_eq!(env.app_count(&rides, "id = 3"), 1, "the retry wrote the row once");
+}
+}
+
+on_each_backend! {
+/// Every forbidden form is refused before it reaches the database: the run
+/// records `sql_refused`, the engine's tables and the application's rows are
+/// as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_sql_is_refused_and_changes_nothing(env) {
+    let host = env.host().await;
+    let rides = book(&env, &host).await;
+    let args = json!({ "script": { "write": { "sql": [insert(&rides, 1)] } } });
+    let before = host.run(RunRequest::new("book", args).with_key("before")).await.expect("run");
+    assert_eq!(before.status, RunStatus::Succeeded);
+    let engine_before = host.show("before", Some("book")).await.expect("show");
+
+    let mut forbidden: Vec<String> = [
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "SAVEPOINT s",
+        "SET search_path TO public",
+        "SET ROLE postgres",
+        "UPDATE runs SET status = 'failed'",
+        "DELETE FROM step_events",
+        "SELECT * FROM runs",
+        "CREATE TABLE sneaky (x INT)",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    forbidden.push(format!("DROP TABLE {rides}"));
+    forbidden.push(format!("DELETE FROM {rides}; DELETE FROM runs"));
+    if env.backend == Backend::Sqlite {
+        forbidden.push("PRAGMA foreign_keys = OFF".into());
+        forbidden.push("ATTACH DATABASE 'other.db' AS other".into());
+    }
+    for (i, statement) in forbidden.iter().enumerate() {
+        let verb = if statement.starts_with("SELECT") { "query" } else { "execute" };
+        let args = json!({ "script": { "write": { "sql": [{ verb: statement }] } } });
+        let report = host
+            .run(RunRequest::new("book", args).with_key(format!("bad-{i}")))
+            .await
+            .expect("run");
+        let error = report.error.unwrap_or_else(|| panic!("`{statement}` was not refused"));
+        assert_eq!(
+            (report.status, error.kind.as_str(), error.attempt),
+            (RunStatus::Failed, "sql_refused", 1),
+            "`{statement}`: {}",
+            error.message
+        );
+    }
+    let engine_after = host.show("before", Some("book")).await.expect("show");
+    assert_eq!(engine_after.run.status, engine_before.run.status);
+    assert_eq!(engine_after.run.updated_at, engine_before.run.updated_at);
+    assert_eq!(engine_after.timeline.len(), engine_before.timeline.len());
+    let runs = host.runs(&RunFilter { limit: 1000, ..RunFilter::default() }).await.expect("runs");
+    assert_eq!(runs.len(), forbidden.len() + 1, "no run was added or removed by guest SQL");
+    assert_eq!(env.app_count(&rides, "1 = 1"), 1, "the application's rows are intact");
+}
+}
+
+on_each_backend! {
+/// SQL needs a grant, and a read-only grant cannot write or name tables
+/// outside its list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_needs_a_grant_and_stays_within_it(env) {
+    let host = env.host().await;
+    let rides = book(&env, &host).await;
+    let path = env.scripted("ungranted", "", &[("write", "")]);
+    host.register(&path).await.expect("register");
+    let args = json!({ "script": { "write": { "sql": [insert(&rides, 1)] } } });
+    let report = host.run(RunRequest::new("ungranted", args)).await.expect("run");
+    let error = report.error.expect("error");
+    assert_eq!((report.status, error.kind.as_str()), (RunStatus::Failed, "capability_denied"));
+    assert!(error.message.contains("no sql grant"), "{}", error.message);
+
+    let args = json!({ "script": { "read": { "sql": [insert(&rides, 1)] } } });
+    let report = host.run(RunRequest::new("book", args).with_key("ro")).await.expect("run");
+    let error = report.error.expect("error");
+    assert_eq!(error.kind, "sql_refused");
+    assert!(error.message.contains("read-only"), "{}", error.message);
+    assert_eq!(env.app_count(&rides, "1 = 1"), 0);
+}
+}
