@@ -77,7 +77,6 @@ pub struct Env {
     pub backend: Backend,
     url: String,
     schema: Option<String>,
-    app_tables: std::sync::Mutex<Vec<String>>,
 }
 
 impl Env {
@@ -100,7 +99,13 @@ impl Env {
                     std::process::id(),
                     NEXT.fetch_add(1, Ordering::Relaxed)
                 );
-                (format!("{}?schema={schema}", postgres_url()), Some(schema))
+                // The application's tables get a schema of their own too.
+                postgres(&[&format!("CREATE SCHEMA \"{schema}_app\"")])
+                    .unwrap_or_else(|e| panic!("{e}"));
+                (
+                    format!("{}?schema={schema}&app_schema={schema}_app", postgres_url()),
+                    Some(schema),
+                )
             }
         };
         Env {
@@ -108,29 +113,26 @@ impl Env {
             backend,
             url,
             schema,
-            app_tables: std::sync::Mutex::new(Vec::new()),
         }
     }
 
     /// Creates an application table (what a team migrates itself, not the
-    /// engine) and returns its name: `name` on SQLite, where the test has a
-    /// file of its own, and a name unique to the test on Postgres, whose
-    /// `public` schema the tests share (dropped when the test ends).
+    /// engine) in the test's own file (SQLite) or application schema
+    /// (Postgres), and returns its name.
     pub fn app_table(&self, name: &str, columns: &str) -> String {
-        let table = match &self.schema {
-            Some(schema) => format!("{name}_{schema}"),
-            None => name.to_string(),
-        };
-        self.app_sql(&format!("CREATE TABLE {table} ({columns})"));
-        self.app_tables.lock().expect("tables").push(table.clone());
-        table
+        self.app_sql(&format!("CREATE TABLE {name} ({columns})"));
+        name.to_string()
     }
 
     /// Runs `sql` on the application's side of the database; returns the
     /// first column of its rows as text.
     pub fn app_sql(&self, sql: &str) -> Vec<String> {
         match self.backend {
-            Backend::Postgres => postgres(&["SET search_path TO public", sql]).expect("app sql"),
+            Backend::Postgres => {
+                let schema = self.schema.as_deref().unwrap_or("public");
+                let path = format!("SET search_path TO \"{schema}_app\"");
+                postgres(&[&path, sql]).expect("app sql")
+            }
             Backend::Sqlite => {
                 let (url, sql) = (self.url.clone(), sql.to_string());
                 std::thread::spawn(move || {
@@ -222,16 +224,9 @@ pub fn instances(host: &Host) -> u64 {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        if self.schema.is_some() {
-            for table in self
-                .app_tables
-                .lock()
-                .map(|t| t.clone())
-                .unwrap_or_default()
-            {
-                let drop = format!("DROP TABLE IF EXISTS public.{table}");
-                let _ = postgres(&["SET lock_timeout = '3s'", &drop]);
-            }
+        if let Some(schema) = &self.schema {
+            let drop = format!("DROP SCHEMA IF EXISTS \"{schema}_app\" CASCADE");
+            let _ = postgres(&["SET lock_timeout = '3s'", &drop]);
         }
         if let Some(schema) = self.schema.take() {
             // Bounded: a transaction still open in this test must not hang it.

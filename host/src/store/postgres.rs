@@ -40,21 +40,25 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
 /// Any number: it only has to be the same in every process that migrates.
 const MIGRATION_LOCK: i64 = 0x0ac1_d1c0;
 
-/// The schema used when the URL names none.
+/// The engine's schema when the URL names none.
 pub const DEFAULT_SCHEMA: &str = "acidic";
+
+/// Where steps' SQL finds the application's tables when the URL names no `app_schema`.
+pub const DEFAULT_APP_SCHEMA: &str = "public";
 
 /// The Postgres store.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
     schema: String,
+    app_schema: String,
 }
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://…`, optionally `?schema=NAME`) with a
     /// pool of at most `max_connections`, and migrates the schema.
     pub async fn open(url: &str, max_connections: u32) -> Result<PostgresStore> {
-        let (url, schema) = split_schema(url)?;
+        let (url, schema, app_schema) = split_schema(url)?;
         let options = PgConnectOptions::from_str(&url)?
             // A process frozen inside a transaction (stopped, or blocked
             // writing its logs) must not hold its locks, nor, at
@@ -69,7 +73,11 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        let store = PostgresStore { pool, schema };
+        let store = PostgresStore {
+            pool,
+            schema,
+            app_schema,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -170,28 +178,36 @@ impl PostgresStore {
     }
 }
 
-/// Takes the `schema` parameter out of a Postgres URL: (the URL without it, the schema).
-fn split_schema(url: &str) -> Result<(String, String)> {
+/// Takes acidic's own parameters out of a Postgres URL: (the URL without
+/// them, the engine's schema, the application's schema).
+fn split_schema(url: &str) -> Result<(String, String, String)> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut schema = DEFAULT_SCHEMA.to_string();
+    let mut app_schema = DEFAULT_APP_SCHEMA.to_string();
     let mut rest = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("schema", value)) => schema = value.to_string(),
+            Some(("app_schema", value)) => app_schema = value.to_string(),
             _ => rest.push(pair),
         }
     }
-    let valid = schema.len() <= 63
-        && schema
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && schema
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
+    for (param, name) in [("schema", &schema), ("app_schema", &app_schema)] {
+        let valid = name.len() <= 63
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(Error::DatabaseUrl(format!(
+                "{url}: {param} `{name}` must be 1 to 63 letters, digits or _, not starting with a digit"
+            )));
+        }
+    }
+    if schema == app_schema {
         return Err(Error::DatabaseUrl(format!(
-            "{url}: schema `{schema}` must be 1 to 63 letters, digits or _, not starting with a digit"
+            "{url}: the engine's schema and the application's must differ, or steps could reach the engine's tables"
         )));
     }
     let url = if rest.is_empty() {
@@ -199,12 +215,12 @@ fn split_schema(url: &str) -> Result<(String, String)> {
     } else {
         format!("{base}?{}", rest.join("&"))
     };
-    Ok((url, schema))
+    Ok((url, schema, app_schema))
 }
 
 /// A step's own transaction on Postgres (SERIALIZABLE), open from before the
 /// guest runs until the step commits. Guest statements see the application's
-/// schema `public`; the engine's schema comes back for the commit.
+/// schema (`public`, or `?app_schema=NAME`); the engine's comes back for the commit.
 pub struct StepTx {
     tx: Transaction<'static, Db>,
     schema: String,
@@ -214,9 +230,13 @@ impl PostgresStore {
     /// Opens a step transaction for guest SQL.
     pub async fn begin_step(&self) -> Result<StepTx> {
         let mut tx = self.begin().await?;
-        sqlx::query("SET LOCAL search_path TO public")
-            .execute(&mut *tx)
-            .await?;
+        // Checked to be a plain identifier in `split_schema`.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET LOCAL search_path TO \"{}\"",
+            self.app_schema
+        )))
+        .execute(&mut *tx)
+        .await?;
         Ok(StepTx {
             tx,
             schema: self.schema.clone(),
@@ -414,19 +434,21 @@ mod tests {
     }
 
     #[test]
-    fn the_schema_parameter_is_taken_out_of_the_url() {
-        let (url, schema) = split_schema("postgres://u@h/db").expect("plain");
+    fn the_schema_parameters_are_taken_out_of_the_url() {
+        let (url, schema, app) = split_schema("postgres://u@h/db").expect("plain");
         assert_eq!(
-            (url.as_str(), schema.as_str()),
-            ("postgres://u@h/db", "acidic")
+            (url.as_str(), schema.as_str(), app.as_str()),
+            ("postgres://u@h/db", "acidic", "public")
         );
-        let (url, schema) =
-            split_schema("postgres://u@h/db?sslmode=disable&schema=t_1").expect("with schema");
+        let (url, schema, app) =
+            split_schema("postgres://u@h/db?sslmode=disable&schema=t_1&app_schema=a_1")
+                .expect("with schemas");
         assert_eq!(
-            (url.as_str(), schema.as_str()),
-            ("postgres://u@h/db?sslmode=disable", "t_1")
+            (url.as_str(), schema.as_str(), app.as_str()),
+            ("postgres://u@h/db?sslmode=disable", "t_1", "a_1")
         );
         assert!(split_schema("postgres://u@h/db?schema=a;drop").is_err());
         assert!(split_schema("postgres://u@h/db?schema=").is_err());
+        assert!(split_schema("postgres://u@h/db?schema=x&app_schema=x").is_err());
     }
 }
