@@ -27,7 +27,12 @@ guests:
 host:
 	$(CARGO) build
 
+PAYMENTS := $(GUESTS)/ride-create/fake_payments.py
+
 demo: setup
+	@echo "== the ride example's own tables (not the engine's), and its fake payment API on 127.0.0.1:8089"
+	python3 $(GUESTS)/ride-create/setup.py "$(DB)"
+	@python3 $(PAYMENTS) >/dev/null 2>&1 & echo $$! > .payments.pid; sleep 0.5
 	@echo "== register the ride workflow and its receipt workflow"
 	$(ACIDIC) --database-url $(DB) register $(RIDE) $(RECEIPT)
 	@echo "== run a ride; --follow also runs the receipt run its last step staged"
@@ -36,13 +41,18 @@ demo: setup
 	@echo "== the same key again: the stored result, nothing runs"
 	$(ACIDIC) --database-url $(DB) run ride-create --key ride-ada \
 	  --args '{"user":"ada@example.com","origin":[0,0],"target":[0.3,0.4],"card":"tok_visa"}'
-	@echo "== a flaky card: the charge step fails once (exit code 3), the ride stays committed"
+	@echo "== a flaky card: the charge goes through but its answer is lost (exit code 3); the ride stays committed"
 	-$(ACIDIC) --database-url $(DB) run ride-create --key ride-bob \
 	  --args '{"user":"bob@example.com","origin":[0,0],"target":[1,1],"card":"tok_flaky"}'
 	$(ACIDIC) --database-url $(DB) runs show ride-bob
 	@echo "== retry: resumes at charge_card; create_ride does not run again"
 	$(ACIDIC) --database-url $(DB) retry ride-bob --follow
 	$(ACIDIC) --database-url $(DB) runs show ride-bob
+	@echo "== the application's rows, written in the steps' transactions: each ride and audit record once"
+	python3 $(GUESTS)/ride-create/setup.py "$(DB)" --show
+	@echo "== what the payment API saw: ride-bob's charge step ran twice with one idempotency key, so 3 requests and 2 charges (0 and 0 when the demo only replays)"
+	python3 $(PAYMENTS) --stats
+	@kill $$(cat .payments.pid) 2>/dev/null; rm -f .payments.pid
 	@echo "== fan-out / fan-in: an order charges each item in its own awaited run, then totals"
 	$(ACIDIC) --database-url $(DB) register $(ORDER) $(ITEM)
 	$(ACIDIC) --database-url $(DB) run order --key order-1 --follow --args $(ITEMS)

@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, Env, on_each_backend, root};
+use crate::harness::{Backend, Env, on_each_backend, ride_payments, ride_tables, root};
 
 fn acidic(env: &Env, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_acidic"))
@@ -39,6 +39,8 @@ on_each_backend! {
 #[test]
 fn ride_example_runs_replays_fails_and_retries(env) {
     assert!(Path::new(&root().join(RIDE)).is_file());
+    ride_tables(&env);
+    ride_payments();
     let out = acidic(&env, &["register", RIDE, RECEIPT]);
     assert!(out.status.success(), "{}", stderr(&out));
 
@@ -148,6 +150,30 @@ fn ride_example_runs_replays_fails_and_retries(env) {
     let out = acidic(&env, &["run", "ride-create", "--args", &declined, "--json"]);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(stdout_json(&out)["status"], json!("failed"));
+
+    // The application's rows: each ride once, each audit record once, though
+    // ride-2's charge step ran twice; the declined ride has no charge.
+    let rides = env.app_sql(
+        "SELECT run_key || ':' || COALESCE(charge_id, '-') FROM rides ORDER BY run_key",
+    );
+    assert_eq!(rides.len(), 3, "{rides:?}");
+    let charged: Vec<&String> = rides.iter().filter(|r| r.starts_with("ride-")).collect();
+    assert!(
+        charged.len() == 2 && charged.iter().all(|r| r.contains(":ch_")),
+        "ride-1 and ride-2 charged: {rides:?}"
+    );
+    assert!(
+        rides.iter().any(|r| r.ends_with(":-")),
+        "the declined ride was not charged: {rides:?}"
+    );
+    let audit = env.app_sql(
+        "SELECT r.run_key || ':' || a.action FROM audit_records a JOIN rides r ON r.id = a.ride_id \
+         WHERE r.run_key LIKE 'ride-%' ORDER BY 1",
+    );
+    assert_eq!(
+        audit,
+        ["ride-1:charged", "ride-1:created", "ride-2:charged", "ride-2:created"],
+    );
 
     let list = acidic(&env, &["runs", "list", "--json"]);
     assert_eq!(

@@ -1,10 +1,16 @@
 //! Shared set-up: guests built once per test binary, a fresh database and
 //! cache per test, and manifests written on the fly around the scripted guest.
 
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 
 use acidic::{Host, HostConfig};
 use tempfile::TempDir;
@@ -212,6 +218,143 @@ impl Env {
         let path = self.dir.path().join(file);
         std::fs::write(&path, text).expect("write file");
         path
+    }
+}
+
+/// A payment API on 127.0.0.1 that, like Stripe, charges once per
+/// `Idempotency-Key` and answers a repeated key with the first charge.
+/// It serves at most 200 requests or 120 s, then stops by itself.
+pub struct FakePayments {
+    pub addr: SocketAddr,
+    charges: Arc<Mutex<HashMap<String, Value>>>,
+    requests: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakePayments {
+    /// On a free port.
+    pub fn start() -> FakePayments {
+        FakePayments::on(TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1"))
+    }
+
+    fn on(listener: TcpListener) -> FakePayments {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let charges = Arc::new(Mutex::new(HashMap::new()));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, r, s) = (charges.clone(), requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !s.load(Ordering::Relaxed)
+                && Instant::now() < deadline
+                && r.load(Ordering::Relaxed) < 200
+            {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        r.fetch_add(1, Ordering::Relaxed);
+                        let _ = serve(stream, &c);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        FakePayments {
+            addr,
+            charges,
+            requests,
+            stop,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn charges(&self) -> usize {
+        self.charges.lock().expect("charges").len()
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for FakePayments {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(stream: TcpStream, charges: &Mutex<HashMap<String, Value>>) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut headers = HashMap::new();
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let Some((name, value)) = line.trim_end().split_once(':') else {
+            break;
+        };
+        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+    }
+    let length: usize = headers
+        .get("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    let (status, answer) = match headers.get("idempotency-key") {
+        None => (
+            "400 Bad Request",
+            json!({ "error": "Idempotency-Key required" }),
+        ),
+        Some(key) => {
+            let mut charges = charges.lock().expect("charges");
+            let n = charges.len();
+            let charge = charges.entry(key.clone()).or_insert_with(|| {
+                let asked: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                json!({ "charge_id": format!("ch_{n}"), "cents": asked["cents"] })
+            });
+            ("200 OK", charge.clone())
+        }
+    };
+    let answer = answer.to_string();
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+        answer.len()
+    )?;
+    stream.flush()
+}
+
+/// The payment API the ride example's manifest allows (127.0.0.1:8089),
+/// started once per test process. If the port is taken, a fake from
+/// `make demo` is assumed to be serving it.
+pub fn ride_payments() {
+    static STARTED: OnceLock<Option<FakePayments>> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        TcpListener::bind("127.0.0.1:8089")
+            .ok()
+            .map(FakePayments::on)
+    });
+}
+
+/// Creates the ride example's own tables (its `schema.sql`) in the test's database.
+pub fn ride_tables(env: &Env) {
+    let schema = std::fs::read_to_string(root().join("guest-examples/rust/ride-create/schema.sql"))
+        .expect("schema.sql");
+    let sql: String = schema
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for statement in sql.split(';').filter(|s| !s.trim().is_empty()) {
+        env.app_sql(statement);
     }
 }
 

@@ -21,6 +21,8 @@
 //!
 //! Everything the step does through `cx` commits with the step, or not at all.
 
+pub mod http;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
