@@ -30,6 +30,7 @@
 //! allowed_outbound_hosts = ["https://api.stripe.com", "http://127.0.0.1:8080"]
 //! sql = "read-write"              # or "read-only"; absent: no SQL at all
 //! tables = ["rides", "audit_records"]  # optional: the only tables it may name
+//! ddl = true                      # optional, with read-write: CREATE/ALTER/DROP of tables
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -228,6 +229,7 @@ struct RawStep {
     allowed_outbound_hosts: Option<Spanned<Vec<String>>>,
     sql: Option<Spanned<String>>,
     tables: Option<Spanned<Vec<String>>>,
+    ddl: Option<Spanned<bool>>,
     max_attempts: Option<Spanned<i64>>,
     backoff: Option<Spanned<String>>,
     max_backoff: Option<Spanned<String>>,
@@ -421,6 +423,17 @@ impl Manifest {
                 }
                 None => Vec::new(),
             };
+            let read_write = step
+                .sql
+                .as_ref()
+                .is_some_and(|m| m.get_ref() == "read-write");
+            if let (Some(d), false) = (&step.ddl, read_write) {
+                return Err(loc.at(
+                    Some(d.span()),
+                    field("ddl"),
+                    "needs sql = \"read-write\" on the same step",
+                ));
+            }
             let sql = match (&step.sql, &step.tables) {
                 (None, None) => None,
                 (None, Some(t)) => {
@@ -456,7 +469,8 @@ impl Manifest {
                             format!("`{t}` is one of the engine's tables"),
                         ));
                     }
-                    Some(SqlGrant { mode, tables })
+                    let ddl = step.ddl.as_ref().is_some_and(|d| *d.get_ref());
+                    Some(SqlGrant { mode, tables, ddl })
                 }
             };
             steps.push(StepSpec {

@@ -278,21 +278,30 @@ impl StepState {
             }
         };
         let params: Vec<SqlValue> = params.into_iter().map(from_wit).collect();
+        let grant = grant.clone();
         let Some(tx) = self.step_tx.as_mut() else {
             return Err(sql::SqlError::Failed("no step transaction".into()));
         };
-        let result = if want == Access::Write && access == Access::Write {
-            tx.execute(statement, &params)
+        let result = if want == Access::Write && access != Access::Read {
+            tx.execute(statement, &params, &grant)
                 .await
                 .map(GuestSqlDone::Changed)
         } else {
-            tx.query(statement, &params).await.map(GuestSqlDone::Rows)
+            tx.query(statement, &params, &grant)
+                .await
+                .map(GuestSqlDone::Rows)
         };
         result.map_err(|e| {
             let message = match e {
                 Error::Database(sqlx::Error::Database(db)) => db.message().to_string(),
                 other => other.to_string(),
             };
+            // SQLite's authorizer said no: a refusal, like the parser's.
+            if message.contains("not authorized") || message.contains("is prohibited") {
+                let message = format!("SQL refused by the database's authorizer: {message}");
+                self.refusals.push((ErrorKind::SqlRefused, message.clone()));
+                return sql::SqlError::Refused(message);
+            }
             let message = format!("SQL error: {message}");
             self.refusals.push((ErrorKind::SqlError, message.clone()));
             sql::SqlError::Failed(message)

@@ -13,7 +13,9 @@
 use std::ops::ControlFlow;
 
 use serde::{Deserialize, Serialize};
-use sqlparser::ast::{Expr, ObjectName, SetExpr, Statement, visit_expressions, visit_relations};
+use sqlparser::ast::{
+    Expr, ObjectName, ObjectType, SetExpr, Statement, visit_expressions, visit_relations,
+};
 use sqlparser::dialect::{Dialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
 
@@ -44,6 +46,10 @@ pub struct SqlGrant {
     /// The only tables it may name; empty means any application table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tables: Vec<String>,
+    /// Whether it may also create, alter and drop tables, indexes and views
+    /// (with `read-write` only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ddl: bool,
 }
 
 /// The database a statement is checked for (dialects differ).
@@ -62,6 +68,8 @@ pub enum Access {
     Read,
     /// An INSERT, UPDATE or DELETE.
     Write,
+    /// CREATE or ALTER of a table, index or view, or DROP of a table or view.
+    Ddl,
 }
 
 /// Checks one guest statement against `grant`. The error says why it is refused.
@@ -91,6 +99,24 @@ pub fn check(statement: &str, grant: &SqlGrant, dialect: Dialects) -> Result<Acc
             Access::Read
         }
         Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => Access::Write,
+        Statement::CreateTable(_)
+        | Statement::CreateIndex(_)
+        | Statement::CreateView(_)
+        | Statement::AlterTable(_)
+            if grant.ddl =>
+        {
+            Access::Ddl
+        }
+        Statement::Drop {
+            object_type: ObjectType::Table | ObjectType::View,
+            names,
+            ..
+        } if grant.ddl => {
+            if let Some(why) = names.iter().find_map(|n| table_refused(n, grant, &ctes)) {
+                return Err(why);
+            }
+            Access::Ddl
+        }
         other => {
             let what = other.to_string();
             let word = what
@@ -98,13 +124,18 @@ pub fn check(statement: &str, grant: &SqlGrant, dialect: Dialects) -> Result<Acc
                 .next()
                 .unwrap_or("this")
                 .to_uppercase();
+            let ddl = if grant.ddl {
+                " and, with ddl, CREATE/ALTER of tables, indexes and views and DROP of tables and views"
+            } else {
+                " (DDL needs ddl = true in the step's manifest)"
+            };
             return Err(format!(
-                "{word} statements are not allowed: only SELECT, INSERT, UPDATE and DELETE \
-                 (the host owns the transaction and the schema)"
+                "{word} statements are not allowed: only SELECT, INSERT, UPDATE and DELETE{ddl}; \
+                 the host owns the transaction and the session"
             ));
         }
     };
-    if access == Access::Write && grant.mode == SqlMode::ReadOnly {
+    if access != Access::Read && grant.mode == SqlMode::ReadOnly {
         return Err("this step's sql grant is read-only".into());
     }
     let tables = visit_relations(statement, |name| match table_refused(name, grant, &ctes) {
@@ -197,6 +228,7 @@ mod tests {
         SqlGrant {
             mode: SqlMode::ReadWrite,
             tables: Vec::new(),
+            ddl: false,
         }
     }
 
@@ -295,6 +327,7 @@ mod tests {
         let ro = SqlGrant {
             mode: SqlMode::ReadOnly,
             tables: vec!["rides".into()],
+            ddl: false,
         };
         assert_eq!(
             check("SELECT * FROM rides", &ro, Dialects::Sqlite),
@@ -304,5 +337,44 @@ mod tests {
         assert!(
             refused("SELECT * FROM audit_records", &ro).contains("not in this step's sql tables")
         );
+    }
+
+    #[test]
+    fn ddl_needs_its_grant_and_never_reaches_the_engine() {
+        assert!(refused("CREATE TABLE t (x INT)", &rw()).contains("ddl = true"));
+        let ddl = SqlGrant { ddl: true, ..rw() };
+        for sql in [
+            "CREATE TABLE t (x INT)",
+            "CREATE INDEX t_x ON t (x)",
+            "ALTER TABLE t ADD COLUMN y TEXT",
+            "CREATE VIEW v AS SELECT x FROM t",
+            "DROP TABLE t",
+            "DROP VIEW v",
+        ] {
+            for dialect in [Dialects::Sqlite, Dialects::Postgres] {
+                assert_eq!(
+                    check(sql, &ddl, dialect),
+                    Ok(Access::Ddl),
+                    "{sql} on {dialect:?}"
+                );
+            }
+        }
+        for sql in [
+            "DROP TABLE runs",
+            "ALTER TABLE runs ADD COLUMN x INT",
+            "CREATE INDEX sneaky ON step_events (step)",
+            "CREATE VIEW v AS SELECT * FROM runs",
+            "CREATE TABLE acidic.t (x INT)",
+            "DROP INDEX runs_by_key",
+            "DROP SCHEMA acidic CASCADE",
+            "COMMIT",
+        ] {
+            refused(sql, &ddl);
+        }
+        let ro = SqlGrant {
+            mode: SqlMode::ReadOnly,
+            ..ddl
+        };
+        assert!(refused("CREATE TABLE t (x INT)", &ro).contains("read-only"));
     }
 }

@@ -160,3 +160,76 @@ async fn sql_needs_a_grant_and_stays_within_it(env) {
     assert_eq!(env.app_count(&rides, "1 = 1"), 0);
 }
 }
+
+/// On SQLite the authorizer has the last word on what a compiled statement
+/// touches: a statement the parser passes, on a view or with a trigger that
+/// reaches an engine table, is still refused.
+#[tokio::test]
+async fn sqlites_authorizer_sees_through_views_and_triggers() {
+    let env = Env::new();
+    let host = env.host().await;
+    let rides = book(&env, &host).await;
+    env.app_sql("CREATE VIEW peek AS SELECT id, status FROM runs");
+    env.app_sql(&format!(
+        "CREATE TRIGGER wipe AFTER INSERT ON {rides} BEGIN DELETE FROM step_events; END"
+    ));
+    let path = env.scripted("peeker", "", &[("write", "sql = \"read-write\"")]);
+    host.register(&path).await.expect("register");
+    for (key, action) in [
+        ("view", json!({ "query": "SELECT count(*) FROM peek" })),
+        ("trigger", insert(&rides, 7)),
+    ] {
+        let args = json!({ "script": { "write": { "sql": [action] } } });
+        let report = host
+            .run(RunRequest::new("peeker", args).with_key(key))
+            .await
+            .expect("run");
+        let error = report.error.unwrap_or_else(|| panic!("{key}: not refused"));
+        assert_eq!(error.kind, "sql_refused", "{key}: {}", error.message);
+        assert!(
+            error.message.contains("authorizer"),
+            "{key}: {}",
+            error.message
+        );
+    }
+    assert_eq!(env.app_count(&rides, "1 = 1"), 0);
+    let events: i64 = env.app_sql("SELECT CAST(count(*) AS TEXT) FROM step_events")[0]
+        .parse()
+        .expect("count");
+    assert!(events >= 2, "the trigger deleted nothing: {events} events");
+}
+
+on_each_backend! {
+/// With `ddl = true` a step may create its tables, and the DDL is part of
+/// the step's transaction: a failed step leaves no table behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn granted_ddl_commits_or_vanishes_with_the_step(env) {
+    let host = env.host().await;
+    let path = env.scripted(
+        "migrate",
+        "max_attempts = 3",
+        &[("create", "sql = \"read-write\"\nddl = true"), ("plain", "sql = \"read-write\"")],
+    );
+    host.register(&path).await.expect("register");
+    let create = json!([
+        { "execute": "CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT)" },
+        { "execute": "INSERT INTO notes (id, body) VALUES ($1, $2)", "params": [1, "first"] },
+    ]);
+    let args = json!({ "script": { "create": { "sql": create, "fail": "fatal" } } });
+    let failed = host.run(RunRequest::new("migrate", args).with_key("failed")).await.expect("run");
+    assert_eq!(failed.status, RunStatus::Failed);
+    // Creating it again works only if the failed step's CREATE was rolled back.
+    let args = json!({ "script": { "create": { "sql": create } } });
+    let ok = host.run(RunRequest::new("migrate", args).with_key("ok")).await.expect("run");
+    assert_eq!(ok.status, RunStatus::Succeeded, "{:?}", ok.error);
+    assert_eq!(env.app_count("notes", "1 = 1"), 1);
+
+    // Without the grant, the next step may not.
+    let args = json!({ "script": { "plain": { "sql": [{ "execute": "DROP TABLE notes" }] } } });
+    let denied = host.run(RunRequest::new("migrate", args).with_key("plain")).await.expect("run");
+    let error = denied.error.expect("refused");
+    assert_eq!(error.kind, "sql_refused", "{}", error.message);
+    assert!(error.message.contains("ddl = true"), "{}", error.message);
+    assert_eq!(env.app_count("notes", "1 = 1"), 1);
+}
+}

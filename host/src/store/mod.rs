@@ -346,19 +346,29 @@ impl std::fmt::Debug for StepTx {
 }
 
 impl StepTx {
-    /// Runs a checked INSERT, UPDATE or DELETE.
-    pub async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64> {
+    /// Runs a checked INSERT, UPDATE or DELETE, within `grant`.
+    pub async fn execute(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+        grant: &crate::sql::SqlGrant,
+    ) -> Result<u64> {
         match self {
-            StepTx::Sqlite(t) => t.execute(sql, params).await,
-            StepTx::Postgres(t) => t.execute(sql, params).await,
+            StepTx::Sqlite(t) => t.execute(sql, params, grant).await,
+            StepTx::Postgres(t) => t.execute(sql, params, grant).await,
         }
     }
 
-    /// Runs a checked SELECT.
-    pub async fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<SqlRows> {
+    /// Runs a checked SELECT, within `grant`.
+    pub async fn query(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+        grant: &crate::sql::SqlGrant,
+    ) -> Result<SqlRows> {
         match self {
-            StepTx::Sqlite(t) => t.query(sql, params).await,
-            StepTx::Postgres(t) => t.query(sql, params).await,
+            StepTx::Sqlite(t) => t.query(sql, params, grant).await,
+            StepTx::Postgres(t) => t.query(sql, params, grant).await,
         }
     }
 

@@ -284,13 +284,25 @@ impl StepTx {
     }
 
     /// Runs a checked guest statement that changes rows; returns how many.
-    pub async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64> {
+    /// (Postgres has no authorizer: the engine's schema is out of the
+    /// statement's search path, and the parser refuses naming it.)
+    pub async fn execute(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+        _grant: &SqlGrant,
+    ) -> Result<u64> {
         let (q, _) = self.bound(sql, params).await?;
         Ok(q.execute(&mut *self.tx).await?.rows_affected())
     }
 
     /// Runs a checked guest query.
-    pub async fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<SqlRows> {
+    pub async fn query(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+        _grant: &SqlGrant,
+    ) -> Result<SqlRows> {
         use sqlx::{Column, TypeInfo, ValueRef};
         let (q, columns) = self.bound(sql, params).await?;
         let rows = q.fetch_all(&mut *self.tx).await?;
@@ -402,6 +414,7 @@ fn bind<'a>(
 }
 
 use super::{SqlRows, SqlValue};
+use crate::sql::SqlGrant;
 
 include!("shared.rs");
 

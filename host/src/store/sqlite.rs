@@ -134,9 +134,134 @@ impl SqliteStore {
     }
 }
 
+/// What SQLite's authorizer lets a guest statement touch. The parser's check
+/// comes first; this is SQLite's own word on what the compiled statement
+/// reads and writes, views and triggers included.
+struct Authority {
+    write: bool,
+    ddl: bool,
+    tables: Vec<String>,
+}
+
+/// The authorizer callback: allows reading and (with `write`) changing rows
+/// of the application's tables in `main`, and calling functions; denies
+/// everything else (engine tables, other databases, PRAGMA, ATTACH,
+/// transaction control, DDL).
+unsafe extern "C" fn authorize(
+    data: *mut std::ffi::c_void,
+    action: std::ffi::c_int,
+    table: *const std::ffi::c_char,
+    column: *const std::ffi::c_char,
+    database: *const std::ffi::c_char,
+    _trigger: *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    use libsqlite3_sys::{
+        SQLITE_ALTER_TABLE, SQLITE_CREATE_INDEX, SQLITE_CREATE_TABLE, SQLITE_CREATE_VIEW,
+        SQLITE_DELETE, SQLITE_DENY, SQLITE_DROP_TABLE, SQLITE_DROP_VIEW, SQLITE_FUNCTION,
+        SQLITE_INSERT, SQLITE_OK, SQLITE_READ, SQLITE_RECURSIVE, SQLITE_SELECT, SQLITE_UPDATE,
+    };
+    let text = |p: *const std::ffi::c_char| -> Option<String> {
+        // SAFETY: SQLite passes NUL-terminated strings or NULL, valid for the call.
+        (!p.is_null()).then(|| {
+            unsafe { std::ffi::CStr::from_ptr(p) }
+                .to_string_lossy()
+                .to_lowercase()
+        })
+    };
+    // SAFETY: `data` points to the `Authority` that `with_authorizer` keeps
+    // alive until it removes this callback.
+    let authority = unsafe { &*(data as *const Authority) };
+    let application = |name: &str| {
+        !crate::sql::ENGINE_TABLES.contains(&name)
+            && !name.starts_with("sqlite_")
+            && (authority.tables.is_empty() || authority.tables.iter().any(|t| t == name))
+    };
+    let allowed = match action {
+        SQLITE_SELECT | SQLITE_FUNCTION | SQLITE_RECURSIVE => true,
+        SQLITE_READ | SQLITE_INSERT | SQLITE_UPDATE | SQLITE_DELETE => {
+            let name = text(table).unwrap_or_default();
+            let in_main = text(database).is_none_or(|d| d == "main");
+            let writes = action != SQLITE_READ;
+            // DDL updates the schema table itself; SQLite asks about that too.
+            let schema_table = matches!(name.as_str(), "sqlite_master" | "sqlite_schema");
+            in_main
+                && (!writes || authority.write)
+                && (application(&name) || (authority.ddl && schema_table))
+        }
+        // For these, the third argument names the table or view.
+        SQLITE_CREATE_TABLE | SQLITE_DROP_TABLE | SQLITE_CREATE_VIEW | SQLITE_DROP_VIEW => {
+            authority.ddl && application(&text(table).unwrap_or_default())
+        }
+        // For an index and for ALTER TABLE, the fourth argument names the table.
+        SQLITE_CREATE_INDEX | SQLITE_ALTER_TABLE => {
+            authority.ddl && application(&text(column).unwrap_or_default())
+        }
+        _ => false,
+    };
+    if allowed { SQLITE_OK } else { SQLITE_DENY }
+}
+
 impl StepTx {
+    /// Runs `run` with SQLite's authorizer set to `authority`, and removes it
+    /// afterwards, whatever happened, so the engine's own statements in the
+    /// same transaction are not limited by it.
+    async fn with_authorizer<T>(
+        &mut self,
+        authority: &Authority,
+        run: impl AsyncFnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        let set = |handle: &mut sqlx::sqlite::LockedSqliteHandle<'_>, on: bool| {
+            let db = handle.as_raw_handle().as_ptr();
+            // SAFETY: `db` is this connection's open handle, locked for the
+            // call; `authority` outlives the callback, which is removed below
+            // before this function returns.
+            unsafe {
+                if on {
+                    libsqlite3_sys::sqlite3_set_authorizer(
+                        db,
+                        Some(authorize),
+                        authority as *const Authority as *mut std::ffi::c_void,
+                    );
+                } else {
+                    libsqlite3_sys::sqlite3_set_authorizer(db, None, std::ptr::null_mut());
+                }
+            }
+        };
+        set(&mut self.tx.lock_handle().await?, true);
+        let result = run(self).await;
+        set(&mut self.tx.lock_handle().await?, false);
+        result
+    }
+
     /// Runs a checked guest statement that changes rows; returns how many.
-    pub async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64> {
+    pub async fn execute(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+        grant: &SqlGrant,
+    ) -> Result<u64> {
+        let authority = Authority::of(grant);
+        self.with_authorizer(&authority, async |t: &mut Self| {
+            t.execute_unchecked(sql, params).await
+        })
+        .await
+    }
+
+    /// Runs a checked guest query; values come back as SQLite stored them.
+    pub async fn query(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+        grant: &SqlGrant,
+    ) -> Result<SqlRows> {
+        let authority = Authority::of(grant);
+        self.with_authorizer(&authority, async |t: &mut Self| {
+            t.query_unchecked(sql, params).await
+        })
+        .await
+    }
+
+    async fn execute_unchecked(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64> {
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
         for p in params {
             q = match p {
@@ -150,8 +275,7 @@ impl StepTx {
         Ok(q.execute(&mut *self.tx).await?.rows_affected())
     }
 
-    /// Runs a checked guest query; values come back as SQLite stored them.
-    pub async fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<SqlRows> {
+    async fn query_unchecked(&mut self, sql: &str, params: &[SqlValue]) -> Result<SqlRows> {
         use sqlx::{Column, Executor, SqlSafeStr, Statement, TypeInfo, ValueRef};
         let statement = (&mut *self.tx)
             .prepare(sqlx::AssertSqlSafe(sql.to_string()).into_sql_str())
@@ -209,7 +333,18 @@ impl StepTx {
     }
 }
 
+impl Authority {
+    fn of(grant: &SqlGrant) -> Authority {
+        Authority {
+            write: grant.mode == crate::sql::SqlMode::ReadWrite,
+            ddl: grant.ddl && grant.mode == crate::sql::SqlMode::ReadWrite,
+            tables: grant.tables.iter().map(|t| t.to_lowercase()).collect(),
+        }
+    }
+}
+
 use super::{SqlRows, SqlValue};
+use crate::sql::SqlGrant;
 
 include!("shared.rs");
 
