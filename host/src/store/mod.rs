@@ -512,7 +512,34 @@ impl Retry {
 
 #[cfg(test)]
 mod tests {
-    use super::{Error, Retry, Transient, transient};
+    use super::{Error, Retry, Transient, postgres, sqlite, transient};
+
+    /// Every file in `migrations/<backend>/` is compiled in, and the two
+    /// backends' migrations are numbered and named alike.
+    #[test]
+    fn migrations_are_listed_and_in_step_across_backends() {
+        let names = |list: &[(i64, &str, &str)]| -> Vec<String> {
+            list.iter()
+                .map(|(v, name, _)| format!("{v:04}_{name}.sql"))
+                .collect()
+        };
+        for (backend, listed) in [
+            ("sqlite", names(sqlite::MIGRATIONS)),
+            ("postgres", names(postgres::MIGRATIONS)),
+        ] {
+            let dir = format!("{}/../migrations/{backend}", env!("CARGO_MANIFEST_DIR"));
+            let mut files: Vec<String> = std::fs::read_dir(&dir)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            files.sort();
+            assert_eq!(files, listed, "{dir} and its MIGRATIONS disagree");
+        }
+        assert_eq!(names(sqlite::MIGRATIONS), names(postgres::MIGRATIONS));
+    }
 
     /// A database error with just a SQLSTATE, as the driver would report it.
     #[derive(Debug)]

@@ -31,7 +31,7 @@ fn queue_param(queues: &[String]) -> Option<Vec<String>> {
 }
 
 /// Schema migrations, in order, numbered like `migrations/sqlite/` (a test checks both).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
     1,
     "init",
     include_str!("../../../migrations/postgres/0001_init.sql"),
@@ -115,32 +115,7 @@ impl PostgresStore {
         )
         .execute(&mut *tx)
         .await?;
-        for &(version, name, sql) in MIGRATIONS {
-            let applied: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM _acidic_migrations WHERE version = $1")
-                    .bind(version)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if applied.is_some() {
-                continue;
-            }
-            sqlx::raw_sql(sql)
-                .execute(&mut *tx)
-                .await
-                .map_err(|source| Error::Migration {
-                    version,
-                    name,
-                    source,
-                })?;
-            sqlx::query(
-                "INSERT INTO _acidic_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-            )
-            .bind(version)
-            .bind(name)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        }
+        apply_migrations(&mut tx, MIGRATIONS).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -420,31 +395,7 @@ include!("shared.rs");
 
 #[cfg(test)]
 mod tests {
-    use super::{MIGRATIONS, split_schema};
-
-    #[test]
-    fn migrations_are_numbered_like_sqlite() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/postgres");
-        let mut files: Vec<String> = std::fs::read_dir(dir)
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        let listed: Vec<String> = MIGRATIONS
-            .iter()
-            .map(|(v, name, _)| format!("{v:04}_{name}.sql"))
-            .collect();
-        assert_eq!(files, listed, "migrations/postgres and MIGRATIONS disagree");
-        let sqlite: Vec<(i64, &str)> = super::super::sqlite::MIGRATIONS
-            .iter()
-            .map(|(v, n, _)| (*v, *n))
-            .collect();
-        let postgres: Vec<(i64, &str)> = MIGRATIONS.iter().map(|(v, n, _)| (*v, *n)).collect();
-        assert_eq!(sqlite, postgres, "the backends' migrations are out of step");
-    }
+    use super::split_schema;
 
     #[test]
     fn the_schema_parameters_are_taken_out_of_the_url() {

@@ -75,40 +75,16 @@ impl SqliteStore {
     }
 
     async fn migrate(&self) -> Result<()> {
+        // One write transaction: a second process starting at once waits for it.
+        let mut tx = self.begin().await?;
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS _acidic_migrations \
              (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        for &(version, name, sql) in MIGRATIONS {
-            let mut tx = self.begin().await?;
-            let applied: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM _acidic_migrations WHERE version = $1")
-                    .bind(version)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if applied.is_some() {
-                continue;
-            }
-            sqlx::raw_sql(sql)
-                .execute(&mut *tx)
-                .await
-                .map_err(|source| Error::Migration {
-                    version,
-                    name,
-                    source,
-                })?;
-            sqlx::query(
-                "INSERT INTO _acidic_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-            )
-            .bind(version)
-            .bind(name)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-        }
+        apply_migrations(&mut tx, MIGRATIONS).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -262,16 +238,7 @@ impl StepTx {
     }
 
     async fn execute_unchecked(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64> {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
-        for p in params {
-            q = match p {
-                SqlValue::Null => q.bind(None::<i64>),
-                SqlValue::Integer(i) => q.bind(*i),
-                SqlValue::Real(f) => q.bind(*f),
-                SqlValue::Text(t) | SqlValue::Json(t) => q.bind(t.clone()),
-                SqlValue::Blob(b) => q.bind(b.clone()),
-            };
-        }
+        let q = bind_params(sql, params);
         Ok(q.execute(&mut *self.tx).await?.rows_affected())
     }
 
@@ -285,16 +252,7 @@ impl StepTx {
             .iter()
             .map(|c| c.name().to_string())
             .collect();
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
-        for p in params {
-            q = match p {
-                SqlValue::Null => q.bind(None::<i64>),
-                SqlValue::Integer(i) => q.bind(*i),
-                SqlValue::Real(f) => q.bind(*f),
-                SqlValue::Text(t) | SqlValue::Json(t) => q.bind(t.clone()),
-                SqlValue::Blob(b) => q.bind(b.clone()),
-            };
-        }
+        let q = bind_params(sql, params);
         let rows = q.fetch_all(&mut *self.tx).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -333,6 +291,24 @@ impl StepTx {
     }
 }
 
+/// `sql` with `params` bound as SQLite stores them (JSON as text).
+fn bind_params(
+    sql: &str,
+    params: &[SqlValue],
+) -> sqlx::query::Query<'static, Db, <Db as sqlx::Database>::Arguments> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+    for p in params {
+        q = match p {
+            SqlValue::Null => q.bind(None::<i64>),
+            SqlValue::Integer(i) => q.bind(*i),
+            SqlValue::Real(f) => q.bind(*f),
+            SqlValue::Text(t) | SqlValue::Json(t) => q.bind(t.clone()),
+            SqlValue::Blob(b) => q.bind(b.clone()),
+        };
+    }
+    q
+}
+
 impl Authority {
     fn of(grant: &SqlGrant) -> Authority {
         Authority {
@@ -347,26 +323,3 @@ use super::{SqlRows, SqlValue};
 use crate::sql::SqlGrant;
 
 include!("shared.rs");
-
-#[cfg(test)]
-mod tests {
-    use super::MIGRATIONS;
-
-    #[test]
-    fn every_migration_file_is_listed() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/sqlite");
-        let mut files: Vec<String> = std::fs::read_dir(dir)
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        let listed: Vec<String> = MIGRATIONS
-            .iter()
-            .map(|(v, name, _)| format!("{v:04}_{name}.sql"))
-            .collect();
-        assert_eq!(files, listed, "migrations/sqlite and MIGRATIONS disagree");
-    }
-}
