@@ -321,11 +321,19 @@ impl Host {
             staged,
             started_at: call.started_at,
         };
+        let own_tx = step_tx.is_some();
         let committed = match step_tx {
             Some(tx) => tx.commit(&commit).await,
             None => self.store.commit_step(&commit).await,
         };
         let committed = match committed {
+            // The step's own transaction could not commit (the database
+            // refused it): a failed step, counted against its attempts, not
+            // a host error that would hand the run straight back.
+            Err(e) if own_tx && !matches!(e, Error::Conflict { .. }) => {
+                let message = format!("the step's transaction could not commit: {e}");
+                return Ok(Err(Failed::new(ErrorKind::SqlError, message, true)));
+            }
             Err(Error::Conflict { tries, message }) => {
                 let message = format!("the commit conflicted {tries} times: {message}");
                 return Ok(Err(Failed::new(ErrorKind::Conflict, message, true)));

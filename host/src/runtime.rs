@@ -112,6 +112,7 @@ pub struct StepState {
     sql_grant: Option<SqlGrant>,
     step_tx: Option<StepTx>,
     dialect: Dialects,
+    app_schema: String,
     refusals: Vec<(ErrorKind, String)>,
     timed_out: bool,
     store: Store,
@@ -218,6 +219,7 @@ impl StepState {
             sql_grant: step.sql.clone(),
             step_tx: None,
             dialect: store.dialect(),
+            app_schema: store.app_schema().to_string(),
             refusals: Vec::new(),
             timed_out: false,
             store,
@@ -263,7 +265,7 @@ impl StepState {
                 .push((ErrorKind::CapabilityDenied, message.clone()));
             return Err(sql::SqlError::Refused(message));
         };
-        let access = match crate::sql::check(statement, grant, self.dialect) {
+        let access = match crate::sql::check(statement, grant, self.dialect, &self.app_schema) {
             Ok(Access::Read) if want == Access::Write => {
                 Err("execute runs INSERT, UPDATE or DELETE; use query for SELECT".to_string())
             }

@@ -233,3 +233,24 @@ async fn granted_ddl_commits_or_vanishes_with_the_step(env) {
     assert_eq!(env.app_count("notes", "1 = 1"), 1);
 }
 }
+
+on_each_backend! {
+/// A guest may handle a statement's error and go on: the failed statement
+/// alone is undone (on Postgres through a savepoint the host sets), and the
+/// rest of the step commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handled_sql_error_undoes_only_its_statement(env) {
+    let host = env.host().await;
+    let rides = book(&env, &host).await;
+    let duplicate = json!({
+        "execute": format!("INSERT INTO {rides} (id, who, cents, note) VALUES ($1, $2, $3, $4)"),
+        "params": [1, "again", 1, null],
+        "tolerate": true,
+    });
+    let args = json!({ "script": { "write": { "sql": [insert(&rides, 1), duplicate, insert(&rides, 2)] } } });
+    let report = host.run(RunRequest::new("book", args)).await.expect("run");
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    assert_eq!(env.app_count(&rides, "1 = 1"), 2);
+    assert_eq!(env.app_count(&rides, "who = 'again'"), 0);
+}
+}

@@ -149,6 +149,15 @@ impl Store {
         }
     }
 
+    /// The only schema a step's SQL may name: `main` on SQLite, the
+    /// application schema on Postgres.
+    pub fn app_schema(&self) -> &str {
+        match self {
+            Store::Sqlite(_) => "main",
+            Store::Postgres(s) => s.app_schema(),
+        }
+    }
+
     /// The SQL dialect guest statements are checked in.
     pub fn dialect(&self) -> crate::sql::Dialects {
         match self {

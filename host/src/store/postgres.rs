@@ -120,6 +120,11 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// The schema where steps' SQL finds the application's tables.
+    pub fn app_schema(&self) -> &str {
+        &self.app_schema
+    }
+
     /// The schema holding the engine's tables.
     pub fn schema(&self) -> &str {
         &self.schema
@@ -258,6 +263,23 @@ impl StepTx {
         Ok((q, columns))
     }
 
+    /// Runs `run` under a savepoint: a statement Postgres rejects is undone
+    /// alone, so a guest that handles the error can go on (without it the
+    /// whole transaction would be aborted and its commit refused).
+    async fn savepoint<T>(&mut self, run: impl AsyncFnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        sqlx::query("SAVEPOINT acidic_guest")
+            .execute(&mut *self.tx)
+            .await?;
+        let result = run(self).await;
+        let end = if result.is_ok() {
+            "RELEASE SAVEPOINT acidic_guest"
+        } else {
+            "ROLLBACK TO SAVEPOINT acidic_guest"
+        };
+        sqlx::query(end).execute(&mut *self.tx).await?;
+        result
+    }
+
     /// Runs a checked guest statement that changes rows; returns how many.
     /// (Postgres has no authorizer: the engine's schema is out of the
     /// statement's search path, and the parser refuses naming it.)
@@ -267,8 +289,11 @@ impl StepTx {
         params: &[SqlValue],
         _grant: &SqlGrant,
     ) -> Result<u64> {
-        let (q, _) = self.bound(sql, params).await?;
-        Ok(q.execute(&mut *self.tx).await?.rows_affected())
+        self.savepoint(async |t: &mut Self| {
+            let (q, _) = t.bound(sql, params).await?;
+            Ok(q.execute(&mut *t.tx).await?.rows_affected())
+        })
+        .await
     }
 
     /// Runs a checked guest query.
@@ -279,8 +304,12 @@ impl StepTx {
         _grant: &SqlGrant,
     ) -> Result<SqlRows> {
         use sqlx::{Column, TypeInfo, ValueRef};
-        let (q, columns) = self.bound(sql, params).await?;
-        let rows = q.fetch_all(&mut *self.tx).await?;
+        let (rows, columns) = self
+            .savepoint(async |t: &mut Self| {
+                let (q, columns) = t.bound(sql, params).await?;
+                Ok((q.fetch_all(&mut *t.tx).await?, columns))
+            })
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut values = Vec::with_capacity(columns.len());

@@ -113,6 +113,7 @@ impl SqliteStore {
 /// What SQLite's authorizer lets a guest statement touch. The parser's check
 /// comes first; this is SQLite's own word on what the compiled statement
 /// reads and writes, views and triggers included.
+#[derive(Clone)]
 struct Authority {
     write: bool,
     ddl: bool,
@@ -144,9 +145,11 @@ unsafe extern "C" fn authorize(
                 .to_lowercase()
         })
     };
-    // SAFETY: `data` points to the `Authority` that `with_authorizer` keeps
-    // alive until it removes this callback.
-    let authority = unsafe { &*(data as *const Authority) };
+    let active = authorities();
+    // None: the step's statement is over; this is the engine's own.
+    let Some(authority) = active.get(&(data as usize)) else {
+        return SQLITE_OK;
+    };
     let application = |name: &str| {
         !crate::sql::ENGINE_TABLES.contains(&name)
             && !name.starts_with("sqlite_")
@@ -186,26 +189,39 @@ impl StepTx {
         authority: &Authority,
         run: impl AsyncFnOnce(&mut Self) -> Result<T>,
     ) -> Result<T> {
-        let set = |handle: &mut sqlx::sqlite::LockedSqliteHandle<'_>, on: bool| {
+        // The callback's data is only this connection's address: it looks its
+        // authority up in AUTHORITIES, and allows everything when there is
+        // none. So nothing it points to can be freed under it, and if this
+        // future is dropped mid-way the guard's removal leaves a callback
+        // that no longer limits the engine's own statements (the rollback).
+        let key = {
+            let mut handle = self.tx.lock_handle().await?;
             let db = handle.as_raw_handle().as_ptr();
+            let key = db as usize;
+            authorities().insert(key, authority.clone());
             // SAFETY: `db` is this connection's open handle, locked for the
-            // call; `authority` outlives the callback, which is removed below
-            // before this function returns.
+            // call; the callback's data is an integer, never dereferenced.
             unsafe {
-                if on {
-                    libsqlite3_sys::sqlite3_set_authorizer(
-                        db,
-                        Some(authorize),
-                        authority as *const Authority as *mut std::ffi::c_void,
-                    );
-                } else {
-                    libsqlite3_sys::sqlite3_set_authorizer(db, None, std::ptr::null_mut());
-                }
+                libsqlite3_sys::sqlite3_set_authorizer(
+                    db,
+                    Some(authorize),
+                    key as *mut std::ffi::c_void,
+                );
             }
+            key
         };
-        set(&mut self.tx.lock_handle().await?, true);
+        let _active = ActiveAuthority(key);
         let result = run(self).await;
-        set(&mut self.tx.lock_handle().await?, false);
+        if let Ok(mut handle) = self.tx.lock_handle().await {
+            // SAFETY: as above; removing the callback.
+            unsafe {
+                libsqlite3_sys::sqlite3_set_authorizer(
+                    handle.as_raw_handle().as_ptr(),
+                    None,
+                    std::ptr::null_mut(),
+                );
+            }
+        }
         result
     }
 
@@ -307,6 +323,26 @@ fn bind_params(
         };
     }
     q
+}
+
+/// The authority in force on each connection (by its handle's address)
+/// while a guest statement runs on it.
+static AUTHORITIES: std::sync::Mutex<std::collections::BTreeMap<usize, Authority>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn authorities() -> std::sync::MutexGuard<'static, std::collections::BTreeMap<usize, Authority>> {
+    AUTHORITIES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Ends a connection's authority when dropped, however the statement ended.
+struct ActiveAuthority(usize);
+
+impl Drop for ActiveAuthority {
+    fn drop(&mut self) {
+        authorities().remove(&self.0);
+    }
 }
 
 impl Authority {

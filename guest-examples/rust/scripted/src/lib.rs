@@ -6,7 +6,7 @@
 //! - `"count": true` increments attribute `calls_<step>`;
 //! - `"sql": [{"execute": s, "params": [..]} | {"query": s, "params": [..], "into": name}]`
 //!   runs statements in the step's transaction (`into` sets attribute `name`
-//!   to the rows);
+//!   to the rows; `"tolerate": true` ignores the statement's error);
 //! - `"stage": [{"workflow": w, "args": a, "key": k, "await": bool}]` stages runs;
 //! - `"children_into": "name"` sets attribute `name` to the staged runs' results;
 //! - `"fail": "retryable" | "fatal"` fails (only while attempt <= `"fail_attempts"`, if given);
@@ -48,8 +48,14 @@ impl Step for Scripted {
                     .and_then(Value::as_array)
                     .map(|ps| ps.iter().map(SqlValue::from).collect())
                     .unwrap_or_default();
+                let tolerate = s.get("tolerate") == Some(&Value::Bool(true));
                 if let Some(statement) = s.get("execute").and_then(Value::as_str) {
-                    cx.execute(statement, &params)?;
+                    match cx.execute(statement, &params) {
+                        Err(_) if tolerate => {}
+                        other => {
+                            other?;
+                        }
+                    }
                 }
                 if let Some(statement) = s.get("query").and_then(Value::as_str) {
                     let rows = cx.query(statement, &params)?;
