@@ -32,7 +32,10 @@ PAYMENTS := $(GUESTS)/ride-create/fake_payments.py
 demo: setup
 	@echo "== the ride example's own tables (not the engine's), and its fake payment API on 127.0.0.1:8089"
 	python3 $(GUESTS)/ride-create/setup.py "$(DB)"
-	@python3 $(PAYMENTS) >/dev/null 2>&1 & echo $$! > .payments.pid; sleep 0.5
+	@python3 $(PAYMENTS) >/dev/null 2>.payments.log & echo $$! > .payments.pid; sleep 0.5; \
+	  if ! kill -0 $$(cat .payments.pid) 2>/dev/null; then \
+	    echo "note: 127.0.0.1:8089 is already served (another fake payment API?); the demo uses it"; \
+	    rm -f .payments.pid; fi
 	@echo "== register the ride workflow and its receipt workflow"
 	$(ACIDIC) --database-url $(DB) register $(RIDE) $(RECEIPT)
 	@echo "== run a ride; --follow also runs the receipt run its last step staged"
@@ -52,7 +55,7 @@ demo: setup
 	python3 $(GUESTS)/ride-create/setup.py "$(DB)" --show
 	@echo "== what the payment API saw: ride-bob's charge step ran twice with one idempotency key, so 3 requests and 2 charges (0 and 0 when the demo only replays)"
 	python3 $(PAYMENTS) --stats
-	@kill $$(cat .payments.pid) 2>/dev/null; rm -f .payments.pid
+	@if [ -f .payments.pid ]; then kill $$(cat .payments.pid) 2>/dev/null; rm -f .payments.pid; fi
 	@echo "== fan-out / fan-in: an order charges each item in its own awaited run, then totals"
 	$(ACIDIC) --database-url $(DB) register $(ORDER) $(ITEM)
 	$(ACIDIC) --database-url $(DB) run order --key order-1 --follow --args $(ITEMS)
