@@ -294,12 +294,14 @@ impl StepState {
                 .map(GuestSqlDone::Rows)
         };
         result.map_err(|e| {
-            let message = match e {
-                Error::Database(sqlx::Error::Database(db)) => db.message().to_string(),
-                other => other.to_string(),
+            let (message, code) = match e {
+                Error::Database(sqlx::Error::Database(db)) => {
+                    (db.message().to_string(), db.code().map(|c| c.into_owned()))
+                }
+                other => (other.to_string(), None),
             };
-            // SQLite's authorizer said no: a refusal, like the parser's.
-            if message.contains("not authorized") || message.contains("is prohibited") {
+            // SQLITE_AUTH: SQLite's authorizer said no, a refusal like the parser's.
+            if self.dialect == Dialects::Sqlite && code.as_deref() == Some("23") {
                 let message = format!("SQL refused by the database's authorizer: {message}");
                 self.refusals.push((ErrorKind::SqlRefused, message.clone()));
                 return sql::SqlError::Refused(message);

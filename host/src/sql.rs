@@ -173,9 +173,10 @@ pub fn check(
     {
         return Err("foreign keys (REFERENCES) are not allowed in a step's DDL".into());
     }
+    let fold = dialect == Dialects::Sqlite;
     if let Statement::Drop { names, .. } = statement {
         for name in names {
-            if let Some(why) = table_refused(name, grant, &[], app_schema) {
+            if let Some(why) = table_refused(name, grant, &[], app_schema, fold) {
                 return Err(why);
             }
         }
@@ -183,7 +184,7 @@ pub fn check(
     let mut guard = Guard {
         grant,
         app_schema,
-        fold: dialect == Dialects::Sqlite,
+        fold,
         ctes: Vec::new(),
         scopes: Vec::new(),
     };
@@ -268,7 +269,7 @@ impl Visitor for Guard<'_> {
     }
 
     fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<String> {
-        match table_refused_as(name, self.grant, &self.ctes, self.app_schema, self.fold) {
+        match table_refused(name, self.grant, &self.ctes, self.app_schema, self.fold) {
             Some(why) => ControlFlow::Break(why),
             None => ControlFlow::Continue(()),
         }
@@ -365,15 +366,6 @@ fn type_refused(data_type: &DataType) -> Option<String> {
 }
 
 fn table_refused(
-    name: &ObjectName,
-    grant: &SqlGrant,
-    ctes: &[String],
-    app_schema: &str,
-) -> Option<String> {
-    table_refused_as(name, grant, ctes, app_schema, false)
-}
-
-fn table_refused_as(
     name: &ObjectName,
     grant: &SqlGrant,
     ctes: &[String],

@@ -141,27 +141,20 @@ impl Env {
             }
             Backend::Sqlite => {
                 let (url, sql) = (self.url.clone(), sql.to_string());
-                std::thread::spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("runtime");
-                    runtime.block_on(async move {
-                        use sqlx::Connection;
-                        let options = sqlx::sqlite::SqliteConnectOptions::new()
-                            .filename(&url)
-                            .create_if_missing(true);
-                        let mut conn = sqlx::SqliteConnection::connect_with(&options)
-                            .await
-                            .expect("open the SQLite file");
-                        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
-                            .fetch_all(&mut conn)
-                            .await
-                            .expect("app sql")
-                    })
+                on_own_thread(async move {
+                    use sqlx::Connection;
+                    let options = sqlx::sqlite::SqliteConnectOptions::new()
+                        .filename(&url)
+                        .create_if_missing(true);
+                    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                        .await
+                        .map_err(|e| format!("open {url}: {e}"))?;
+                    sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+                        .fetch_all(&mut conn)
+                        .await
+                        .map_err(|e| e.to_string())
                 })
-                .join()
-                .expect("sqlite thread")
+                .expect("app sql")
             }
         }
     }
@@ -394,32 +387,40 @@ impl Drop for Env {
 /// the first column of the last statement's rows.
 pub fn postgres(statements: &[&str]) -> Result<Vec<String>, String> {
     let statements: Vec<String> = statements.iter().map(|s| s.to_string()).collect();
+    on_own_thread(async move {
+        use sqlx::Connection;
+        let url = postgres_url();
+        let mut conn = sqlx::PgConnection::connect(&url).await.map_err(|e| {
+            format!(
+                "the Postgres tests need a server at {url} (set ACIDIC_TEST_POSTGRES, or start it: \
+                 pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start): {e}"
+            )
+        })?;
+        let mut rows = Vec::new();
+        for sql in statements {
+            rows = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.clone()))
+                .fetch_all(&mut conn)
+                .await
+                .map_err(|e| format!("{sql}: {e}"))?;
+        }
+        Ok(rows)
+    })
+}
+
+/// Runs `work` to its end on a thread and runtime of its own, so a test can
+/// use it inside or outside its own runtime (and from `Drop`).
+fn on_own_thread<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
+) -> Result<T, String> {
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())?;
-        runtime.block_on(async move {
-            use sqlx::Connection;
-            let url = postgres_url();
-            let mut conn = sqlx::PgConnection::connect(&url).await.map_err(|e| {
-                format!(
-                    "the Postgres tests need a server at {url} (set ACIDIC_TEST_POSTGRES, or start it: \
-                     pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start): {e}"
-                )
-            })?;
-            let mut rows = Vec::new();
-            for sql in statements {
-                rows = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.clone()))
-                    .fetch_all(&mut conn)
-                    .await
-                    .map_err(|e| format!("{sql}: {e}"))?;
-            }
-            Ok(rows)
-        })
+            .map_err(|e| e.to_string())?
+            .block_on(work)
     })
     .join()
-    .map_err(|_| "the postgres thread panicked".to_string())?
+    .map_err(|_| "the database thread panicked".to_string())?
 }
 
 /// Drops the schemas of earlier test processes that are gone (killed
