@@ -15,14 +15,12 @@ ORDER  := $(GUESTS)/order/workflow.toml
 ITEM   := $(GUESTS)/order/charge-item.toml
 ITEMS  := '{"items":[{"sku":"helmet","cents":4900},{"sku":"gloves","cents":1500},{"sku":"boots","cents":8900}]}'
 
-.PHONY: setup guests host postgres demo test bench clean
+.PHONY: setup host postgres demo polyglot test bench clean
 
 setup: guests host
 
-# The wasm target for Rust guests, then the guest components themselves.
-guests:
-	rustup target add wasm32-wasip2
-	$(CARGO) build --release --target wasm32-wasip2 --manifest-path $(GUESTS)/Cargo.toml --target-dir $(GUESTS)/target
+# `make guests`: every guest example in every language (guest-examples/guests.mk).
+include guest-examples/guests.mk
 
 host:
 	$(CARGO) build

@@ -58,6 +58,34 @@ pub fn guests() -> PathBuf {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Builds every guest example in every language (once per test binary) with
+/// the README's own entry, `make guests`: toolchains into `.toolchains/`
+/// on first use, then only what changed.
+pub fn polyglot_guests() {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = Command::new("make")
+                .args(["--no-print-directory", "guests"])
+                .current_dir(root())
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .env_remove("MAKEFLAGS")
+                .output()
+                .map_err(|e| format!("cannot run make: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "`make guests` failed:\n{}\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(())
+        })
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// The path of a built guest component, e.g. `component("scripted")`.
 pub fn component(name: &str) -> PathBuf {
     guests().join(format!("{}.wasm", name.replace('-', "_")))

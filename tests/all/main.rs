@@ -7,6 +7,7 @@ mod guarantees;
 mod harness;
 mod http;
 mod manifests;
+mod polyglot;
 mod postgres;
 mod registry;
 mod sandbox;

@@ -1,0 +1,3 @@
+module acidic.example/guests
+
+go 1.27

@@ -1,0 +1,322 @@
+//! Steps in Rust, JavaScript, Python, Go and C: one ride test body for every
+//! language, the five-language workflow, and the Go SDK's glue under load.
+//! All through the `acidic` binary, as a user runs them.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+use crate::harness::{Env, polyglot_guests, ride_payments, ride_tables, root};
+
+/// One compiled-component cache for these tests: the JS, Python and Go
+/// components are large, and the cache is keyed by digest and engine.
+fn shared_cache() -> PathBuf {
+    root().join("target/test-component-cache")
+}
+
+fn acidic(env: &Env, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_acidic"))
+        .args(args)
+        .current_dir(root())
+        .env("DATABASE_URL", env.db())
+        .env("ACIDIC_CACHE_DIR", shared_cache())
+        .env_remove("ACIDIC_LOG")
+        .output()
+        .expect("run acidic")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(out)
+        )
+    })
+}
+
+/// `runs show <key> --json`: the run, its timeline and its children.
+fn show(env: &Env, key: &str) -> Value {
+    let out = acidic(env, &["runs", "show", key, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    json_of(&out)
+}
+
+fn timeline(detail: &Value) -> Vec<(String, String)> {
+    detail["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .map(|e| {
+            let field = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (field("step"), field("outcome"))
+        })
+        .collect()
+}
+
+fn pairs(expect: &[(&str, &str)]) -> Vec<(String, String)> {
+    expect
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// The ride example in `lang`: a flaky card forces a retry of `charge_card`;
+/// the attributes `create_ride` committed survive it, `create_ride` does not
+/// run again, the result is right and the staged receipt exists once.
+fn ride_behaves_the_same(lang: &str) {
+    polyglot_guests();
+    let env = Env::new();
+    ride_tables(&env);
+    let (manifest, workflow) = match lang {
+        "rust" => {
+            ride_payments();
+            (
+                "guest-examples/rust/ride-create/workflow.toml".to_string(),
+                "ride-create".to_string(),
+            )
+        }
+        _ => (
+            format!("guest-examples/{lang}/ride-create/workflow.toml"),
+            format!("ride-create-{lang}"),
+        ),
+    };
+    let out = acidic(
+        &env,
+        &[
+            "register",
+            &manifest,
+            "guest-examples/rust/send-receipt/workflow.toml",
+        ],
+    );
+    assert!(out.status.success(), "{lang}: {}", stderr(&out));
+
+    let key = format!("ride-{lang}");
+    let args = json!({ "user": "ada@example.com", "origin": [0, 0], "target": [0.3, 0.4], "card": "tok_flaky" })
+        .to_string();
+    let out = acidic(&env, &["run", &workflow, "--key", &key, "--args", &args]);
+    assert_eq!(out.status.code(), Some(3), "{lang}: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("payment gateway timed out"),
+        "{lang}: {}",
+        stderr(&out)
+    );
+
+    // What create_ride committed is there; the failed charge left nothing.
+    let detail = show(&env, &key);
+    let run = &detail["run"];
+    assert_eq!(run["recovery_point"], json!("charge_card"), "{lang}: {run}");
+    let ride_id = format!("ride_{}", run["id"]);
+    assert_eq!(
+        run["attributes"]["ride_id"],
+        json!(ride_id),
+        "{lang}: {run}"
+    );
+    assert_eq!(
+        run["attributes"]["amount_cents"],
+        json!(700),
+        "{lang}: {run}"
+    );
+    assert!(
+        run["attributes"].get("charge_id").is_none(),
+        "{lang}: {run}"
+    );
+    assert_eq!(env.app_count("rides", "charge_id IS NULL"), 1, "{lang}");
+
+    let out = acidic(&env, &["retry", &key, "--follow", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{lang}: {}", stderr(&out));
+    let detail = show(&env, &key);
+    let run = &detail["run"];
+    assert_eq!(run["status"], json!("succeeded"), "{lang}: {run}");
+    let result = &run["result"];
+    assert_eq!(result["ride_id"], json!(ride_id), "{lang}: {result}");
+    assert_eq!(result["amount_cents"], json!(700), "{lang}: {result}");
+    assert_eq!(
+        result["receipt_run"],
+        json!(format!("receipt-{key}")),
+        "{lang}: {result}"
+    );
+    let charge = result["charge_id"].as_str().unwrap_or_default();
+    assert!(charge.starts_with("ch_"), "{lang}: {result}");
+    assert_eq!(
+        timeline(&detail),
+        pairs(&[
+            ("create_ride", "committed"),
+            ("charge_card", "failed"),
+            ("charge_card", "committed"),
+            ("send_receipt", "finished"),
+        ]),
+        "{lang}"
+    );
+
+    // The staged receipt: one run, succeeded (--follow ran it).
+    let children = detail["children"].as_array().expect("children");
+    assert_eq!(children.len(), 1, "{lang}: {children:?}");
+    assert_eq!(children[0]["key"], json!(format!("receipt-{key}")));
+    let receipt = show(&env, &format!("receipt-{key}"));
+    assert_eq!(receipt["run"]["status"], json!("succeeded"), "{lang}");
+    assert_eq!(
+        receipt["run"]["result"]["ride_id"],
+        json!(ride_id),
+        "{lang}"
+    );
+
+    // The same key again replays; the rows are there once.
+    let out = acidic(
+        &env,
+        &["run", &workflow, "--key", &key, "--args", &args, "--json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{lang}: {}", stderr(&out));
+    let replay = json_of(&out);
+    assert_eq!(replay["replayed"], json!(true), "{lang}");
+    assert_eq!(&replay["result"], result, "{lang}");
+    assert_eq!(
+        env.app_count("rides", &format!("charge_id = '{charge}'")),
+        1,
+        "{lang}"
+    );
+    let audit = env.app_sql("SELECT action FROM audit_records ORDER BY action DESC");
+    assert_eq!(audit, ["created", "charged"], "{lang}");
+}
+
+#[test]
+fn ride_in_rust() {
+    ride_behaves_the_same("rust");
+}
+
+#[test]
+fn ride_in_javascript() {
+    ride_behaves_the_same("js");
+}
+
+#[test]
+fn ride_in_python() {
+    ride_behaves_the_same("python");
+}
+
+#[test]
+fn ride_in_go() {
+    ride_behaves_the_same("go");
+}
+
+const POLYGLOT: &str = "guest-examples/polyglot/workflow.toml";
+const NOTIFY: &str = "guest-examples/polyglot/notify.toml";
+
+/// Rust → JS → Python → Go → C, with a failure injected in the Python step:
+/// `retry` resumes there, and the Rust and JS steps are not run again.
+#[test]
+fn polyglot_workflow_survives_a_failure_in_its_python_step() {
+    polyglot_guests();
+    let env = Env::new();
+    let out = acidic(&env, &["register", POLYGLOT, NOTIFY]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let args = json!({ "text": "The cat and the hat, and the bat.", "top": 2, "fail_once": true })
+        .to_string();
+    let out = acidic(
+        &env,
+        &["run", "polyglot", "--key", "words-1", "--args", &args],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("injected failure in the Python step"),
+        "{}",
+        stderr(&out)
+    );
+    let detail = show(&env, "words-1");
+    let run = &detail["run"];
+    assert_eq!(run["recovery_point"], json!("rank"), "{run}");
+    assert_eq!(
+        run["attributes"]["words"].as_array().map(Vec::len),
+        Some(8),
+        "{run}"
+    );
+    assert_eq!(run["attributes"]["counts"]["the"], json!(3), "{run}");
+    assert!(
+        run["attributes"].get("top").is_none(),
+        "the failed attempt's write: {run}"
+    );
+
+    let out = acidic(&env, &["retry", "words-1", "--follow", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let detail = show(&env, "words-1");
+    assert_eq!(
+        timeline(&detail),
+        pairs(&[
+            ("tokenize", "committed"),
+            ("count", "committed"),
+            ("rank", "failed"),
+            ("rank", "committed"),
+            ("summarize", "committed"),
+            ("report", "finished"),
+        ]),
+        "the Rust and JS steps ran once"
+    );
+    let result = &detail["run"]["result"];
+    assert_eq!(
+        result,
+        &json!({
+            "summary": { "distinct": 5, "total": 8, "top_word": "the" },
+            "top": [["the", 3], ["and", 2]],
+            "notify_run": "notify-words-1",
+            "steps": 5,
+        })
+    );
+    // The Go step's staged run, served by the C component, ran once.
+    let children = detail["children"].as_array().expect("children");
+    assert_eq!(children.len(), 1, "{children:?}");
+    let notify = show(&env, "notify-words-1");
+    assert_eq!(
+        notify["run"]["result"],
+        json!({ "notified": "the", "distinct": 5 })
+    );
+    assert_eq!(timeline(&notify), pairs(&[("notify", "finished")]));
+}
+
+/// The Go SDK's hand-written canonical-ABI glue: 100,000 host calls in one
+/// step with empty, small and 16 KiB strings, under garbage collection.
+#[test]
+fn go_glue_survives_100k_calls() {
+    polyglot_guests();
+    let env = Env::new();
+    let manifest = env.write(
+        "glue.toml",
+        &format!(
+            "name = \"go-glue-check\"\n[defaults]\nmax_attempts = 1\ntimeout = \"5m\"\n\
+             [[step]]\nname = \"check\"\ncomponent = \"{}\"\n",
+            root()
+                .join("guest-examples/go/target/glue_check.wasm")
+                .display()
+        ),
+    );
+    let manifest = manifest.display().to_string();
+    let out = acidic(
+        &env,
+        &[
+            "run",
+            &manifest,
+            "--key",
+            "glue",
+            "--args",
+            r#"{"calls":100000}"#,
+            "--json",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    let report = json_of(&out);
+    assert_eq!(report["status"], json!("succeeded"), "{report}");
+    assert_eq!(report["result"]["calls"], json!(100000));
+    assert_eq!(report["result"]["names"], json!(["k0", "k1", "k2"]));
+    assert!(report["result"]["bytes"].as_u64().unwrap_or(0) > 300_000_000);
+}
