@@ -185,7 +185,7 @@ async fn measure(
     let acidic = start.elapsed();
 
     let instantiate_call =
-        instantiate_call(&host, &workflow.definition.steps[0], runs.max(100)).await?;
+        instantiate_call(&host, &workflow.definition.steps[0], runs.max(100), false).await?;
 
     Ok(BenchReport {
         runs,
@@ -199,10 +199,15 @@ async fn measure(
     })
 }
 
+/// The mean of `calls` fresh instances + calls of `step`. Unless
+/// `answer_only` is set the call must return `ok`; with it, any answer (not a
+/// trap) counts: the language bench calls a step name no component serves,
+/// which each answers with an error at once.
 async fn instantiate_call(
     host: &Host,
     step: &crate::workflow::StepDef,
     calls: u32,
+    answer_only: bool,
 ) -> Result<Duration> {
     let prepared = host.prepare(&step.component).await?;
     let input = StepInput {
@@ -210,7 +215,11 @@ async fn instantiate_call(
         idempotency_key: "bench".into(),
         workflow: "bench".into(),
         workflow_version: 1,
-        step: step.name.clone(),
+        step: if answer_only {
+            "bench-no-such-step".into()
+        } else {
+            step.name.clone()
+        },
         attempt: 1,
         args: "{}".into(),
         step_key: "bench".into(),
@@ -222,9 +231,301 @@ async fn instantiate_call(
             .runtime
             .call(&prepared, state, &input, &step.policy)
             .await;
-        if !matches!(outcome, CallOutcome::Returned(Ok(_))) {
-            return Err(Error::Engine("the bench step did not return ok".into()));
+        match outcome {
+            CallOutcome::Returned(Ok(_)) => {}
+            CallOutcome::Returned(Err(_)) if answer_only => {}
+            _ => return Err(Error::Engine("the bench step did not return ok".into())),
         }
     }
     Ok(start.elapsed() / calls)
+}
+
+/// One language's figures in `acidic bench --languages`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LanguageRow {
+    /// rust, js, python, go or c.
+    pub language: String,
+    /// The workflow timed: the language's ride example (C: polyglot-notify).
+    pub workflow: String,
+    /// Size of the component file.
+    pub component_bytes: u64,
+    /// Seconds to compile it (what `register` pays once).
+    pub compile_secs: f64,
+    /// Mean seconds to load its compiled form from the cache (what a process start pays).
+    pub cached_load_secs: f64,
+    /// Mean seconds of a fresh instance + a call answered at once.
+    pub instantiate_call_secs: f64,
+    /// Steps per second running the workflow on SQLite, one run after another.
+    pub steps_per_sec: f64,
+    /// Steps per run.
+    pub steps_per_run: u32,
+}
+
+/// `acidic bench --languages`: one row per guest language.
+#[derive(Debug, Clone, Serialize)]
+pub struct LanguagesReport {
+    /// Runs timed per language.
+    pub runs: u32,
+    /// Whether the pooling allocator was in use.
+    pub pooling: bool,
+    /// The rows, Rust first (the baseline of the ratios).
+    pub rows: Vec<LanguageRow>,
+}
+
+impl fmt::Display for LanguagesReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "acidic bench --languages: {} runs each on SQLite (WAL, synchronous=FULL), {} allocator; ratios against Rust",
+            self.runs,
+            if self.pooling { "pooling" } else { "on-demand" }
+        )?;
+        writeln!(
+            f,
+            "{:<8} {:<18} {:>10} {:>10} {:>12} {:>15} {:>9} {:>11} {:>11}",
+            "language",
+            "workflow",
+            "component",
+            "compile",
+            "cached load",
+            "instance+call",
+            "steps/s",
+            "inst ratio",
+            "steps ratio"
+        )?;
+        let base = self.rows.first();
+        for r in &self.rows {
+            let (inst, steps) = base.map_or((1.0, 1.0), |b| {
+                (
+                    r.instantiate_call_secs / b.instantiate_call_secs,
+                    r.steps_per_sec / b.steps_per_sec,
+                )
+            });
+            writeln!(
+                f,
+                "{:<8} {:<18} {:>10} {:>8.0}ms {:>10.2}ms {:>13.3}ms {:>9.0} {:>10.1}x {:>10.2}x",
+                r.language,
+                r.workflow,
+                human_bytes(r.component_bytes),
+                r.compile_secs * 1e3,
+                r.cached_load_secs * 1e3,
+                r.instantiate_call_secs * 1e3,
+                r.steps_per_sec,
+                inst,
+                steps
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / f64::from(1 << 20)),
+        n => format!("{} KB", n.div_ceil(1024)),
+    }
+}
+
+/// What each language's row runs: (language, manifest, args).
+const LANGUAGES: [(&str, &str, &str); 5] = [
+    (
+        "rust",
+        "guest-examples/rust/ride-create/workflow.toml",
+        RIDE_ARGS,
+    ),
+    (
+        "js",
+        "guest-examples/js/ride-create/workflow.toml",
+        RIDE_ARGS,
+    ),
+    (
+        "python",
+        "guest-examples/python/ride-create/workflow.toml",
+        RIDE_ARGS,
+    ),
+    (
+        "go",
+        "guest-examples/go/ride-create/workflow.toml",
+        RIDE_ARGS,
+    ),
+    (
+        "c",
+        "guest-examples/polyglot/notify.toml",
+        r#"{"top_word":"the","distinct":5}"#,
+    ),
+];
+const RIDE_ARGS: &str =
+    r#"{"user":"ada@example.com","origin":[0,0],"target":[0.3,0.4],"card":"tok_visa"}"#;
+const RECEIPT: &str = "guest-examples/rust/send-receipt/workflow.toml";
+const RIDE_SCHEMA: &str = "guest-examples/rust/ride-create/schema.sql";
+
+/// Times every language's example, from the repository at `root` (its guests
+/// built by `make guests`), each on a SQLite file of its own.
+pub async fn languages(root: &Path, runs: u32, pooling: bool) -> Result<LanguagesReport> {
+    let root = &std::path::absolute(root).map_err(|source| Error::Cache {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let tag = format!("acidic_bench_{}_{}", std::process::id(), fastrand::u32(..));
+    let dir = std::env::temp_dir().join(&tag);
+    let mut rows = Vec::new();
+    let mut used_pooling = false;
+    let result = async {
+        for (language, manifest, args) in LANGUAGES {
+            let lang_dir = dir.join(language);
+            std::fs::create_dir_all(&lang_dir).map_err(|source| Error::Cache {
+                path: lang_dir.clone(),
+                source,
+            })?;
+            let (row, pooled) =
+                language_row(root, &lang_dir, language, manifest, args, runs, pooling).await?;
+            used_pooling = pooled;
+            rows.push(row);
+        }
+        Ok::<(), Error>(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    Ok(LanguagesReport {
+        runs,
+        pooling: used_pooling,
+        rows,
+    })
+}
+
+/// Copies the manifest at `root/rel` into `dir` with absolute component
+/// paths and without outbound HTTP (so every ride charges locally and the
+/// languages do the same work).
+fn local_manifest(root: &Path, rel: &str, dir: &Path) -> Result<std::path::PathBuf> {
+    let path = root.join(rel);
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Cache {
+        path: path.clone(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or(root);
+    let mut out = String::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("env =") || t.starts_with("allowed_outbound_hosts =") {
+            continue;
+        }
+        match t
+            .strip_prefix("component = \"")
+            .and_then(|r| r.split_once('"'))
+        {
+            Some((component, _)) => {
+                let abs = base.join(component);
+                if !abs.is_file() {
+                    return Err(Error::Engine(format!(
+                        "{} is not built: run `make guests` first",
+                        abs.display()
+                    )));
+                }
+                out.push_str(&format!("component = {:?}\n", abs.display().to_string()));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    let file = dir.join(rel.replace('/', "_"));
+    std::fs::write(&file, out).map_err(|source| Error::Cache {
+        path: file.clone(),
+        source,
+    })?;
+    Ok(file)
+}
+
+async fn language_row(
+    root: &Path,
+    dir: &Path,
+    language: &str,
+    manifest: &str,
+    args: &str,
+    runs: u32,
+    pooling: bool,
+) -> Result<(LanguageRow, bool)> {
+    let db = dir.join("acidic.db").display().to_string();
+    let mut config = HostConfig::new(&db);
+    config.cache_dir = Some(dir.join("cache"));
+    config.pooling = pooling;
+    let host = Host::open(config).await?;
+    ride_tables(root, &db).await?;
+    let receipt = local_manifest(root, RECEIPT, dir)?;
+    host.register(&receipt).await?;
+    let registration = host.register(&local_manifest(root, manifest, dir)?).await?;
+    let workflow = host.latest(&registration.workflow).await?;
+    let first = &workflow.definition.steps[0];
+
+    let component = std::fs::read(&first.file).map_err(|source| Error::Cache {
+        path: first.file.clone().into(),
+        source,
+    })?;
+    let (compile, load) = host.runtime.time_compile_and_load(&component, dir)?;
+
+    let args: serde_json::Value =
+        serde_json::from_str(args).map_err(|e| Error::Engine(format!("bench args: {e}")))?;
+    let run_one = |key: String| {
+        let (host, workflow, args) = (&host, &registration.workflow, args.clone());
+        async move {
+            let report = host
+                .run(RunRequest::new(workflow, args).with_key(key))
+                .await?;
+            if report.status != RunStatus::Succeeded {
+                return Err(Error::Engine(format!(
+                    "{language}: a bench run did not succeed: {:?}",
+                    report.error
+                )));
+            }
+            Ok(())
+        }
+    };
+    for i in 0..3 {
+        run_one(format!("warmup-{i}")).await?;
+    }
+    let start = Instant::now();
+    for i in 0..runs {
+        run_one(format!("bench-{i}")).await?;
+    }
+    let elapsed = start.elapsed();
+    let steps_per_run = workflow.definition.steps.len() as u32;
+    let instantiate = instantiate_call(&host, first, 200, true).await?;
+    Ok((
+        LanguageRow {
+            language: language.to_string(),
+            workflow: registration.workflow.clone(),
+            component_bytes: component.len() as u64,
+            compile_secs: compile.as_secs_f64(),
+            cached_load_secs: load.as_secs_f64(),
+            instantiate_call_secs: instantiate.as_secs_f64(),
+            steps_per_sec: f64::from(runs * steps_per_run) / elapsed.as_secs_f64(),
+            steps_per_run,
+        },
+        host.runtime.pooling,
+    ))
+}
+
+/// The ride example's tables (its `schema.sql`) in the SQLite file `db`.
+async fn ride_tables(root: &Path, db: &str) -> Result<()> {
+    use sqlx::Connection;
+    let path = root.join(RIDE_SCHEMA);
+    let schema = std::fs::read_to_string(&path).map_err(|source| Error::Cache { path, source })?;
+    let sql: String = schema
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(db);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .map_err(|e| Error::Engine(format!("open {db}: {e}")))?;
+    for statement in sql.split(';').filter(|s| !s.trim().is_empty()) {
+        sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| Error::Engine(format!("ride tables: {e}")))?;
+    }
+    Ok(())
 }

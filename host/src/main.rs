@@ -205,6 +205,12 @@ struct BenchArgs {
     /// The 3-step workflow to run.
     #[arg(long, default_value = "guest-examples/rust/scripted/workflow.toml")]
     manifest: PathBuf,
+    /// Instead: per guest language (Rust, JS, Python, Go, C), component size,
+    /// compile and cached-load time, fresh instance + call, and steps/s of its
+    /// ride example on SQLite, with Rust as the baseline. Run from the
+    /// repository root after `make guests`.
+    #[arg(long)]
+    languages: bool,
 }
 
 /// Exit codes scripts can tell apart.
@@ -656,6 +662,15 @@ fn print_detail(d: &RunDetail) {
 async fn bench(options: &BenchArgs, database_url: &str, json: bool) -> anyhow::Result<u8> {
     if options.runs == 0 {
         bail!("--runs must be at least 1");
+    }
+    if options.languages {
+        let report = acidic::bench::languages(Path::new("."), options.runs, true).await?;
+        if json {
+            print_json(&report)?;
+        } else {
+            print!("{report}");
+        }
+        return Ok(0);
     }
     let report = acidic::bench::run(&options.manifest, options.runs, Some(database_url)).await?;
     if json {

@@ -885,6 +885,36 @@ impl Runtime {
         })
     }
 
+    /// For `acidic bench`: how long compiling `bytes` takes, and a mean load
+    /// of the compiled form from a file under `scratch` (as the cache loads it).
+    pub fn time_compile_and_load(
+        &self,
+        bytes: &[u8],
+        scratch: &Path,
+    ) -> Result<(Duration, Duration)> {
+        let start = Instant::now();
+        let compiled = self
+            .engine
+            .precompile_component(bytes)
+            .map_err(|e| Error::Engine(format!("not a valid component: {e:#}")))?;
+        let compile = start.elapsed();
+        let path = scratch.join("bench.cwasm");
+        std::fs::write(&path, &compiled).map_err(|source| Error::Cache {
+            path: path.clone(),
+            source,
+        })?;
+        const LOADS: u32 = 20;
+        let start = Instant::now();
+        for _ in 0..LOADS {
+            // SAFETY: written just above by `precompile_component` of this engine.
+            unsafe { Component::deserialize_file(&self.engine, &path) }
+                .map_err(|e| Error::Engine(format!("cannot load compiled form: {e:#}")))?;
+        }
+        let load = start.elapsed() / LOADS;
+        let _ = std::fs::remove_file(&path);
+        Ok((compile, load))
+    }
+
     /// Instantiates `prepared` afresh and calls its `run` with `input`, under
     /// `policy`'s deadline and memory cap. Returns the state with the step's
     /// buffered effects.
