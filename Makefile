@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make demo   set everything up, then run the ride example
+#   make demo   set everything up, then run the ride example and the polyglot workflow
 #   make test   set everything up, then run formatting, lints and the test suite
 # Both are idempotent; the second run of each is fast.
 
@@ -62,6 +62,14 @@ demo: setup
 	$(ACIDIC) --database-url $(DB) worker --exit-when-idle
 	$(ACIDIC) --database-url $(DB) runs show order-2 --workflow order --wait --timeout 30s
 	$(ACIDIC) --database-url $(DB) runs list
+	@$(MAKE) --no-print-directory polyglot
+
+# One workflow, five languages: Rust -> JavaScript -> Python -> Go -> C.
+POLYGLOT_ARGS := '{"text":"The cat and the hat, and the bat.","top":2}'
+polyglot: setup
+	@echo "== polyglot: tokenize (Rust), count (JavaScript), rank (Python), summarize (Go, stages a run), report (C)"
+	$(ACIDIC) --database-url $(DB) register guest-examples/polyglot/workflow.toml guest-examples/polyglot/notify.toml
+	$(ACIDIC) --database-url $(DB) run polyglot --key words-1 --follow --args $(POLYGLOT_ARGS)
 
 # The machine's Postgres (127.0.0.1:5432): every storage test also runs on it.
 # Started here if it does not answer.
@@ -72,7 +80,7 @@ postgres:
 	  for i in $$(seq 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done; }
 	@pg_isready -h 127.0.0.1 -p 5432
 
-test: setup postgres
+test: setup postgres lint-guests
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --all --manifest-path $(GUESTS)/Cargo.toml -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
@@ -82,6 +90,8 @@ test: setup postgres
 
 bench: setup
 	$(ACIDIC) bench --runs 500
+	ACIDIC_LOG=warn $(ACIDIC) bench --languages --runs 200
 
 clean:
 	rm -f acidic.db acidic.db-shm acidic.db-wal
+	rm -rf $(G)/js/target $(G)/python/target $(G)/go/target $(G)/c/target

@@ -136,3 +136,39 @@ $(C_OUT)/polyglot.wasm: $(wildcard $(G)/c/polyglot/*.c) $(C_SDK) $(C_BINDINGS) $
 	  -I$(G)/c/sdk -I$(C_OUT)/bindings $(filter %.c,$^) $(C_OUT)/bindings/step_component_type.o -o $@.core
 	$(WASM_TOOLS) component new $@.core -o $@
 	@rm -f $@.core
+
+# ---- one new step: make step SRC=<file.js | file.py | file.c | Go package folder> ----
+# Builds it with the language's SDK into guest-examples/<lang>/target/<name>.wasm,
+# where <name> is the file's (or folder's) name with '-' as '_'.
+
+.PHONY: step lint-guests
+step: $(PY_STAMP) $(NODE_STAMP) $(GO_ADAPTER) $(C_BINDINGS)
+	@test -n "$(SRC)" && test -e "$(SRC)" || { echo "usage: make step SRC=<file.js|file.py|file.c|Go package folder>"; exit 2; }
+	@src="$(abspath $(SRC))"; name=$$(basename "$$src"); name=$${name%.*}; name=$$(echo "$$name" | tr - _); \
+	case "$$src" in \
+	  $(abspath $(G))/js/*.js) out=$(abspath $(JS_OUT))/$$name.wasm; mkdir -p $(JS_OUT); \
+	    $(JCO) componentize "$$src" --cwd $(abspath $(G)/js) --wit $(abspath $(WIT)) -n step \
+	      --backend quickjs --backend-qjs-disable-async -o "$$out" >/dev/null ;; \
+	  *.py) out=$(abspath $(PY_OUT))/$$name.wasm; mkdir -p $(PY_OUT); \
+	    $(COMPONENTIZE_PY) -d $(WIT) -w step componentize -p $(G)/python -p "$$(dirname "$$src")" \
+	      "$$(basename "$${src%.py}")" -o "$$out" >/dev/null ;; \
+	  *.c) out=$(abspath $(C_OUT))/$$name.wasm; \
+	    $(ZIG_ENV) $(ZIGCC) -target wasm32-wasi-musl -O2 -s -mexec-model=reactor -Wall \
+	      -I$(G)/c/sdk -I$(C_OUT)/bindings "$$src" $(G)/c/sdk/acidic.c $(C_OUT)/bindings/step.c \
+	      $(C_OUT)/bindings/step_component_type.o -o "$$out.core" && \
+	    $(WASM_TOOLS) component new "$$out.core" -o "$$out" && rm -f "$$out.core" ;; \
+	  $(abspath $(G))/go/*) out=$(abspath $(GO_OUT))/$$name.wasm; mkdir -p $(GO_OUT); \
+	    rel=$${src#$(abspath $(G))/go/}; \
+	    (cd $(G)/go && $(GO_ENV) $(abspath $(GO)) build -buildmode=c-shared -o "$$out.core" "./$$rel") && \
+	    $(WASM_TOOLS) component embed $(WIT) --world step "$$out.core" -o "$$out.embed" && \
+	    $(WASM_TOOLS) component new "$$out.embed" --adapt wasi_snapshot_preview1=$(GO_ADAPTER) -o "$$out" && \
+	    rm -f "$$out.core" "$$out.embed" ;; \
+	  *) echo "make step: $(SRC) is not a .js file under $(G)/js, a .py or .c file, or a Go package under $(G)/go"; exit 2 ;; \
+	esac && echo "built $${out#$(abspath .)/}"
+
+# Go's formatting and vet (its unsafe-pointer check is off: the glue turns
+# addresses the host hands over into pointers, which is its job).
+lint-guests: $(PY_STAMP)
+	@gofmt="$$(GOENV=off $(GO) env GOROOT)/bin/gofmt"; unformatted="$$($$gofmt -l $(G)/go)"; \
+	  test -z "$$unformatted" || { echo "Go sources need gofmt: $$unformatted"; exit 1; }
+	cd $(G)/go && $(GO_ENV) $(abspath $(GO)) vet -unsafeptr=false ./...
