@@ -28,7 +28,8 @@ C_OUT  := $(G)/c/target
 
 JS_GUESTS := $(JS_OUT)/ride_create.wasm $(JS_OUT)/polyglot_count.wasm
 PY_GUESTS := $(PY_OUT)/ride_create.wasm $(PY_OUT)/polyglot_rank.wasm
-GO_GUESTS := $(GO_OUT)/ride_create.wasm $(GO_OUT)/polyglot.wasm $(GO_OUT)/glue_check.wasm
+GO_GUESTS := $(GO_OUT)/ride_create.wasm $(GO_OUT)/polyglot.wasm $(GO_OUT)/glue_check.wasm \
+  $(GO_OUT)/adapter_check.wasm
 C_GUESTS  := $(C_OUT)/polyglot.wasm
 POLYGLOT_GUESTS := $(JS_GUESTS) $(PY_GUESTS) $(GO_GUESTS) $(C_GUESTS)
 
@@ -120,6 +121,8 @@ $(GO_OUT)/polyglot.wasm: $(wildcard $(G)/go/polyglot/*.go) $(GO_SDK) $(GO_ADAPTE
 	$(call go_component,$@,polyglot)
 $(GO_OUT)/glue_check.wasm: $(wildcard $(G)/go/glue-check/*.go) $(GO_SDK) $(GO_ADAPTER) $(WIT_FILES)
 	$(call go_component,$@,glue-check)
+$(GO_OUT)/adapter_check.wasm: $(wildcard $(G)/go/adapter-check/*.go) $(GO_SDK) $(GO_ADAPTER) $(WIT_FILES)
+	$(call go_component,$@,adapter-check)
 
 # ---- C: wit-bindgen c, zig cc (wasm32-wasi-musl reactor), wasm-tools ----
 

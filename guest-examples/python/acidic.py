@@ -36,9 +36,9 @@ class StepError(Exception):
 
     retryable = True
 
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: Any):
+        super().__init__(str(message))
+        self.message = str(message)
 
 
 class Fatal(StepError):
@@ -60,12 +60,25 @@ class Json:
         self.value = value
 
 
+def _json(value: Any, what: str) -> str:
+    """JSON text of `value`; a value JSON cannot hold fails the run."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise Fatal(f"{what}: {e}")
+
+
+_I64 = range(-(2**63), 2**63)
+
+
 def _to_sql(v: Any) -> sql.Value:
     if v is None:
         return sql.Value_Null()
     if isinstance(v, bool):
         return sql.Value_Integer(1 if v else 0)
     if isinstance(v, int):
+        if v not in _I64:
+            raise Fatal(f"sql parameter {v} does not fit a 64-bit integer")
         return sql.Value_Integer(v)
     if isinstance(v, float):
         return sql.Value_Real(v)
@@ -74,8 +87,8 @@ def _to_sql(v: Any) -> sql.Value:
     if isinstance(v, (bytes, bytearray)):
         return sql.Value_Blob(bytes(v))
     if isinstance(v, Json):
-        return sql.Value_Json(json.dumps(v.value))
-    return sql.Value_Json(json.dumps(v))
+        return sql.Value_Json(_json(v.value, "sql parameter"))
+    return sql.Value_Json(_json(v, "sql parameter"))
 
 
 def _from_sql(v: sql.Value) -> Any:
@@ -161,8 +174,9 @@ class Ctx:
 
     def set(self, name: str, value: Any) -> None:
         """Sets an attribute; committed with the step."""
+        text = _json(value, f"attribute `{name}`")
         try:
-            attributes.set(name, json.dumps(value))
+            attributes.set(name, text)
         except Err as e:
             raise Fatal(f"attribute `{name}`: {e.value}")
 
@@ -184,7 +198,9 @@ class Ctx:
         awaits: bool = False,
     ) -> str:
         """Stages a run of `workflow` (it exists only if this step commits); returns its key."""
-        job = staging.Job(workflow, json.dumps(args), key, delay_ms, queue, awaits)
+        if delay_ms is not None and delay_ms not in range(2**64):
+            raise Fatal(f"enqueue {workflow}: delay_ms {delay_ms} is out of range")
+        job = staging.Job(workflow, _json(args, f"enqueue {workflow}: args"), key, delay_ms, queue, awaits)
         try:
             return staging.enqueue(job)
         except Err as e:
@@ -219,7 +235,8 @@ class Ctx:
 
     def log(self, level: str, message: str) -> None:
         """Writes a log line: 'trace', 'debug', 'info', 'warn' or 'error'."""
-        context.log(context.Level[level.upper()], str(message))
+        lvl = context.Level.__members__.get(str(level).upper(), context.Level.INFO)
+        context.log(lvl, str(message))
 
     def info(self, message: str) -> None:
         """Writes an info log line."""
@@ -227,7 +244,7 @@ class Ctx:
 
     def finish(self, result: Any = None) -> context.Outcome:
         """The outcome that ends the run now with `result`."""
-        return context.Outcome_Finish(json.dumps(result))
+        return context.Outcome_Finish(_json(result, "the result"))
 
     def repeat(self) -> context.Outcome:
         """The outcome that commits and runs this step again."""

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Env, polyglot_guests, ride_payments, ride_tables, root};
+use crate::harness::{Env, on_each_backend, polyglot_guests, ride_payments, ride_tables, root};
 
 /// One compiled-component cache for these tests: the JS, Python and Go
 /// components are large, and the cache is keyed by digest and engine.
@@ -69,9 +69,8 @@ fn pairs(expect: &[(&str, &str)]) -> Vec<(String, String)> {
 /// The ride example in `lang`: a flaky card forces a retry of `charge_card`;
 /// the attributes `create_ride` committed survive it, `create_ride` does not
 /// run again, the result is right and the staged receipt exists once.
-fn ride_behaves_the_same(lang: &str) {
+fn ride_behaves_the_same(env: Env, lang: &str) {
     polyglot_guests();
-    let env = Env::new();
     ride_tables(&env);
     let (manifest, workflow) = match lang {
         "rust" => {
@@ -184,24 +183,32 @@ fn ride_behaves_the_same(lang: &str) {
     assert_eq!(audit, ["created", "charged"], "{lang}");
 }
 
+on_each_backend! {
 #[test]
-fn ride_in_rust() {
-    ride_behaves_the_same("rust");
+fn ride_in_rust(env) {
+    ride_behaves_the_same(env, "rust");
+}
 }
 
+on_each_backend! {
 #[test]
-fn ride_in_javascript() {
-    ride_behaves_the_same("js");
+fn ride_in_javascript(env) {
+    ride_behaves_the_same(env, "js");
+}
 }
 
+on_each_backend! {
 #[test]
-fn ride_in_python() {
-    ride_behaves_the_same("python");
+fn ride_in_python(env) {
+    ride_behaves_the_same(env, "python");
+}
 }
 
+on_each_backend! {
 #[test]
-fn ride_in_go() {
-    ride_behaves_the_same("go");
+fn ride_in_go(env) {
+    ride_behaves_the_same(env, "go");
+}
 }
 
 const POLYGLOT: &str = "guest-examples/polyglot/workflow.toml";
@@ -278,23 +285,26 @@ fn polyglot_workflow_survives_a_failure_in_its_python_step() {
     assert_eq!(timeline(&notify), pairs(&[("notify", "finished")]));
 }
 
+/// A one-step manifest around the Go check component `name`, with `defaults`.
+fn check_manifest(env: &Env, name: &str, defaults: &str) -> String {
+    let component = root().join(format!("guest-examples/go/target/{name}.wasm"));
+    let text = format!(
+        "name = \"go-{}\"\n[defaults]\n{defaults}\n[[step]]\nname = \"check\"\ncomponent = {:?}\n",
+        name.replace('_', "-"),
+        component.display().to_string()
+    );
+    env.write(&format!("{name}.toml"), &text)
+        .display()
+        .to_string()
+}
+
 /// The Go SDK's hand-written canonical-ABI glue: 100,000 host calls in one
 /// step with empty, small and 16 KiB strings, under garbage collection.
 #[test]
 fn go_glue_survives_100k_calls() {
     polyglot_guests();
     let env = Env::new();
-    let manifest = env.write(
-        "glue.toml",
-        &format!(
-            "name = \"go-glue-check\"\n[defaults]\nmax_attempts = 1\ntimeout = \"5m\"\n\
-             [[step]]\nname = \"check\"\ncomponent = \"{}\"\n",
-            root()
-                .join("guest-examples/go/target/glue_check.wasm")
-                .display()
-        ),
-    );
-    let manifest = manifest.display().to_string();
+    let manifest = check_manifest(&env, "glue_check", "max_attempts = 1\ntimeout = \"5m\"");
     let out = acidic(
         &env,
         &[
@@ -319,4 +329,102 @@ fn go_glue_survives_100k_calls() {
     assert_eq!(report["result"]["calls"], json!(100000));
     assert_eq!(report["result"]["names"], json!(["k0", "k1", "k2"]));
     assert!(report["result"]["bytes"].as_u64().unwrap_or(0) > 300_000_000);
+}
+
+/// The Go SDK's own WASI adapter: sleeping, both clocks, random bytes,
+/// stdout and stderr into the host's log; no environment; a panic is a
+/// retryable error with Go's stack, and the retry succeeds.
+#[test]
+fn go_adapter_gives_clocks_random_sleep_and_output() {
+    polyglot_guests();
+    let env = Env::new();
+    let manifest = check_manifest(&env, "adapter_check", "backoff = \"10ms\"");
+    let out = acidic(
+        &env,
+        &["run", &manifest, "--key", "a", "--args", "{}", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let result = &json_of(&out)["result"];
+    assert!(result["slept_ms"].as_i64().unwrap_or(0) >= 50, "{result}");
+    assert!(result["year"].as_i64().unwrap_or(0) >= 2026, "{result}");
+    let random = result["random"].as_str().unwrap_or_default();
+    assert!(random.len() == 26 && random != "0".repeat(26), "{result}");
+    assert_eq!(result["home"], json!(""), "no environment: {result}");
+    let log = stderr(&out);
+    assert!(
+        log.contains("adapter check: to stdout") && log.contains("stream=stdout"),
+        "{log}"
+    );
+    assert!(
+        log.contains("adapter check: to stderr") && log.contains("stream=stderr"),
+        "{log}"
+    );
+
+    let out = acidic(
+        &env,
+        &[
+            "run",
+            &manifest,
+            "--key",
+            "p",
+            "--args",
+            r#"{"panic":true}"#,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("panic: deliberate") && stderr(&out).contains("main.check"),
+        "{}",
+        stderr(&out)
+    );
+    let out = acidic(&env, &["retry", "p", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// Each language's polyglot step run without the attribute the step before
+/// it leaves: the SDK's `require` fails the run at once (fatal, no retry),
+/// naming the attribute.
+#[test]
+fn a_missing_attribute_fails_the_run_at_once_in_every_language() {
+    polyglot_guests();
+    let env = Env::new();
+    let steps = [
+        (
+            "js",
+            "guest-examples/js/target/polyglot_count.wasm",
+            "words",
+        ),
+        (
+            "python",
+            "guest-examples/python/target/polyglot_rank.wasm",
+            "counts",
+        ),
+        ("go", "guest-examples/go/target/polyglot.wasm", "counts"),
+        ("c", "guest-examples/c/target/polyglot.wasm", "summary"),
+    ];
+    for (lang, component, message) in steps {
+        let step = if lang == "c" { "report" } else { "only" };
+        let manifest = env.write(
+            &format!("{lang}.toml"),
+            &format!(
+                "name = \"missing-{lang}\"\n[defaults]\nmax_attempts = 3\nbackoff = \"10ms\"\n\
+                 [[step]]\nname = \"{step}\"\ncomponent = {:?}\n",
+                root().join(component).display().to_string()
+            ),
+        );
+        let manifest = manifest.display().to_string();
+        let out = acidic(
+            &env,
+            &["run", &manifest, "--key", lang, "--args", "{}", "--json"],
+        );
+        assert_eq!(out.status.code(), Some(3), "{lang}: {}", stderr(&out));
+        let report = json_of(&out);
+        assert_eq!(
+            report["status"],
+            json!("failed"),
+            "{lang}: fatal, not retried: {report}"
+        );
+        let error = report["error"].to_string();
+        assert!(error.contains(message), "{lang}: {error}");
+    }
 }

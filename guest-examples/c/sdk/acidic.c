@@ -1,6 +1,7 @@
 /* The acidic SDK for C steps: see acidic.h. */
 #include "acidic.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,17 +51,20 @@ acidic_outcome acidic_repeat(void) { return (acidic_outcome){ACIDIC_REPEAT, NULL
 acidic_outcome acidic_finish(const char *json) {
     return (acidic_outcome){ACIDIC_FINISH, strdup(json ? json : "null")};
 }
+static acidic_outcome failure(int kind, const char *fmt, va_list ap) {
+    return (acidic_outcome){kind, vformat(fmt, ap)};
+}
 acidic_outcome acidic_fatal(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    acidic_outcome o = {ACIDIC_FATAL, vformat(fmt, ap)};
+    acidic_outcome o = failure(ACIDIC_FATAL, fmt, ap);
     va_end(ap);
     return o;
 }
 acidic_outcome acidic_retryable(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    acidic_outcome o = {ACIDIC_RETRYABLE, vformat(fmt, ap)};
+    acidic_outcome o = failure(ACIDIC_RETRYABLE, fmt, ap);
     va_end(ap);
     return o;
 }
@@ -71,6 +75,7 @@ void acidic_log(int level, const char *fmt, ...) {
     char *line = vformat(fmt, ap);
     va_end(ap);
     step_string_t s = borrow(line);
+    if (level < ACIDIC_TRACE || level > ACIDIC_ERROR) level = ACIDIC_INFO;
     acidic_step_context_log((acidic_step_context_level_t)level, &s);
     free(line);
 }
@@ -131,9 +136,11 @@ acidic_value acidic_real(double v) {
     return (acidic_value){.tag = ACIDIC_STEP_SQL_VALUE_REAL, .val.real = v};
 }
 acidic_value acidic_text(const char *s) {
+    if (!s) return acidic_null();
     return (acidic_value){.tag = ACIDIC_STEP_SQL_VALUE_TEXT, .val.text = borrow(s)};
 }
 acidic_value acidic_json(const char *json) {
+    if (!json) return acidic_null();
     return (acidic_value){.tag = ACIDIC_STEP_SQL_VALUE_JSON, .val.json = borrow(json)};
 }
 
@@ -230,8 +237,9 @@ char *acidic_json_member(const char *json, const char *name) {
 bool acidic_json_i64(const char *json, int64_t *out) {
     if (!json) return false;
     char *end;
+    errno = 0;
     long long v = strtoll(skip_ws(json), &end, 10);
-    if (end == skip_ws(json) || *skip_ws(end)) return false;
+    if (errno == ERANGE || end == skip_ws(json) || *skip_ws(end)) return false;
     *out = (int64_t)v;
     return true;
 }
@@ -284,6 +292,8 @@ char *acidic_json_string_n(const char *json, size_t n) {
                 hex4(p + 3, &lo) && lo >= 0xDC00 && lo < 0xE000) {
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 p += 6;
+            } else if (cp >= 0xD800 && cp < 0xE000) {
+                cp = 0xFFFD; /* an unpaired surrogate: not valid UTF-8 */
             }
             put_utf8(&o, cp);
             break;

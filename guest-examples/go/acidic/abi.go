@@ -17,7 +17,9 @@ package acidic
 import "unsafe"
 
 // The arena's default size: every answer of one host call (an attribute, a
-// query's rows, the step's input) must fit in it. `Reserve` makes it larger.
+// query's rows) must fit in it; `Reserve` makes it larger. The step's input
+// arrives before any Go code can call `Reserve`: a Go step's args (the
+// manifest's `max_input`) must stay under 4 MiB.
 const defaultArena = 4 << 20
 
 var (
@@ -40,9 +42,14 @@ func Reserve(n int) {
 // resetArena forgets every earlier answer: call it only once they are copied.
 func resetArena() { arenaUsed = 0 }
 
+//go:nosplit
 func arenaBase() uint32 { return uint32(uintptr(unsafe.Pointer(unsafe.SliceData(arena)))) }
 
+// Nothing here may grow the stack or reach the scheduler: no calls but
+// arenaBase, copying byte by byte.
+//
 //go:wasmexport cabi_realloc
+//go:nosplit
 func cabiRealloc(oldPtr, oldSize, align, newSize uint32) uint32 {
 	if align == 0 || align&(align-1) != 0 {
 		return outOfBounds
@@ -57,9 +64,9 @@ func cabiRealloc(oldPtr, oldSize, align, newSize uint32) uint32 {
 		return outOfBounds
 	}
 	if oldPtr != 0 && oldSize > 0 {
-		n := min(oldSize, newSize)
-		copy(unsafe.Slice((*byte)(unsafe.Pointer(uintptr(start))), n),
-			unsafe.Slice((*byte)(unsafe.Pointer(uintptr(oldPtr))), n))
+		for i := range min(oldSize, newSize) {
+			*(*byte)(unsafe.Pointer(uintptr(start + i))) = *(*byte)(unsafe.Pointer(uintptr(oldPtr + i)))
+		}
 	}
 	arenaUsed = uint32(end) - base
 	arenaPeak = max(arenaPeak, arenaUsed)

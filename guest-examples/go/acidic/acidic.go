@@ -24,6 +24,9 @@
 //
 //	func main() {}
 //
+// Use the SDK from the step's own goroutine: its buffers are not shared
+// safely between goroutines.
+//
 // Args, attributes and results are Go values marshalled as JSON. An error
 // made by Fatal fails the run at once; any other error (and a panic) is
 // retryable: the step's retry policy applies. Built for GOOS=wasip1 as a
@@ -36,6 +39,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
 )
 
 // A StepError fails the step: nothing it did is committed.
@@ -45,7 +49,25 @@ type StepError struct {
 	Retryable bool
 }
 
-func (e *StepError) Error() string { return e.Message }
+func (e *StepError) Error() string {
+	if e == nil {
+		return "step error"
+	}
+	return e.Message
+}
+
+// errorText is err's message; a nil *StepError inside an error is not a crash.
+func errorText(err error) (msg string) {
+	defer func() {
+		if recover() != nil {
+			msg = fmt.Sprintf("%T", err)
+		}
+	}()
+	return err.Error()
+}
+
+// validText makes s valid UTF-8, which every string the host reads must be.
+func validText(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 
 // Fatal is an error that fails the run now.
 func Fatal(format string, a ...any) error {
@@ -232,11 +254,11 @@ const (
 
 // Log writes a line to the host's log, tagged with the run and step.
 func (cx *Ctx) Log(level uint32, format string, a ...any) {
-	hostLog(level, fmt.Sprintf(format, a...))
+	hostLog(min(level, Error), validText(fmt.Sprintf(format, a...)))
 }
 
 // Info writes an info line.
-func (cx *Ctx) Info(format string, a ...any) { hostLog(Info, fmt.Sprintf(format, a...)) }
+func (cx *Ctx) Info(format string, a ...any) { cx.Log(Info, format, a...) }
 
 // A Handler runs one step.
 type Handler func(cx *Ctx) (Outcome, error)
@@ -281,16 +303,19 @@ func run(runID int64, keyPtr, keyLen, wfPtr, wfLen, version, stepPtr, stepLen, a
 	out, err := call(cx)
 	retArea = [8]uint64{}
 	if err != nil {
+		// The whole message (wrapping included); retryable unless a
+		// StepError in the chain says otherwise.
+		retryable := true
 		var se *StepError
-		if !errors.As(err, &se) {
-			se = &StepError{Message: err.Error(), Retryable: true}
+		if errors.As(err, &se) && se != nil {
+			retryable = se.Retryable
 		}
-		answer.message = se.Message
+		answer.message = validText(errorText(err))
 		p, n := strArgs(answer.message)
 		setRetU8(0, 1)
 		setRetU32(4, p)
 		setRetU32(8, n)
-		if se.Retryable {
+		if retryable {
 			setRetU8(12, 1)
 		}
 		return ret()

@@ -44,6 +44,7 @@ func hostLog(level uint32, msg string) {
 }
 
 func hostGet(name string) (string, bool) {
+	name = validText(name)
 	resetArena()
 	p, n := strArgs(name)
 	importGet(p, n, ret())
@@ -52,6 +53,7 @@ func hostGet(name string) (string, bool) {
 }
 
 func hostSet(name, value string) (string, bool) {
+	name = validText(name)
 	resetArena()
 	np, nn := strArgs(name)
 	vp, vn := strArgs(value)
@@ -65,6 +67,7 @@ func hostSet(name, value string) (string, bool) {
 }
 
 func hostDelete(name string) {
+	name = validText(name)
 	resetArena()
 	p, n := strArgs(name)
 	importDelete(p, n)
@@ -85,7 +88,17 @@ func optString(s *string) (uint32, uint32, uint32) {
 	return 1, p, n
 }
 
-func hostEnqueue(j *Job, args string) (string, bool) {
+func validOpt(s *string) *string {
+	if s == nil {
+		return nil
+	}
+	v := validText(*s)
+	return &v
+}
+
+func hostEnqueue(job *Job, args string) (string, bool) {
+	j := &Job{Workflow: validText(job.Workflow), Key: validOpt(job.Key), Queue: validOpt(job.Queue),
+		DelayMs: job.DelayMs, Awaits: job.Awaits}
 	resetArena()
 	wp, wn := strArgs(j.Workflow)
 	ap, an := strArgs(args)
@@ -190,19 +203,28 @@ func sqlErrorAt(addr uint32) error {
 	return &StepError{Message: "sql failed: " + msg, Retryable: true}
 }
 
-// result<u64, sql-error>: discriminant @0, u64 @8 or sql-error @8.
-func hostExecute(stmt string, params []any) (uint64, error) {
+// callSQL lowers a statement and its parameters and calls `execute` or
+// `query` with them; the answer is in the return area.
+func callSQL(call func(stmtPtr, stmtLen, paramsPtr, paramsLen, ret uint32), stmt string, params []any) error {
 	vals, held, err := lowerValues(params)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	resetArena()
 	sp, sn := strArgs(stmt)
 	pp, pn := sliceArgs(vals)
-	importExecute(sp, sn, pp, pn, ret())
+	call(sp, sn, pp, pn, ret())
 	runtime.KeepAlive(stmt)
 	runtime.KeepAlive(vals)
 	runtime.KeepAlive(held)
+	return nil
+}
+
+// result<u64, sql-error>: discriminant @0, u64 @8 or sql-error @8.
+func hostExecute(stmt string, params []any) (uint64, error) {
+	if err := callSQL(importExecute, validText(stmt), params); err != nil {
+		return 0, err
+	}
 	if retU8(0) != 0 {
 		return 0, sqlErrorAt(ret() + 8)
 	}
@@ -211,17 +233,9 @@ func hostExecute(stmt string, params []any) (uint64, error) {
 
 // result<rows, sql-error>: discriminant @0; rows {columns @4, rows @12} or sql-error @4.
 func hostQuery(stmt string, params []any) (*Rows, error) {
-	vals, held, err := lowerValues(params)
-	if err != nil {
+	if err := callSQL(importQuery, validText(stmt), params); err != nil {
 		return nil, err
 	}
-	resetArena()
-	sp, sn := strArgs(stmt)
-	pp, pn := sliceArgs(vals)
-	importQuery(sp, sn, pp, pn, ret())
-	runtime.KeepAlive(stmt)
-	runtime.KeepAlive(vals)
-	runtime.KeepAlive(held)
 	if retU8(0) != 0 {
 		return nil, sqlErrorAt(ret() + 4)
 	}

@@ -2,7 +2,8 @@ package acidic
 
 import (
 	"encoding/json"
-	"fmt"
+	"reflect"
+	"unicode/utf8"
 )
 
 // `value` discriminants, in WIT order.
@@ -33,48 +34,54 @@ func sqlValueOf(p any) (sqlValue, error) {
 			return sqlValue{tag: tagInteger, i: 1}, nil
 		}
 		return sqlValue{tag: tagInteger}, nil
-	case int:
-		return sqlValue{tag: tagInteger, i: int64(v)}, nil
-	case int8:
-		return sqlValue{tag: tagInteger, i: int64(v)}, nil
-	case int16:
-		return sqlValue{tag: tagInteger, i: int64(v)}, nil
-	case int32:
-		return sqlValue{tag: tagInteger, i: int64(v)}, nil
-	case int64:
-		return sqlValue{tag: tagInteger, i: v}, nil
-	case uint8:
-		return sqlValue{tag: tagInteger, i: int64(v)}, nil
-	case uint16:
-		return sqlValue{tag: tagInteger, i: int64(v)}, nil
-	case uint32:
-		return sqlValue{tag: tagInteger, i: int64(v)}, nil
-	case uint:
-		return uintValue(uint64(v))
-	case uint64:
-		return uintValue(v)
-	case float32:
-		return sqlValue{tag: tagReal, f: float64(v)}, nil
-	case float64:
-		return sqlValue{tag: tagReal, f: v}, nil
 	case string:
+		if !utf8.ValidString(v) {
+			return sqlValue{}, Fatal("sql parameter: text is not valid UTF-8; bind it as []byte")
+		}
 		return sqlValue{tag: tagText, s: v}, nil
 	case []byte:
 		return sqlValue{tag: tagBlob, b: v}, nil
 	case RawJSON:
 		return sqlValue{tag: tagJSON, s: string(v)}, nil
-	default:
-		b, err := json.Marshal(v)
-		if err != nil {
-			return sqlValue{}, Fatal("sql parameter %T: %v", p, err)
-		}
-		return sqlValue{tag: tagJSON, s: string(b)}, nil
 	}
+	return reflectedValue(p)
+}
+
+// reflectedValue binds pointers (nil is NULL) and named types by their kind;
+// anything else (structs, maps, slices) as JSON.
+func reflectedValue(p any) (sqlValue, error) {
+	rv := reflect.ValueOf(p)
+	switch rv.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if rv.IsNil() {
+			return sqlValue{tag: tagNull}, nil
+		}
+		return sqlValueOf(rv.Elem().Interface())
+	case reflect.String:
+		return sqlValueOf(rv.String())
+	case reflect.Bool:
+		return sqlValueOf(rv.Bool())
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return sqlValue{tag: tagInteger, i: rv.Int()}, nil
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return uintValue(rv.Uint())
+	case reflect.Float32, reflect.Float64:
+		return sqlValue{tag: tagReal, f: rv.Float()}, nil
+	case reflect.Slice:
+		if rv.Type().Elem().Kind() == reflect.Uint8 {
+			return sqlValue{tag: tagBlob, b: rv.Bytes()}, nil
+		}
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return sqlValue{}, Fatal("sql parameter %T: %v", p, err)
+	}
+	return sqlValue{tag: tagJSON, s: string(b)}, nil
 }
 
 func uintValue(v uint64) (sqlValue, error) {
 	if v > 1<<63-1 {
-		return sqlValue{}, Fatal("sql parameter %s does not fit a 64-bit integer", fmt.Sprint(v))
+		return sqlValue{}, Fatal("sql parameter %d does not fit a signed 64-bit integer", v)
 	}
 	return sqlValue{tag: tagInteger, i: int64(v)}, nil
 }

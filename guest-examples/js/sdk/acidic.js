@@ -22,10 +22,10 @@ import * as sqlApi from 'acidic:step/sql@0.2.0';
 
 /** A step error: `retryable` errors are retried per policy, others fail the run. */
 export class StepError extends Error {
-  constructor(message, retryable) {
-    super(message);
+  constructor(message, retryable = true) {
+    super(String(message));
     this.name = 'StepError';
-    this.retryable = retryable;
+    this.retryable = retryable !== false;
   }
 }
 
@@ -60,10 +60,28 @@ function toSql(v) {
   return { tag: 'json', val: JSON.stringify(v) };
 }
 
+/** JSON text of `value`, or a fatal error naming `what` if it has none. */
+function jsonText(value, what) {
+  let text;
+  try {
+    text = JSON.stringify(value === undefined ? null : value);
+  } catch (e) {
+    throw fatal(`${what}: ${e.message}`);
+  }
+  if (typeof text !== 'string') throw fatal(`${what}: ${typeof value} is not JSON`);
+  return text;
+}
+
+const LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
+
 function fromSql(v) {
   switch (v.tag) {
     case 'null': return null;
-    case 'integer': return Number(v.val);
+    case 'integer': {
+      const n = Number(v.val);
+      if (!Number.isSafeInteger(n)) throw fatal(`sql: integer ${v.val} is beyond 2^53; CAST it AS TEXT`);
+      return n;
+    }
     case 'json': return JSON.parse(v.val);
     default: return v.val;
   }
@@ -114,7 +132,7 @@ export class Ctx {
   /** An attribute's value, or undefined if it is not set. */
   get(name) {
     const text = attributes.get(name);
-    return text === undefined ? undefined : JSON.parse(text);
+    return text === undefined || text === null ? undefined : JSON.parse(text);
   }
   /** An attribute's value; throws a fatal error if it is not set. */
   require(name) {
@@ -125,8 +143,9 @@ export class Ctx {
   /** Sets an attribute; committed with the step. */
   set(name, value) {
     if (value === undefined) throw fatal(`attribute \`${name}\`: undefined is not JSON`);
+    const text = jsonText(value, `attribute \`${name}\``);
     try {
-      attributes.set(name, JSON.stringify(value));
+      attributes.set(name, text);
     } catch (e) {
       throw fatal(`attribute \`${name}\`: ${e.payload ?? e}`);
     }
@@ -137,11 +156,12 @@ export class Ctx {
   attributeNames() { return attributes.names(); }
   /** Stages a run of `workflow` (exists only if this step commits); returns its key.
    *  opts: { key, delayMs, queue, awaits }. */
-  enqueue(workflow, args, opts = {}) {
+  enqueue(workflow, args = null, opts = {}) {
+    const text = jsonText(args, `enqueue ${workflow}: args`);
     try {
       return staging.enqueue({
-        workflow,
-        args: JSON.stringify(args),
+        workflow: String(workflow),
+        args: text,
         key: opts.key,
         delayMs: opts.delayMs,
         queue: opts.queue,
@@ -157,7 +177,7 @@ export class Ctx {
       workflow: c.workflow,
       key: c.key,
       status: c.status,
-      output: c.output === undefined ? undefined : JSON.parse(c.output),
+      output: c.output === undefined || c.output === null ? undefined : JSON.parse(c.output),
     }));
   }
   /** Runs one INSERT, UPDATE or DELETE in the step's transaction; returns rows changed. */
@@ -179,11 +199,13 @@ export class Ctx {
     return rows.rows.map((r) => Object.fromEntries(rows.columns.map((c, i) => [c, fromSql(r[i])])));
   }
   /** Writes a log line ('trace' | 'debug' | 'info' | 'warn' | 'error'). */
-  log(level, message) { context.log(level, String(message)); }
+  log(level, message) {
+    context.log(LEVELS.includes(level) ? level : 'info', String(message));
+  }
   /** Writes an info log line. */
   info(message) { context.log('info', String(message)); }
   /** The outcome that ends the run now with `result`. */
-  finish(result) { return { tag: 'finish', val: JSON.stringify(result === undefined ? null : result) }; }
+  finish(result) { return { tag: 'finish', val: jsonText(result, 'the result') }; }
   /** The outcome that commits and runs this step again. */
   repeat() { return REPEAT; }
 }
@@ -191,10 +213,12 @@ export class Ctx {
 function describe(e) {
   if (e instanceof Error) return `${e.name}: ${e.message}${e.stack ? `\n${e.stack}` : ''}`;
   try {
-    return JSON.stringify(e);
+    const text = JSON.stringify(e);
+    if (typeof text === 'string') return text;
   } catch {
-    return String(e);
+    // fall through
   }
+  return String(e);
 }
 
 /** Wraps a step function `(cx) => outcome` as the component's `run` export.
@@ -209,7 +233,8 @@ export function step(fn) {
       throw { message: describe(e), retryable: true };
     }
     if (out === undefined || out === null) return CONTINUE;
-    if (out && (out.tag === 'continue' || out.tag === 'finish' || out.tag === 'repeat')) return out;
+    if (out.tag === 'continue' || out.tag === 'repeat') return out;
+    if (out.tag === 'finish' && typeof out.val === 'string') return out;
     throw { message: `a step returns nothing, cx.finish(value) or cx.repeat(), not ${describe(out)}`, retryable: false };
   };
 }

@@ -72,4 +72,4 @@ def send_receipt(cx, ride):
 def fare_cents(origin, target):
     """A flat fee plus a rate per degree travelled."""
     distance = math.hypot(target[0] - origin[0], target[1] - origin[1])
-    return 200 + round(distance * 1000)
+    return 200 + math.floor(distance * 1000 + 0.5)  # half away from zero, as in Rust
