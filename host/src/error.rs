@@ -110,6 +110,17 @@ pub enum Error {
     #[error("{0}")]
     GuestSql(String),
 
+    /// A guest's SQL statement was cut off at the step's deadline.
+    #[error("the SQL statement was cut off at the step's deadline")]
+    GuestSqlDeadline,
+
+    /// A guest's query returned more than the step's memory budget holds.
+    #[error("the query's rows are over the step's memory budget ({budget} bytes left)")]
+    GuestRowsOverBudget {
+        /// Bytes the step had left.
+        budget: usize,
+    },
+
     /// The database URL is not one this host understands.
     #[error(
         "unsupported database URL `{0}` (use a file path, sqlite://path or postgres://user@host/db[?schema=NAME])"

@@ -1,8 +1,10 @@
 //! The step loop: for a leased run, call the step at its recovery point, then
 //! commit its effects with the next recovery point, or record its failure.
 
-use std::time::Duration;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -12,7 +14,11 @@ use crate::run::{
     CommitOutcome, ErrorKind, FailureRecord, Lease, NewRun, ParentFailure, RunRecord, RunStatus,
     StepCommit, StepEnd, StepFailure, canonical_json, derived_key, now_ms, step_key,
 };
+use crate::runtime::limits::{guest_json, stored_message};
 use crate::runtime::{CallOutcome, Outcome, StagedJob, StepInput, StepState};
+
+/// Longest error message kept of a failed step (the guest's own included).
+const MAX_ERROR_MESSAGE: usize = 16 << 10;
 use crate::workflow::StepDef;
 
 /// A step call that committed.
@@ -102,7 +108,27 @@ impl Host {
             };
             tracing::debug!(run = %run.key, step = %step.name, attempt = call.attempt, worker = %lease.owner, "step started");
 
-            match self.call_step(&call).await? {
+            // A panic in the host while it serves the step (a bug reached by
+            // guest input) fails that step, not the process: the step's
+            // transaction is dropped with the unwound future, so nothing of it
+            // commits, and the failure is recorded below like any other.
+            let called = AssertUnwindSafe(self.call_step(&call))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("a panic");
+                    tracing::error!(run = %run.key, step = %step.name, "host panic while serving the step: {what}");
+                    Ok(Err(Failed::new(
+                        ErrorKind::HostError,
+                        format!("the host failed while serving this step ({what}); nothing of it was committed"),
+                        true,
+                    )))
+                });
+            match called? {
                 Ok(done) => {
                     report.steps_committed += 1;
                     report.staged.extend(done.staged.iter().map(|s| StagedRef {
@@ -137,7 +163,7 @@ impl Host {
                     let failure = StepFailure {
                         step: step.name.clone(),
                         kind: failed.kind.to_string(),
-                        message: failed.message,
+                        message: stored_message(&failed.message, MAX_ERROR_MESSAGE),
                         attempt: call.attempt,
                     };
                     tracing::info!(run = %run.key, step = %failure.step, kind = %failure.kind, retry = retry_in.is_some(), "step failed: {}", failure.message);
@@ -229,6 +255,7 @@ impl Host {
             .call(&prepared, state, &input, &call.step.policy)
             .await;
         let step_tx = state.take_step_tx();
+        let deadline = state.deadline();
 
         // A step that failed after something it asked for was refused failed
         // because of it: recorded with the refusal's kind, naming what it asked.
@@ -241,8 +268,12 @@ impl Host {
                 CallOutcome::Returned(Ok(_)) => String::new(),
             };
             let message = format!("{refusal}; the step then failed: {detail}");
-            // The database may accept on a later try; refusals never change.
-            let retryable = kind == ErrorKind::SqlError;
+            // The database may accept on a later try, and a later try may be
+            // faster or need less; refusals of a form or a grant never change.
+            let retryable = matches!(
+                kind,
+                ErrorKind::SqlError | ErrorKind::Timeout | ErrorKind::MemoryLimit
+            );
             return Ok(Err(Failed::new(kind, message, retryable)));
         }
         let answer = match outcome {
@@ -273,7 +304,7 @@ impl Host {
                 );
                 return Ok(Err(Failed::new(ErrorKind::OutputTooLarge, message, false)));
             }
-            Ok(Outcome::Finish(text)) => match serde_json::from_str(&text) {
+            Ok(Outcome::Finish(text)) => match guest_json(&text) {
                 Ok(result) => StepEnd::Advance {
                     next: FINISHED.to_string(),
                     result: Some(result),
@@ -281,7 +312,7 @@ impl Host {
                 Err(e) => {
                     return Ok(Err(Failed::new(
                         ErrorKind::InvalidOutput,
-                        format!("result is not JSON: {e}"),
+                        format!("result is {e}"),
                         false,
                     )));
                 }
@@ -298,6 +329,14 @@ impl Host {
             }
         }
         let mut staged = Vec::with_capacity(jobs.len());
+        if !jobs.is_empty() && u64::from(run.depth) >= call.step.policy.max_lineage_depth {
+            let message = format!(
+                "run `{}` stands {} deep in a chain of runs staged by runs; max_lineage_depth ({}) \
+                 lets it stage no more",
+                run.key, run.depth, call.step.policy.max_lineage_depth
+            );
+            return Ok(Err(Failed::new(ErrorKind::OutputTooLarge, message, false)));
+        }
         for job in jobs {
             match self.staged_run(run, job).await {
                 Ok(new) => staged.push(new),
@@ -321,22 +360,47 @@ impl Host {
             staged,
             started_at: call.started_at,
         };
+        // Nothing a step did commits after its deadline: a host call that
+        // finished late (a statement, a response) does not make it count.
+        if Instant::now() >= deadline {
+            if let Some(tx) = step_tx {
+                let _ = tx.rollback().await;
+            }
+            let message = format!(
+                "deadline of {:?} passed before the step could commit; nothing of it was committed",
+                call.step.policy.timeout
+            );
+            return Ok(Err(Failed::new(ErrorKind::Timeout, message, true)));
+        }
         let own_tx = step_tx.is_some();
         let committed = match step_tx {
             Some(tx) => tx.commit(&commit).await,
             None => self.store.commit_step(&commit).await,
         };
         let committed = match committed {
-            // The step's own transaction could not commit (the database
-            // refused it): a failed step, counted against its attempts, not
-            // a host error that would hand the run straight back.
-            Err(e) if own_tx && !matches!(e, Error::Conflict { .. }) => {
-                let message = format!("the step's transaction could not commit: {e}");
-                return Ok(Err(Failed::new(ErrorKind::SqlError, message, true)));
-            }
             Err(Error::Conflict { tries, message }) => {
                 let message = format!("the commit conflicted {tries} times: {message}");
                 return Ok(Err(Failed::new(ErrorKind::Conflict, message, true)));
+            }
+            // The database refused the commit itself (a value it cannot
+            // store, a constraint): a failed step, counted against its
+            // attempts, never a host error that would hand the run straight
+            // back to be tried again at once, forever.
+            Err(Error::Database(sqlx::Error::Database(db))) => {
+                let retryable =
+                    !crate::store::deterministic(self.store.dialect(), db.code().as_deref());
+                let message = format!("the database refused the step's commit: {}", db.message());
+                return Ok(Err(Failed::new(
+                    ErrorKind::CommitRefused,
+                    message,
+                    retryable,
+                )));
+            }
+            // The step's own transaction could not commit for another reason
+            // (its connection broke): a failed step that may be tried again.
+            Err(e) if own_tx => {
+                let message = format!("the step's transaction could not commit: {e}");
+                return Ok(Err(Failed::new(ErrorKind::SqlError, message, true)));
             }
             other => other?,
         };
@@ -383,6 +447,7 @@ impl Host {
             )
             .map_err(|e| format!("staged a run of `{}`: {e}", job.workflow))?;
         new.awaited = job.awaits;
+        new.depth = parent.depth.saturating_add(1);
         Ok(new)
     }
 

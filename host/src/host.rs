@@ -557,6 +557,7 @@ impl Host {
             delay,
             queue: queue.to_string(),
             parent_run_id,
+            depth: 0,
             awaited: false,
         })
     }

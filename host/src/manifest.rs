@@ -18,6 +18,12 @@
 //! max_result = "1MiB"             # a finish result, and each staged run's args
 //! max_attribute = "1MiB"          # each attribute value the step sets
 //! max_log = "1MiB"                # log lines plus stdout and stderr of one call
+//! max_attributes = 1000           # attributes a run may hold
+//! max_attribute_name = "256B"     # each attribute's name
+//! max_attributes_total = "8MiB"   # all attributes together (names and values)
+//! max_staged = 1000               # runs one call may stage
+//! max_staged_total = "8MiB"       # their args together
+//! max_lineage_depth = 32          # runs staged by runs staged by ...: how deep
 //!
 //! [[step]]
 //! name = "create_ride"
@@ -130,6 +136,77 @@ pub struct StepPolicy {
     /// Most bytes of log lines, and of stdout and stderr each, kept per call.
     #[serde(default = "default_cap", skip_serializing_if = "is_default_cap")]
     pub max_log: u64,
+    /// Most attributes a run may hold after this step.
+    #[serde(
+        default = "Caps::attributes",
+        skip_serializing_if = "Caps::is_attributes"
+    )]
+    pub max_attributes: u64,
+    /// Longest attribute name, in bytes.
+    #[serde(default = "Caps::name", skip_serializing_if = "Caps::is_name")]
+    pub max_attribute_name: u64,
+    /// Largest total of the run's attributes (names and JSON values), in bytes.
+    #[serde(default = "Caps::total", skip_serializing_if = "Caps::is_total")]
+    pub max_attributes_total: u64,
+    /// Most runs one call of the step may stage.
+    #[serde(default = "Caps::staged", skip_serializing_if = "Caps::is_staged")]
+    pub max_staged: u64,
+    /// Largest total of the args of the runs one call stages, in bytes.
+    #[serde(default = "Caps::total", skip_serializing_if = "Caps::is_total")]
+    pub max_staged_total: u64,
+    /// Longest chain of runs staged by runs: a run at this depth (a top-level
+    /// run is at 0) may not stage more.
+    #[serde(default = "Caps::depth", skip_serializing_if = "Caps::is_depth")]
+    pub max_lineage_depth: u64,
+}
+
+/// The defaults of the caps on what a step produces. Each is left out of the
+/// stored definition at its default, so a manifest registered before the cap
+/// existed keeps its hash.
+struct Caps;
+
+impl Caps {
+    /// Attributes per run.
+    pub const ATTRIBUTES: u64 = 1_000;
+    /// Bytes of an attribute name.
+    pub const NAME: u64 = 256;
+    /// Bytes of all attributes together, and of all args one call stages.
+    pub const TOTAL: u64 = 8 << 20;
+    /// Runs staged per call.
+    pub const STAGED: u64 = 1_000;
+    /// Depth of a chain of staged runs.
+    pub const DEPTH: u64 = 32;
+
+    fn attributes() -> u64 {
+        Self::ATTRIBUTES
+    }
+    fn is_attributes(n: &u64) -> bool {
+        *n == Self::ATTRIBUTES
+    }
+    fn name() -> u64 {
+        Self::NAME
+    }
+    fn is_name(n: &u64) -> bool {
+        *n == Self::NAME
+    }
+    fn total() -> u64 {
+        Self::TOTAL
+    }
+    fn is_total(n: &u64) -> bool {
+        *n == Self::TOTAL
+    }
+    fn staged() -> u64 {
+        Self::STAGED
+    }
+    fn is_staged(n: &u64) -> bool {
+        *n == Self::STAGED
+    }
+    fn depth() -> u64 {
+        Self::DEPTH
+    }
+    fn is_depth(n: &u64) -> bool {
+        *n == Self::DEPTH
+    }
 }
 
 /// The default of every size cap: 1 MiB.
@@ -158,6 +235,12 @@ impl Default for StepPolicy {
             max_result: DEFAULT_CAP,
             max_attribute: DEFAULT_CAP,
             max_log: DEFAULT_CAP,
+            max_attributes: Caps::ATTRIBUTES,
+            max_attribute_name: Caps::NAME,
+            max_attributes_total: Caps::TOTAL,
+            max_staged: Caps::STAGED,
+            max_staged_total: Caps::TOTAL,
+            max_lineage_depth: Caps::DEPTH,
         }
     }
 }
@@ -215,6 +298,12 @@ struct RawPolicy {
     max_result: Option<Spanned<String>>,
     max_attribute: Option<Spanned<String>>,
     max_log: Option<Spanned<String>>,
+    max_attributes: Option<Spanned<i64>>,
+    max_attribute_name: Option<Spanned<String>>,
+    max_attributes_total: Option<Spanned<String>>,
+    max_staged: Option<Spanned<i64>>,
+    max_staged_total: Option<Spanned<String>>,
+    max_lineage_depth: Option<Spanned<i64>>,
 }
 
 // The policy keys are repeated rather than flattened: serde cannot deny
@@ -240,6 +329,12 @@ struct RawStep {
     max_result: Option<Spanned<String>>,
     max_attribute: Option<Spanned<String>>,
     max_log: Option<Spanned<String>>,
+    max_attributes: Option<Spanned<i64>>,
+    max_attribute_name: Option<Spanned<String>>,
+    max_attributes_total: Option<Spanned<String>>,
+    max_staged: Option<Spanned<i64>>,
+    max_staged_total: Option<Spanned<String>>,
+    max_lineage_depth: Option<Spanned<i64>>,
 }
 
 impl RawStep {
@@ -255,6 +350,12 @@ impl RawStep {
             max_result: self.max_result.clone(),
             max_attribute: self.max_attribute.clone(),
             max_log: self.max_log.clone(),
+            max_attributes: self.max_attributes.clone(),
+            max_attribute_name: self.max_attribute_name.clone(),
+            max_attributes_total: self.max_attributes_total.clone(),
+            max_staged: self.max_staged.clone(),
+            max_staged_total: self.max_staged_total.clone(),
+            max_lineage_depth: self.max_lineage_depth.clone(),
         }
     }
 }
@@ -575,6 +676,21 @@ fn resolve_policy(
             &mut policy.max_attribute,
         ),
         (&raw.max_log, "max_log", &mut policy.max_log),
+        (
+            &raw.max_attribute_name,
+            "max_attribute_name",
+            &mut policy.max_attribute_name,
+        ),
+        (
+            &raw.max_attributes_total,
+            "max_attributes_total",
+            &mut policy.max_attributes_total,
+        ),
+        (
+            &raw.max_staged_total,
+            "max_staged_total",
+            &mut policy.max_staged_total,
+        ),
     ] {
         if let Some(v) = value {
             *into = parse_size(v.get_ref())
@@ -587,6 +703,32 @@ fn resolve_policy(
                             "`{}` is not a size from 1 byte to 4GiB like \"1MiB\"",
                             v.get_ref()
                         ),
+                    )
+                })?;
+        }
+    }
+    for (value, name, into) in [
+        (
+            &raw.max_attributes,
+            "max_attributes",
+            &mut policy.max_attributes,
+        ),
+        (&raw.max_staged, "max_staged", &mut policy.max_staged),
+        (
+            &raw.max_lineage_depth,
+            "max_lineage_depth",
+            &mut policy.max_lineage_depth,
+        ),
+    ] {
+        if let Some(n) = value {
+            *into = u64::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| *n <= 1_000_000)
+                .ok_or_else(|| {
+                    loc.at(
+                        Some(n.span()),
+                        field(name),
+                        "must be a whole number from 0 to 1000000",
                     )
                 })?;
         }

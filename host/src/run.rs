@@ -104,6 +104,12 @@ pub enum ErrorKind {
     SqlRefused,
     /// The step failed after the database rejected one of its SQL statements.
     SqlError,
+    /// The database refused the step's commit (a value it cannot store, a
+    /// constraint); nothing of the step was committed.
+    CommitRefused,
+    /// The host itself failed while serving the step (a bug reached by the
+    /// step's input); nothing of the step was committed, the process lives on.
+    HostError,
 }
 
 impl ErrorKind {
@@ -123,6 +129,8 @@ impl ErrorKind {
             ErrorKind::CapabilityDenied => "capability_denied",
             ErrorKind::SqlRefused => "sql_refused",
             ErrorKind::SqlError => "sql_error",
+            ErrorKind::CommitRefused => "commit_refused",
+            ErrorKind::HostError => "host_error",
         }
     }
 }
@@ -189,6 +197,8 @@ pub struct RunRecord {
     pub queue: String,
     /// The run that staged this one.
     pub parent_run_id: Option<i64>,
+    /// How many runs stand above it in the chain that staged it (0: none).
+    pub depth: u32,
     /// Who cancelled it, if cancelled.
     pub cancelled_by: Option<String>,
     /// Whether its parent's step waits for it.
@@ -249,6 +259,8 @@ pub struct NewRun {
     pub queue: String,
     /// Parent run, for staged runs.
     pub parent_run_id: Option<i64>,
+    /// How many runs stand above it in the chain that staged it (0: none).
+    pub depth: u32,
     /// Whether the parent's step waits for this run.
     pub awaited: bool,
 }

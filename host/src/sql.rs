@@ -14,8 +14,8 @@ use std::ops::ControlFlow;
 
 use serde::{Deserialize, Serialize};
 use sqlparser::ast::{
-    AlterTableOperation, BinaryOperator, DataType, Expr, Ident, ObjectName, ObjectType, Query,
-    Select, SetExpr, Statement, TableFactor, Visit, Visitor, visit_relations,
+    AlterColumnOperation, AlterTableOperation, BinaryOperator, DataType, Expr, Ident, ObjectName,
+    ObjectType, Query, Select, SetExpr, Statement, TableFactor, Visit, Visitor, visit_relations,
 };
 use sqlparser::dialect::{Dialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
@@ -30,7 +30,7 @@ pub const ENGINE_TABLES: &[&str] = &[
 ];
 
 /// How much SQL a step may run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SqlMode {
     /// SELECT only.
@@ -40,7 +40,7 @@ pub enum SqlMode {
 }
 
 /// A step's SQL grant, from its manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SqlGrant {
     /// Read-only or read-write.
     pub mode: SqlMode,
@@ -54,7 +54,7 @@ pub struct SqlGrant {
 }
 
 /// The database a statement is checked for (dialects differ).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dialects {
     /// SQLite.
     Sqlite,
@@ -118,7 +118,16 @@ pub fn check(
             }
             Access::Ddl
         }
-        Statement::CreateIndex(_) if grant.ddl => Access::Ddl,
+        Statement::CreateIndex(i) if grant.ddl => {
+            // Operator classes and collations are objects of some schema too.
+            if i.columns.iter().any(|c| c.to_string().contains('.')) {
+                return Err(
+                    "CREATE INDEX may not name another schema's operator classes or collations"
+                        .into(),
+                );
+            }
+            Access::Ddl
+        }
         Statement::AlterTable(t) if grant.ddl => {
             let plain = t.operations.iter().all(|op| {
                 matches!(
@@ -135,6 +144,17 @@ pub fn check(
             // A column type from another schema would tie the table to it.
             if t.operations.iter().any(|op| op.to_string().contains('.')) {
                 return Err("ALTER TABLE may not name another schema's types".into());
+            }
+            let types = t.operations.iter().filter_map(|op| match op {
+                AlterTableOperation::AddColumn { column_def, .. } => Some(&column_def.data_type),
+                AlterTableOperation::AlterColumn {
+                    op: AlterColumnOperation::SetDataType { data_type, .. },
+                    ..
+                } => Some(data_type),
+                _ => None,
+            });
+            if let Some(why) = types.into_iter().find_map(type_refused) {
+                return Err(why);
             }
             Access::Ddl
         }
@@ -194,8 +214,106 @@ pub fn check(
     Ok(access)
 }
 
+/// How deeply the parser may nest (sqlparser's own default is 50).
+const PARSER_DEPTH: usize = 48;
+
 fn parse(dialect: &dyn Dialect, statement: &str) -> Result<Vec<Statement>, String> {
-    Parser::parse_sql(dialect, statement).map_err(|e| format!("not valid SQL: {e}"))
+    Parser::new(dialect)
+        .with_recursion_limit(PARSER_DEPTH)
+        .try_with_sql(statement)
+        .and_then(|mut p| p.parse_statements())
+        .map_err(|e| format!("not valid SQL: {e}"))
+}
+
+/// Stack of the checker's thread. A statement's tree can nest as deep as
+/// the statement is long (`1+1+1+…` parses without recursion but is walked,
+/// printed and dropped recursively), so the checker never runs on a step's
+/// small fiber stack: it has a thread of its own, with room for the longest
+/// statement a step may send.
+const CHECKER_STACK: usize = 256 << 20;
+
+type Verdict = Result<Access, String>;
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct CheckKey {
+    statement: String,
+    grant: SqlGrant,
+    dialect: Dialects,
+    app_schema: String,
+}
+
+type CheckJob = (CheckKey, tokio::sync::oneshot::Sender<Verdict>);
+
+/// Most verdicts kept; the cache is emptied when it is full.
+const VERDICTS_KEPT: usize = 4_096;
+
+fn verdicts() -> std::sync::MutexGuard<'static, std::collections::HashMap<CheckKey, Verdict>> {
+    static VERDICTS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<CheckKey, Verdict>>,
+    > = std::sync::OnceLock::new();
+    VERDICTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The checker thread's queue, started on first use (and again if it died).
+fn checker() -> Option<std::sync::mpsc::Sender<CheckJob>> {
+    static QUEUE: std::sync::Mutex<Option<std::sync::mpsc::Sender<CheckJob>>> =
+        std::sync::Mutex::new(None);
+    let mut queue = QUEUE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(q) = queue.as_ref() {
+        return Some(q.clone());
+    }
+    let (send, receive) = std::sync::mpsc::channel::<CheckJob>();
+    std::thread::Builder::new()
+        .name("acidic-sql-check".into())
+        .stack_size(CHECKER_STACK)
+        .spawn(move || {
+            for (key, answer) in receive {
+                let verdict = std::panic::catch_unwind(|| {
+                    check(&key.statement, &key.grant, key.dialect, &key.app_schema)
+                })
+                .unwrap_or_else(|_| Err("the SQL checker failed on this statement".into()));
+                let _ = answer.send(verdict);
+            }
+        })
+        .ok()?;
+    *queue = Some(send.clone());
+    Some(send)
+}
+
+/// [`check`], run on the checker's own thread (see [`CHECKER_STACK`]), with
+/// the verdict remembered per statement, grant, dialect and schema.
+pub async fn check_off_stack(
+    statement: &str,
+    grant: &SqlGrant,
+    dialect: Dialects,
+    app_schema: &str,
+) -> Result<Access, String> {
+    let key = CheckKey {
+        statement: statement.to_string(),
+        grant: grant.clone(),
+        dialect,
+        app_schema: app_schema.to_string(),
+    };
+    if let Some(verdict) = verdicts().get(&key) {
+        return verdict.clone();
+    }
+    let (answer, verdict) = tokio::sync::oneshot::channel();
+    let sent = checker().is_some_and(|q| q.send((key.clone(), answer)).is_ok());
+    if !sent {
+        return Err("the SQL checker is not running".into());
+    }
+    let verdict = verdict
+        .await
+        .unwrap_or_else(|_| Err("the SQL checker stopped".into()));
+    let mut kept = verdicts();
+    if kept.len() >= VERDICTS_KEPT {
+        kept.clear();
+    }
+    kept.insert(key, verdict.clone());
+    verdict
 }
 
 /// Walks every query, select, table, function and expression of a statement.
@@ -307,6 +425,9 @@ impl Visitor for Guard<'_> {
             } => Some("custom operators are not allowed".into()),
             Expr::Cast { data_type, .. } => type_refused(data_type),
             Expr::TypedString(t) => type_refused(&t.data_type),
+            Expr::Collate { collation, .. } if collation.0.len() > 1 => {
+                Some(format!("collation `{collation}` names another schema"))
+            }
             _ => None,
         };
         match refused {
@@ -350,19 +471,36 @@ fn parts(name: &ObjectName, fold: bool) -> Vec<String> {
         .collect()
 }
 
-/// Type names that could name another schema or look objects up by name
-/// (`::regclass`) are refused; built-in types pass.
+/// Type names that could reach outside the application's schema are
+/// refused wherever they stand (an array's element, a range, a record): a
+/// qualified name (another schema's type), a `reg*` type (which looks
+/// objects up by name), or the name of an engine table (its row type).
+/// Built-in types pass.
 fn type_refused(data_type: &DataType) -> Option<String> {
-    match data_type {
-        DataType::Regclass => Some("reg* types are not allowed".into()),
-        DataType::Custom(name, _) => {
-            let parts = parts(name, true);
-            let qualified = parts.len() > 1;
-            let lookup = parts.last().is_some_and(|n| n.starts_with("reg"));
-            (qualified || lookup).then(|| format!("type `{name}` is not allowed in a step's SQL"))
-        }
-        _ => None,
+    if matches!(data_type, DataType::Regclass) {
+        return Some("reg* types are not allowed".into());
     }
+    names_refused(&data_type.to_string())
+        .map(|why| format!("type `{data_type}` is not allowed in a step's SQL: {why}"))
+}
+
+/// Why the words of a type (or an operator class, or a column definition)
+/// could name something outside the application's schema, if they could.
+fn names_refused(text: &str) -> Option<&'static str> {
+    let text = text.to_lowercase();
+    if text.contains('.') {
+        return Some("it names another schema");
+    }
+    let words = text.split(|c: char| !(c.is_alphanumeric() || c == '_'));
+    for word in words.filter(|w| !w.is_empty()) {
+        if word.starts_with("reg") {
+            return Some("reg* types look objects up by name");
+        }
+        if ENGINE_TABLES.contains(&word) {
+            return Some("it names an engine table's row type");
+        }
+    }
+    None
 }
 
 fn table_refused(

@@ -246,6 +246,7 @@ async fn new_run(host: &Host, workflow: &str, key: &str, args: Value) -> NewRun 
         delay: Duration::ZERO,
         queue: "default".into(),
         parent_run_id: None,
+        depth: 0,
         awaited: false,
     }
 }

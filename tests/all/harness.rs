@@ -195,6 +195,11 @@ impl Env {
         rows.first().and_then(|n| n.parse().ok()).expect("a count")
     }
 
+    /// The engine's schema, on Postgres.
+    pub fn engine_schema(&self) -> Option<String> {
+        self.schema.clone()
+    }
+
     /// The database URL (a file path for SQLite).
     pub fn db(&self) -> String {
         self.url.clone()
@@ -406,6 +411,7 @@ impl Drop for Env {
             if let Err(e) = postgres(&["SET lock_timeout = '3s'", &drop]) {
                 eprintln!("could not drop test schema {schema}: {e}");
             }
+            drop_guest_role(&schema);
         }
     }
 }
@@ -451,6 +457,21 @@ fn on_own_thread<T: Send + 'static>(
     .map_err(|_| "the database thread panicked".to_string())?
 }
 
+/// Drops the role the engine made for the guest SQL of schema `schema`.
+fn drop_guest_role(schema: &str) {
+    let role = acidic::store::postgres::guest_role_name(schema);
+    let exists = postgres(&[&format!(
+        "SELECT rolname::text FROM pg_roles WHERE rolname = '{role}'"
+    )]);
+    if exists.is_ok_and(|r| !r.is_empty()) {
+        let _ = postgres(&[
+            "SET lock_timeout = '3s'",
+            &format!("DROP OWNED BY \"{role}\" CASCADE"),
+            &format!("DROP ROLE IF EXISTS \"{role}\""),
+        ]);
+    }
+}
+
 /// Drops the schemas of earlier test processes that are gone (killed
 /// before their `Drop` ran).
 fn drop_stale_schemas() {
@@ -462,6 +483,7 @@ fn drop_stale_schemas() {
         if !Path::new("/proc").join(pid).exists() {
             let drop = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
             let _ = postgres(&["SET lock_timeout = '3s'", &drop]);
+            drop_guest_role(&schema);
         }
     }
 }

@@ -385,6 +385,7 @@ async fn new_run(host: &Host, key: &str) -> NewRun {
         delay: Duration::ZERO,
         queue: "default".into(),
         parent_run_id: None,
+        depth: 0,
         awaited: false,
     }
 }

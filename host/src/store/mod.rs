@@ -338,6 +338,50 @@ pub struct SqlRows {
     pub rows: Vec<Vec<SqlValue>>,
 }
 
+impl SqlRows {
+    /// About how many bytes the rows take in memory.
+    pub fn size(&self) -> usize {
+        let columns: usize = self.columns.iter().map(|c| c.len() + 24).sum();
+        columns
+            + self
+                .rows
+                .iter()
+                .map(|r| 24 + r.iter().map(SqlValue::size).sum::<usize>())
+                .sum::<usize>()
+    }
+}
+
+impl SqlValue {
+    /// About how many bytes the value takes in memory.
+    pub fn size(&self) -> usize {
+        32 + match self {
+            SqlValue::Text(t) | SqlValue::Json(t) => t.len(),
+            SqlValue::Blob(b) => b.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// The bounds one guest statement runs within: it is cut off at the step's
+/// deadline, and its rows may not take more than what is left of the step's
+/// memory budget.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestLimits {
+    /// When the step's time is up.
+    pub deadline: std::time::Instant,
+    /// Bytes the rows may take.
+    pub max_bytes: usize,
+}
+
+impl GuestLimits {
+    /// Time left, at least 1 ms (a bound of zero means "none" to the databases).
+    pub fn time_left(&self) -> Duration {
+        self.deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .max(Duration::from_millis(1))
+    }
+}
+
 /// A step's own transaction, open while its guest runs: the guest's SQL runs
 /// on it, and the step's commit (fenced on the lease) ends it. Dropping it
 /// rolls everything back.
@@ -355,29 +399,31 @@ impl std::fmt::Debug for StepTx {
 }
 
 impl StepTx {
-    /// Runs a checked INSERT, UPDATE or DELETE, within `grant`.
+    /// Runs a checked INSERT, UPDATE or DELETE, within `grant` and `limits`.
     pub async fn execute(
         &mut self,
         sql: &str,
         params: &[SqlValue],
         grant: &crate::sql::SqlGrant,
+        limits: &GuestLimits,
     ) -> Result<u64> {
         match self {
-            StepTx::Sqlite(t) => t.execute(sql, params, grant).await,
-            StepTx::Postgres(t) => t.execute(sql, params, grant).await,
+            StepTx::Sqlite(t) => t.execute(sql, params, grant, limits).await,
+            StepTx::Postgres(t) => t.execute(sql, params, grant, limits).await,
         }
     }
 
-    /// Runs a checked SELECT, within `grant`.
+    /// Runs a checked SELECT, within `grant` and `limits`.
     pub async fn query(
         &mut self,
         sql: &str,
         params: &[SqlValue],
         grant: &crate::sql::SqlGrant,
+        limits: &GuestLimits,
     ) -> Result<SqlRows> {
         match self {
-            StepTx::Sqlite(t) => t.query(sql, params, grant).await,
-            StepTx::Postgres(t) => t.query(sql, params, grant).await,
+            StepTx::Sqlite(t) => t.query(sql, params, grant, limits).await,
+            StepTx::Postgres(t) => t.query(sql, params, grant, limits).await,
         }
     }
 
@@ -424,6 +470,26 @@ impl Wakeups {
     pub async fn next(&mut self) -> Result<()> {
         self.listener.recv().await?;
         Ok(())
+    }
+}
+
+/// Whether a database error code says the same transaction would fail the
+/// same way again: a value or size the database cannot store (Postgres class
+/// 22, data exception; 54, program limit; integrity errors other than a
+/// concurrent key), or SQLite's TOOBIG, CONSTRAINT and MISMATCH.
+pub fn deterministic(dialect: crate::sql::Dialects, code: Option<&str>) -> bool {
+    let Some(code) = code else { return false };
+    match dialect {
+        crate::sql::Dialects::Postgres => {
+            code != "23505"
+                && ["22", "23", "54"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+        }
+        // Extended result codes keep the primary code in their low byte.
+        crate::sql::Dialects::Sqlite => {
+            matches!(code.parse::<u32>().map(|n| n & 0xff), Ok(18..=20))
+        }
     }
 }
 

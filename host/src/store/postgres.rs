@@ -31,11 +31,18 @@ fn queue_param(queues: &[String]) -> Option<Vec<String>> {
 }
 
 /// Schema migrations, in order, numbered like `migrations/sqlite/` (a test checks both).
-pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../../migrations/postgres/0001_init.sql"),
-)];
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "lineage_depth",
+        include_str!("../../../migrations/postgres/0002_lineage_depth.sql"),
+    ),
+];
 
 /// Any number: it only has to be the same in every process that migrates.
 const MIGRATION_LOCK: i64 = 0x0ac1_d1c0;
@@ -52,6 +59,8 @@ pub struct PostgresStore {
     pool: PgPool,
     schema: String,
     app_schema: String,
+    /// The role guest SQL runs under, if the connecting user could set it up.
+    guest_role: Option<String>,
 }
 
 impl PostgresStore {
@@ -73,12 +82,14 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        let store = PostgresStore {
+        let mut store = PostgresStore {
             pool,
             schema,
             app_schema,
+            guest_role: None,
         };
         store.migrate().await?;
+        store.guest_role = store.prepare_guest_role().await?;
         Ok(store)
     }
 
@@ -118,6 +129,74 @@ impl PostgresStore {
         apply_migrations(&mut tx, MIGRATIONS).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Sets up the role guest SQL runs under: it may use the application's
+    /// schema and its tables, and has no privilege at all on the engine's, so
+    /// even a statement the checker let through by mistake cannot name an
+    /// engine table, type or sequence. The connecting user must be allowed to
+    /// create roles; if it is not, guest SQL runs under the user itself, with
+    /// the checker as the only guard, and a warning says so.
+    async fn prepare_guest_role(&self) -> Result<Option<String>> {
+        let role = guest_role_name(&self.schema);
+        // Names were checked to be plain identifiers; the role is derived from one.
+        let (role_q, app, engine) = (
+            format!("\"{role}\""),
+            format!("\"{}\"", self.app_schema),
+            format!("\"{}\"", self.schema),
+        );
+        let statements = [
+            format!(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
+                 CREATE ROLE {role_q} NOLOGIN NOINHERIT; END IF; END $$"
+            ),
+            format!("GRANT {role_q} TO CURRENT_USER"),
+            format!("REVOKE ALL ON SCHEMA {engine} FROM {role_q}"),
+            format!("REVOKE ALL ON ALL TABLES IN SCHEMA {engine} FROM {role_q}"),
+            format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {engine} FROM {role_q}"),
+            format!("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {engine} FROM PUBLIC"),
+            format!("GRANT USAGE, CREATE ON SCHEMA {app} TO {role_q}"),
+            format!(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {app} TO {role_q}"
+            ),
+            format!("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {app} TO {role_q}"),
+            // Tables the connecting user creates later are the guest's to use too.
+            format!(
+                "ALTER DEFAULT PRIVILEGES IN SCHEMA {app} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role_q}"
+            ),
+            format!(
+                "ALTER DEFAULT PRIVILEGES IN SCHEMA {app} GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {role_q}"
+            ),
+        ];
+        let mut tx = self.pool.begin().await?;
+        // Roles are shared by the whole server: one process sets them up at a time.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        for statement in &statements {
+            if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(statement.clone()))
+                .execute(&mut *tx)
+                .await
+            {
+                let denied = matches!(&e, sqlx::Error::Database(db) if db.code().as_deref() == Some("42501"));
+                if denied {
+                    tracing::warn!(
+                        "cannot set up the role `{role}` for guest SQL ({e}); steps' SQL runs as the \
+                         connecting user, guarded by the SQL checker alone (grant CREATEROLE to fix)"
+                    );
+                    return Ok(None);
+                }
+                return Err(e.into());
+            }
+        }
+        tx.commit().await?;
+        Ok(Some(role))
+    }
+
+    /// The role guest SQL runs under, if any.
+    pub fn guest_role(&self) -> Option<&str> {
+        self.guest_role.as_deref()
     }
 
     /// The schema where steps' SQL finds the application's tables.
@@ -210,9 +289,13 @@ impl PostgresStore {
     /// Opens a step transaction for guest SQL.
     pub async fn begin_step(&self) -> Result<StepTx> {
         let mut tx = self.begin().await?;
-        // Checked to be a plain identifier in `split_schema`.
+        // Checked to be a plain identifier in `split_schema`; the role is derived from one.
+        let role = match &self.guest_role {
+            Some(role) => format!("; SET LOCAL ROLE \"{role}\""),
+            None => String::new(),
+        };
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "SET LOCAL search_path TO \"{}\"",
+            "SET LOCAL search_path TO \"{}\"{role}",
             self.app_schema
         )))
         .execute(&mut *tx)
@@ -266,10 +349,19 @@ impl StepTx {
     /// Runs `run` under a savepoint: a statement Postgres rejects is undone
     /// alone, so a guest that handles the error can go on (without it the
     /// whole transaction would be aborted and its commit refused).
-    async fn savepoint<T>(&mut self, run: impl AsyncFnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        sqlx::query("SAVEPOINT acidic_guest")
-            .execute(&mut *self.tx)
-            .await?;
+    /// The statement is also bounded by the time left to the step: Postgres
+    /// cancels it at the deadline (`statement_timeout` covers lock waits too).
+    async fn savepoint<T>(
+        &mut self,
+        limits: &GuestLimits,
+        run: impl AsyncFnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        let ms = limits.time_left().as_millis().max(1);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SAVEPOINT acidic_guest; SET LOCAL statement_timeout = {ms}"
+        )))
+        .execute(&mut *self.tx)
+        .await?;
         let result = run(self).await;
         let end = if result.is_ok() {
             "RELEASE SAVEPOINT acidic_guest"
@@ -288,71 +380,51 @@ impl StepTx {
         sql: &str,
         params: &[SqlValue],
         _grant: &SqlGrant,
+        limits: &GuestLimits,
     ) -> Result<u64> {
-        self.savepoint(async |t: &mut Self| {
+        self.savepoint(limits, async |t: &mut Self| {
             let (q, _) = t.bound(sql, params).await?;
             Ok(q.execute(&mut *t.tx).await?.rows_affected())
         })
         .await
     }
 
-    /// Runs a checked guest query.
+    /// Runs a checked guest query. Rows are read one at a time and counted,
+    /// so a query cannot make the host hold more than `limits.max_bytes`.
     pub async fn query(
         &mut self,
         sql: &str,
         params: &[SqlValue],
         _grant: &SqlGrant,
+        limits: &GuestLimits,
     ) -> Result<SqlRows> {
-        use sqlx::{Column, TypeInfo, ValueRef};
-        let (rows, columns) = self
-            .savepoint(async |t: &mut Self| {
-                let (q, columns) = t.bound(sql, params).await?;
-                Ok((q.fetch_all(&mut *t.tx).await?, columns))
-            })
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let mut values = Vec::with_capacity(columns.len());
-            for (i, column) in row.columns().iter().enumerate() {
-                let raw = row.try_get_raw(i)?;
-                let ty = column.type_info().name().to_string();
-                let value = if raw.is_null() {
-                    SqlValue::Null
-                } else {
-                    match ty.as_str() {
-                        "INT2" => SqlValue::Integer(row.try_get::<i16, _>(i)?.into()),
-                        "INT4" => SqlValue::Integer(row.try_get::<i32, _>(i)?.into()),
-                        "INT8" => SqlValue::Integer(row.try_get(i)?),
-                        "BOOL" => SqlValue::Integer(row.try_get::<bool, _>(i)?.into()),
-                        "FLOAT4" => SqlValue::Real(row.try_get::<f32, _>(i)?.into()),
-                        "FLOAT8" => SqlValue::Real(row.try_get(i)?),
-                        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => SqlValue::Text(row.try_get(i)?),
-                        "BYTEA" => SqlValue::Blob(row.try_get(i)?),
-                        "JSON" | "JSONB" => SqlValue::Json(
-                            row.try_get::<sqlx::types::Json<serde_json::Value>, _>(i)?
-                                .0
-                                .to_string(),
-                        ),
-                        other => {
-                            return Err(Error::GuestSql(format!(
-                                "column `{}` is {other}: cast it in the query (::text, ::float8, ::bigint)",
-                                column.name()
-                            )));
-                        }
-                    }
-                };
-                values.push(value);
+        let max_bytes = limits.max_bytes;
+        self.savepoint(limits, async |t: &mut Self| {
+            use futures_util::TryStreamExt;
+            let (q, columns) = t.bound(sql, params).await?;
+            let mut held = columns.iter().map(|c| c.len() + 24).sum::<usize>();
+            let mut rows = q.fetch(&mut *t.tx);
+            let mut out = Vec::new();
+            while let Some(row) = rows.try_next().await? {
+                let values = row_values(&row)?;
+                held += 24 + values.iter().map(SqlValue::size).sum::<usize>();
+                if held > max_bytes {
+                    return Err(Error::GuestRowsOverBudget { budget: max_bytes });
+                }
+                out.push(values);
             }
-            out.push(values);
-        }
-        Ok(SqlRows { columns, rows: out })
+            Ok(SqlRows { columns, rows: out })
+        })
+        .await
     }
 
     /// Commits the step on this transaction (fenced on its lease), or rolls
-    /// everything back, the guest's SQL included, if the fence fails.
+    /// everything back, the guest's SQL included, if the fence fails. The
+    /// engine's own statements run as the connecting user again, in the
+    /// engine's schema, with no statement timeout of the guest's.
     pub async fn commit(mut self, c: &StepCommit) -> Result<CommitOutcome> {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "SET LOCAL search_path TO \"{}\"",
+            "RESET ROLE; SET LOCAL search_path TO \"{}\"; SET LOCAL statement_timeout = 0",
             self.schema
         )))
         .execute(&mut *self.tx)
@@ -366,6 +438,43 @@ impl StepTx {
     pub async fn rollback(self) -> Result<()> {
         Ok(self.tx.rollback().await?)
     }
+}
+
+/// One row of a guest query as guest values.
+fn row_values(row: &PgRow) -> Result<Vec<SqlValue>> {
+    use sqlx::{Column, Row, TypeInfo, ValueRef};
+    let mut values = Vec::with_capacity(row.columns().len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let raw = row.try_get_raw(i)?;
+        let ty = column.type_info().name().to_string();
+        let value = if raw.is_null() {
+            SqlValue::Null
+        } else {
+            match ty.as_str() {
+                "INT2" => SqlValue::Integer(row.try_get::<i16, _>(i)?.into()),
+                "INT4" => SqlValue::Integer(row.try_get::<i32, _>(i)?.into()),
+                "INT8" => SqlValue::Integer(row.try_get(i)?),
+                "BOOL" => SqlValue::Integer(row.try_get::<bool, _>(i)?.into()),
+                "FLOAT4" => SqlValue::Real(row.try_get::<f32, _>(i)?.into()),
+                "FLOAT8" => SqlValue::Real(row.try_get(i)?),
+                "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => SqlValue::Text(row.try_get(i)?),
+                "BYTEA" => SqlValue::Blob(row.try_get(i)?),
+                "JSON" | "JSONB" => SqlValue::Json(
+                    row.try_get::<sqlx::types::Json<serde_json::Value>, _>(i)?
+                        .0
+                        .to_string(),
+                ),
+                other => {
+                    return Err(Error::GuestSql(format!(
+                        "column `{}` is {other}: cast it in the query (::text, ::float8, ::bigint)",
+                        column.name()
+                    )));
+                }
+            }
+        };
+        values.push(value);
+    }
+    Ok(values)
 }
 
 /// Binds one guest value as the parameter type Postgres inferred, `ty`.
@@ -417,7 +526,15 @@ fn bind<'a>(
     })
 }
 
-use super::{SqlRows, SqlValue};
+/// The role guest SQL runs under for the engine schema `schema` (roles are
+/// shared by the whole server, so each engine schema has its own).
+pub fn guest_role_name(schema: &str) -> String {
+    let mut role = format!("{schema}_guest");
+    role.truncate(63);
+    role
+}
+
+use super::{GuestLimits, SqlRows, SqlValue};
 use crate::sql::SqlGrant;
 
 include!("shared.rs");

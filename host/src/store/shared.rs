@@ -22,7 +22,7 @@ const RUN_COLUMNS: &str = "id, workflow, workflow_version, definition_hash, idem
     status, recovery_point, attributes, result, attempts, step_attempt, step_attempt_base, last_error_step, \
     last_error_kind, last_error_message, last_error_attempt, locked_by, locked_until, available_at, queue, \
     parent_run_id, awaited, pending_children, await_next, cancelled_by, created_at, updated_at, last_run_at, \
-    finished_at";
+    finished_at, depth";
 
 impl Backend {
     /// Stores component bytes under their digest (a no-op if present).
@@ -904,8 +904,8 @@ async fn insert_run(conn: &mut Conn, new: &NewRun, now: i64, lease: Option<&Leas
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO runs (workflow, workflow_version, definition_hash, idempotency_key, args, args_hash, status, \
            recovery_point, attributes, locked_by, locked_until, available_at, queue, parent_run_id, awaited, \
-           created_at, updated_at, last_run_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING id",
+           created_at, updated_at, last_run_at, depth) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) RETURNING id",
     )
     .bind(&new.workflow)
     .bind(i64::from(new.workflow_version))
@@ -918,13 +918,14 @@ async fn insert_run(conn: &mut Conn, new: &NewRun, now: i64, lease: Option<&Leas
     .bind(Value::Object(new.attributes.clone()).to_string())
     .bind(lease.map(|l| l.owner.as_str()))
     .bind(lease.map(|l| now + ms(l.ttl)))
-    .bind(now + ms(new.delay))
+    .bind(now.saturating_add(ms(new.delay)))
     .bind(&new.queue)
     .bind(new.parent_run_id)
     .bind(new.awaited)
     .bind(now)
     .bind(now)
     .bind(lease.map(|_| now))
+    .bind(i64::from(new.depth))
     .fetch_one(&mut *conn)
     .await?;
     Ok(id)
@@ -1035,6 +1036,7 @@ fn run_from_row(row: &DbRow) -> Result<RunRecord> {
         available_at: row.try_get("available_at")?,
         queue: row.try_get("queue")?,
         parent_run_id: row.try_get("parent_run_id")?,
+        depth: u32::try_from(row.try_get::<i64, _>("depth")?).unwrap_or(u32::MAX),
         cancelled_by: row.try_get("cancelled_by")?,
         awaited: row.try_get::<bool, _>("awaited")?,
         pending_children: row.try_get::<i64, _>("pending_children")?.max(0) as u32,

@@ -30,11 +30,18 @@ fn queue_param(queues: &[String]) -> Option<String> {
 
 /// Schema migrations, in order. Every file in `migrations/sqlite/` is listed here
 /// (a test checks it), so the binary carries its schema with it.
-pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../../migrations/sqlite/0001_init.sql"),
-)];
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "lineage_depth",
+        include_str!("../../../migrations/sqlite/0002_lineage_depth.sql"),
+    ),
+];
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -118,6 +125,22 @@ struct Authority {
     write: bool,
     ddl: bool,
     tables: Vec<String>,
+    /// When the step's time is up: the progress handler interrupts the
+    /// statement then.
+    deadline: std::time::Instant,
+}
+
+/// How many SQLite VM steps run between two looks at the deadline.
+const PROGRESS_EVERY: std::ffi::c_int = 1_000;
+
+/// The progress handler: interrupts a guest statement (SQLITE_INTERRUPT)
+/// once its step's deadline has passed.
+unsafe extern "C" fn progress(data: *mut std::ffi::c_void) -> std::ffi::c_int {
+    let active = authorities();
+    match active.get(&(data as usize)) {
+        Some(authority) if std::time::Instant::now() >= authority.deadline => 1,
+        _ => 0,
+    }
 }
 
 /// The authorizer callback: allows reading and (with `write`) changing rows
@@ -200,11 +223,17 @@ impl StepTx {
             let key = db as usize;
             authorities().insert(key, authority.clone());
             // SAFETY: `db` is this connection's open handle, locked for the
-            // call; the callback's data is an integer, never dereferenced.
+            // call; the callbacks' data is an integer, never dereferenced.
             unsafe {
                 libsqlite3_sys::sqlite3_set_authorizer(
                     db,
                     Some(authorize),
+                    key as *mut std::ffi::c_void,
+                );
+                libsqlite3_sys::sqlite3_progress_handler(
+                    db,
+                    PROGRESS_EVERY,
+                    Some(progress),
                     key as *mut std::ffi::c_void,
                 );
             }
@@ -213,13 +242,11 @@ impl StepTx {
         let _active = ActiveAuthority(key);
         let result = run(self).await;
         if let Ok(mut handle) = self.tx.lock_handle().await {
-            // SAFETY: as above; removing the callback.
+            // SAFETY: as above; removing the callbacks.
             unsafe {
-                libsqlite3_sys::sqlite3_set_authorizer(
-                    handle.as_raw_handle().as_ptr(),
-                    None,
-                    std::ptr::null_mut(),
-                );
+                let db = handle.as_raw_handle().as_ptr();
+                libsqlite3_sys::sqlite3_set_authorizer(db, None, std::ptr::null_mut());
+                libsqlite3_sys::sqlite3_progress_handler(db, 0, None, std::ptr::null_mut());
             }
         }
         result
@@ -231,8 +258,9 @@ impl StepTx {
         sql: &str,
         params: &[SqlValue],
         grant: &SqlGrant,
+        limits: &GuestLimits,
     ) -> Result<u64> {
-        let authority = Authority::of(grant);
+        let authority = Authority::of(grant, limits);
         self.with_authorizer(&authority, async |t: &mut Self| {
             t.execute_unchecked(sql, params).await
         })
@@ -240,15 +268,18 @@ impl StepTx {
     }
 
     /// Runs a checked guest query; values come back as SQLite stored them.
+    /// Rows are read one at a time and counted, so a query cannot make the
+    /// host hold more than `limits.max_bytes` for it.
     pub async fn query(
         &mut self,
         sql: &str,
         params: &[SqlValue],
         grant: &SqlGrant,
+        limits: &GuestLimits,
     ) -> Result<SqlRows> {
-        let authority = Authority::of(grant);
+        let authority = Authority::of(grant, limits);
         self.with_authorizer(&authority, async |t: &mut Self| {
-            t.query_unchecked(sql, params).await
+            t.query_unchecked(sql, params, limits.max_bytes).await
         })
         .await
     }
@@ -258,7 +289,13 @@ impl StepTx {
         Ok(q.execute(&mut *self.tx).await?.rows_affected())
     }
 
-    async fn query_unchecked(&mut self, sql: &str, params: &[SqlValue]) -> Result<SqlRows> {
+    async fn query_unchecked(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+        max_bytes: usize,
+    ) -> Result<SqlRows> {
+        use futures_util::TryStreamExt;
         use sqlx::{Column, Executor, SqlSafeStr, Statement, TypeInfo, ValueRef};
         let statement = (&mut *self.tx)
             .prepare(sqlx::AssertSqlSafe(sql.to_string()).into_sql_str())
@@ -269,9 +306,11 @@ impl StepTx {
             .map(|c| c.name().to_string())
             .collect();
         let q = bind_params(sql, params);
-        let rows = q.fetch_all(&mut *self.tx).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
+        let mut rows = q.fetch(&mut *self.tx);
+        let mut out = Vec::new();
+        let mut held = columns.iter().map(|c| c.len() + 24).sum::<usize>();
+        while let Some(row) = rows.try_next().await? {
+            let row = &row;
             let mut values = Vec::with_capacity(columns.len());
             for i in 0..row.len() {
                 let raw = row.try_get_raw(i)?;
@@ -286,10 +325,16 @@ impl StepTx {
                         _ => SqlValue::Text(row.try_get_unchecked(i)?),
                     }
                 };
+                held += value.size();
                 values.push(value);
+            }
+            held += 24;
+            if held > max_bytes {
+                return Err(Error::GuestRowsOverBudget { budget: max_bytes });
             }
             out.push(values);
         }
+        drop(rows);
         Ok(SqlRows { columns, rows: out })
     }
 
@@ -346,16 +391,17 @@ impl Drop for ActiveAuthority {
 }
 
 impl Authority {
-    fn of(grant: &SqlGrant) -> Authority {
+    fn of(grant: &SqlGrant, limits: &GuestLimits) -> Authority {
         Authority {
             write: grant.mode == crate::sql::SqlMode::ReadWrite,
             ddl: grant.ddl && grant.mode == crate::sql::SqlMode::ReadWrite,
             tables: grant.tables.iter().map(|t| t.to_lowercase()).collect(),
+            deadline: limits.deadline,
         }
     }
 }
 
-use super::{SqlRows, SqlValue};
+use super::{GuestLimits, SqlRows, SqlValue};
 use crate::sql::SqlGrant;
 
 include!("shared.rs");

@@ -1,0 +1,563 @@
+//! The acidic imports a step calls: context (logging), attributes, staging
+//! and SQL, with every cap, the memory budget, host-call fuel and the
+//! deadline applied here, at the boundary; then the 0.1.0 shims.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::bindings::acidic::step::{attributes, context, sql, staging};
+use super::bindings::v0_1::acidic::step as v0_1;
+use super::limits::{VALUE_OVERHEAD, guest_json, guest_name, shown};
+use super::state::{StagedJob, StepState, cap};
+use crate::error::Error;
+use crate::run::{ErrorKind, derived_key};
+use crate::sql::{Access, Dialects};
+use crate::store::{GuestLimits, RunFilter, SqlRows, SqlValue};
+
+/// Longest workflow name a step may stage (as long as a registered name may be).
+const MAX_WORKFLOW_NAME: usize = 128;
+/// Longest idempotency key.
+pub const MAX_KEY: usize = 255;
+/// Longest queue name.
+pub const MAX_QUEUE_NAME: usize = 128;
+/// Longest delay a staged run may be given: a year.
+pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Longest SQL statement a step may send.
+pub const MAX_STATEMENT: usize = 64 << 10;
+
+impl context::Host for StepState {
+    fn log(&mut self, level: context::Level, message: String) {
+        if !self.charge(message.len()) || self.log_bytes >= cap(self.policy.max_log) {
+            return;
+        }
+        self.log_bytes += message.len();
+        let message = if self.log_bytes >= cap(self.policy.max_log) {
+            "(log cap reached; further lines dropped)"
+        } else {
+            &message
+        };
+        let (key, step) = (&self.run_key, &self.step);
+        match level {
+            context::Level::Trace => {
+                tracing::trace!(target: "acidic::guest", run = %key, step = %step, "{message}")
+            }
+            context::Level::Debug => {
+                tracing::debug!(target: "acidic::guest", run = %key, step = %step, "{message}")
+            }
+            context::Level::Info => {
+                tracing::info!(target: "acidic::guest", run = %key, step = %step, "{message}")
+            }
+            context::Level::Warn => {
+                tracing::warn!(target: "acidic::guest", run = %key, step = %step, "{message}")
+            }
+            context::Level::Error => {
+                tracing::error!(target: "acidic::guest", run = %key, step = %step, "{message}")
+            }
+        }
+    }
+}
+
+impl StepState {
+    /// Sets attribute `name` to the JSON text `value` within every cap: value
+    /// size, name length, count, total size and the memory budget.
+    fn set_attribute(&mut self, name: String, value: String) -> Result<(), String> {
+        let policy = self.policy;
+        if value.len() as u64 > policy.max_attribute {
+            let message = format!(
+                "attribute `{}`: value of {} bytes is over max_attribute ({} bytes)",
+                shown(&name),
+                value.len(),
+                policy.max_attribute
+            );
+            return Err(self.refuse(message));
+        }
+        if name.len() as u64 > policy.max_attribute_name {
+            let message = format!(
+                "attribute name `{}` of {} bytes is over max_attribute_name ({} bytes)",
+                shown(&name),
+                name.len(),
+                policy.max_attribute_name
+            );
+            return Err(self.refuse(message));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(format!(
+                "attribute name `{}` holds control characters",
+                shown(&name)
+            ));
+        }
+        let parsed = guest_json(&value)
+            .map_err(|e| format!("attribute `{}`: value is {e}", shown(&name)))?;
+        let size = name.len() + value.len();
+        let old = self.attribute_sizes.get(&name).copied();
+        if old.is_none() && self.attributes.len() as u64 >= policy.max_attributes {
+            let message = format!(
+                "attribute `{}`: the run already holds max_attributes ({}) attributes",
+                shown(&name),
+                policy.max_attributes
+            );
+            return Err(self.refuse(message));
+        }
+        let total = self.attributes_total - old.unwrap_or(0) + size;
+        if total as u64 > policy.max_attributes_total {
+            let message = format!(
+                "attribute `{}`: the run's attributes would total {total} bytes, over max_attributes_total ({} bytes)",
+                shown(&name),
+                policy.max_attributes_total
+            );
+            return Err(self.refuse(message));
+        }
+        let held = old.map_or(0, |o| o + VALUE_OVERHEAD);
+        if !self.budget.replace(held, size + VALUE_OVERHEAD) {
+            let message = format!(
+                "attribute `{}`: the step's memory budget of {} bytes is used up",
+                shown(&name),
+                self.budget.max()
+            );
+            self.refusals
+                .push((ErrorKind::MemoryLimit, message.clone()));
+            return Err(message);
+        }
+        self.attributes_total = total;
+        self.attribute_sizes.insert(name.clone(), size);
+        self.attributes.insert(name, parsed);
+        Ok(())
+    }
+
+    /// Checks a run the guest asks to stage against every cap; returns it as staged.
+    fn stage(&mut self, job: staging::Job) -> Result<String, String> {
+        let policy = self.policy;
+        guest_name(
+            "the staged run's workflow",
+            &job.workflow,
+            MAX_WORKFLOW_NAME,
+        )?;
+        let workflow = job.workflow;
+        if self.staged.len() as u64 >= policy.max_staged {
+            let message = format!(
+                "staged run of `{workflow}`: this call already staged max_staged ({}) runs",
+                policy.max_staged
+            );
+            return Err(self.refuse(message));
+        }
+        if job.args.len() as u64 > policy.max_result {
+            let message = format!(
+                "staged run of `{workflow}`: args of {} bytes are over max_result ({} bytes)",
+                job.args.len(),
+                policy.max_result
+            );
+            return Err(self.refuse(message));
+        }
+        let total = self.staged_total + job.args.len();
+        if total as u64 > policy.max_staged_total {
+            let message = format!(
+                "staged run of `{workflow}`: the args staged by this call would total {total} bytes, \
+                 over max_staged_total ({} bytes)",
+                policy.max_staged_total
+            );
+            return Err(self.refuse(message));
+        }
+        let args = guest_json(&job.args)
+            .map_err(|e| format!("staged run of `{workflow}`: args are {e}"))?;
+        if let Some(key) = &job.key {
+            guest_name("the staged run's key", key, MAX_KEY)
+                .map_err(|e| format!("staged run of `{workflow}`: {e}"))?;
+        }
+        let queue = job.queue.unwrap_or_else(|| "default".into());
+        guest_name("the staged run's queue", &queue, MAX_QUEUE_NAME)
+            .map_err(|e| format!("staged run of `{workflow}`: {e}"))?;
+        let delay = Duration::from_millis(job.delay_ms.unwrap_or(0));
+        if delay > MAX_DELAY {
+            return Err(format!(
+                "staged run of `{workflow}`: a delay of {} ms is over the limit of {} ms (a year)",
+                job.delay_ms.unwrap_or(0),
+                MAX_DELAY.as_millis()
+            ));
+        }
+        if !self.budget.hold(job.args.len() + VALUE_OVERHEAD * 4) {
+            let message = format!(
+                "staged run of `{workflow}`: the step's memory budget of {} bytes is used up",
+                self.budget.max()
+            );
+            self.refusals
+                .push((ErrorKind::MemoryLimit, message.clone()));
+            return Err(message);
+        }
+        let key = job.key.unwrap_or_else(|| derived_key(&workflow, &args));
+        self.staged_total = total;
+        self.staged.push(StagedJob {
+            workflow,
+            args,
+            key: key.clone(),
+            delay,
+            queue,
+            awaits: job.awaits,
+        });
+        Ok(key)
+    }
+}
+
+/// The error a host call answers once the step's fuel budget is gone; the
+/// next epoch tick stops the guest.
+const NO_FUEL: &str = "the step's fuel budget is burnt";
+
+impl attributes::Host for StepState {
+    fn get(&mut self, name: String) -> Option<String> {
+        let value = self.attributes.get(&name).map(Value::to_string);
+        let moved = name.len() + value.as_ref().map_or(0, String::len);
+        if !self.charge(moved) {
+            return None;
+        }
+        value
+    }
+
+    fn set(&mut self, name: String, value: String) -> std::result::Result<(), String> {
+        if !self.charge(name.len() + value.len()) {
+            return Err(NO_FUEL.into());
+        }
+        self.set_attribute(name, value)
+    }
+
+    fn delete(&mut self, name: String) {
+        if !self.charge(name.len()) {
+            return;
+        }
+        if self.attributes.remove(&name).is_some()
+            && let Some(size) = self.attribute_sizes.remove(&name)
+        {
+            self.attributes_total -= size;
+            self.budget.release(size + VALUE_OVERHEAD);
+        }
+    }
+
+    fn names(&mut self) -> Vec<String> {
+        let bytes: usize = self.attributes.keys().map(String::len).sum();
+        if !self.charge(bytes) {
+            return Vec::new();
+        }
+        self.attributes.keys().cloned().collect()
+    }
+}
+
+impl staging::Host for StepState {
+    fn enqueue(&mut self, job: staging::Job) -> std::result::Result<String, String> {
+        let moved = job.workflow.len()
+            + job.args.len()
+            + job.key.as_ref().map_or(0, String::len)
+            + job.queue.as_ref().map_or(0, String::len);
+        if !self.charge(moved) {
+            return Err(NO_FUEL.into());
+        }
+        self.stage(job)
+    }
+
+    async fn children(&mut self) -> Vec<staging::Child> {
+        if !self.charge(0) {
+            return Vec::new();
+        }
+        let filter = RunFilter {
+            parent: Some(self.run_id),
+            limit: 10_000,
+            ..RunFilter::default()
+        };
+        let runs = match tokio::time::timeout(self.time_left(), self.store.list_runs(&filter)).await
+        {
+            Ok(Ok(runs)) => runs,
+            Ok(Err(e)) => {
+                // The guest cannot act on a host database error; it sees no
+                // children, and the step's commit (same database) will fail too.
+                tracing::warn!(run = %self.run_key, "cannot list children: {e}");
+                return Vec::new();
+            }
+            Err(_) => {
+                let message = "listing the staged runs was cut off at the step's deadline";
+                self.refusals.push((ErrorKind::Timeout, message.into()));
+                return Vec::new();
+            }
+        };
+        let mut children = Vec::with_capacity(runs.len());
+        for r in runs.into_iter().rev() {
+            let output = r.result.map(|v| v.to_string());
+            let size = r.key.len() + output.as_ref().map_or(0, String::len) + VALUE_OVERHEAD;
+            // What the guest receives counts against its budget and its fuel.
+            if !self.budget.hold(size) || !self.charge(size) {
+                let message = format!(
+                    "the staged runs' results are over the step's memory budget of {} bytes",
+                    self.budget.max()
+                );
+                self.refusals.push((ErrorKind::MemoryLimit, message));
+                break;
+            }
+            children.push(staging::Child {
+                workflow: r.workflow,
+                key: r.key,
+                status: r.status.to_string(),
+                output,
+            });
+        }
+        children
+    }
+}
+
+/// What a guest statement did.
+enum GuestSqlDone {
+    Changed(u64),
+    Rows(SqlRows),
+}
+
+fn from_wit(v: sql::Value) -> SqlValue {
+    match v {
+        sql::Value::Null => SqlValue::Null,
+        sql::Value::Integer(i) => SqlValue::Integer(i),
+        sql::Value::Real(f) => SqlValue::Real(f),
+        sql::Value::Text(t) => SqlValue::Text(t),
+        sql::Value::Blob(b) => SqlValue::Blob(b),
+        sql::Value::Json(j) => SqlValue::Json(j),
+    }
+}
+
+/// Bytes a parameter carries across the boundary.
+fn wit_size(v: &sql::Value) -> usize {
+    8 + match v {
+        sql::Value::Text(t) | sql::Value::Json(t) => t.len(),
+        sql::Value::Blob(b) => b.len(),
+        _ => 0,
+    }
+}
+
+fn to_wit(v: SqlValue) -> sql::Value {
+    match v {
+        SqlValue::Null => sql::Value::Null,
+        SqlValue::Integer(i) => sql::Value::Integer(i),
+        SqlValue::Real(f) => sql::Value::Real(f),
+        SqlValue::Text(t) => sql::Value::Text(t),
+        SqlValue::Blob(b) => sql::Value::Blob(b),
+        SqlValue::Json(j) => sql::Value::Json(j),
+    }
+}
+
+impl StepState {
+    /// Records a refusal of kind `kind` and answers the guest with it.
+    fn sql_refused(&mut self, kind: ErrorKind, message: String) -> sql::SqlError {
+        self.refusals.push((kind, message.clone()));
+        sql::SqlError::Refused(message)
+    }
+
+    /// Runs one guest statement on the step's transaction, if its grant and
+    /// the statement's form allow it, within the step's deadline and memory.
+    async fn guest_sql(
+        &mut self,
+        statement: &str,
+        params: Vec<sql::Value>,
+        want: Access,
+    ) -> std::result::Result<GuestSqlDone, sql::SqlError> {
+        let moved = statement.len() + params.iter().map(wit_size).sum::<usize>();
+        if !self.charge(moved) {
+            return Err(sql::SqlError::Refused(NO_FUEL.into()));
+        }
+        let (Some(grant), true) = (self.sql_grant.clone(), self.step_tx.is_some()) else {
+            let message = "this step has no sql grant: add sql = \"read-only\" or \"read-write\" \
+                           to its [[step]] in the manifest"
+                .to_string();
+            return Err(self.sql_refused(ErrorKind::CapabilityDenied, message));
+        };
+        if statement.len() > MAX_STATEMENT {
+            let message = format!(
+                "SQL refused: a statement of {} bytes is over the limit of {MAX_STATEMENT} bytes; \
+                 pass large values as parameters",
+                statement.len()
+            );
+            return Err(self.sql_refused(ErrorKind::SqlRefused, message));
+        }
+        if self.time_left().is_zero() {
+            let message = "SQL refused: the step's deadline has passed".to_string();
+            return Err(self.sql_refused(ErrorKind::Timeout, message));
+        }
+        // Parsing and walking the statement is deep work on guest input: the
+        // checker runs on a thread of its own, never on this fiber's stack.
+        let checked =
+            crate::sql::check_off_stack(statement, &grant, self.dialect, &self.app_schema).await;
+        let access = match checked {
+            Ok(Access::Read) if want == Access::Write => {
+                Err("execute runs INSERT, UPDATE or DELETE; use query for SELECT".to_string())
+            }
+            other => other,
+        };
+        let access = match access {
+            Ok(a) => a,
+            Err(why) => {
+                return Err(self.sql_refused(ErrorKind::SqlRefused, format!("SQL refused: {why}")));
+            }
+        };
+        let params: Vec<SqlValue> = params.into_iter().map(from_wit).collect();
+        let limits = GuestLimits {
+            deadline: self.deadline,
+            max_bytes: self.budget.room(),
+        };
+        let Some(tx) = self.step_tx.as_mut() else {
+            return Err(sql::SqlError::Failed("no step transaction".into()));
+        };
+        let result = if want == Access::Write && access != Access::Read {
+            tx.execute(statement, &params, &grant, &limits)
+                .await
+                .map(GuestSqlDone::Changed)
+        } else {
+            tx.query(statement, &params, &grant, &limits)
+                .await
+                .map(GuestSqlDone::Rows)
+        };
+        match result {
+            Ok(GuestSqlDone::Rows(rows)) => {
+                if !self.charge(rows.size()) {
+                    return Err(sql::SqlError::Refused(NO_FUEL.into()));
+                }
+                Ok(GuestSqlDone::Rows(rows))
+            }
+            Ok(done) => Ok(done),
+            Err(e) => Err(self.sql_failed(e)),
+        }
+    }
+
+    /// The guest's view of a statement the database did not run, recorded
+    /// with the kind a failing step is given.
+    fn sql_failed(&mut self, e: Error) -> sql::SqlError {
+        let (message, code) = match e {
+            Error::GuestSqlDeadline => {
+                let message = "SQL statement cut off at the step's deadline".to_string();
+                return self.sql_refused(ErrorKind::Timeout, message);
+            }
+            Error::GuestRowsOverBudget { budget } => {
+                let message = format!(
+                    "the query's rows are over the step's memory budget of {} bytes ({budget} bytes were left); \
+                     select fewer rows or columns, or raise `memory`",
+                    self.budget.max()
+                );
+                self.budget.hit = true;
+                return self.sql_refused(ErrorKind::MemoryLimit, message);
+            }
+            Error::Database(sqlx::Error::Database(db)) => {
+                (db.message().to_string(), db.code().map(|c| c.into_owned()))
+            }
+            other => (other.to_string(), None),
+        };
+        match (self.dialect, code.as_deref()) {
+            // SQLITE_AUTH: SQLite's authorizer said no, a refusal like the parser's.
+            (Dialects::Sqlite, Some("23")) => {
+                let message = format!("SQL refused by the database's authorizer: {message}");
+                self.sql_refused(ErrorKind::SqlRefused, message)
+            }
+            // SQLITE_INTERRUPT, query_canceled: the deadline's own cut-off.
+            (Dialects::Sqlite, Some("9")) | (Dialects::Postgres, Some("57014")) => {
+                let message = format!("SQL statement cut off at the step's deadline: {message}");
+                self.sql_refused(ErrorKind::Timeout, message)
+            }
+            // insufficient_privilege: the guest role reached outside its grant.
+            (Dialects::Postgres, Some("42501")) => {
+                let message = format!("SQL refused by the database's privileges: {message}");
+                self.sql_refused(ErrorKind::SqlRefused, message)
+            }
+            _ => {
+                let message = format!("SQL error: {message}");
+                self.refusals.push((ErrorKind::SqlError, message.clone()));
+                sql::SqlError::Failed(message)
+            }
+        }
+    }
+}
+
+impl sql::Host for StepState {
+    async fn execute(
+        &mut self,
+        statement: String,
+        params: Vec<sql::Value>,
+    ) -> std::result::Result<u64, sql::SqlError> {
+        match self.guest_sql(&statement, params, Access::Write).await? {
+            GuestSqlDone::Changed(n) => Ok(n),
+            GuestSqlDone::Rows(rows) => Ok(rows.rows.len() as u64),
+        }
+    }
+
+    async fn query(
+        &mut self,
+        statement: String,
+        params: Vec<sql::Value>,
+    ) -> std::result::Result<sql::Rows, sql::SqlError> {
+        let rows = match self.guest_sql(&statement, params, Access::Read).await? {
+            GuestSqlDone::Rows(rows) => rows,
+            GuestSqlDone::Changed(_) => SqlRows {
+                columns: Vec::new(),
+                rows: Vec::new(),
+            },
+        };
+        Ok(sql::Rows {
+            columns: rows.columns,
+            rows: rows
+                .rows
+                .into_iter()
+                .map(|r| r.into_iter().map(to_wit).collect())
+                .collect(),
+        })
+    }
+}
+
+// acidic:step@0.1.0: the same functions, on that version's types.
+
+impl v0_1::context::Host for StepState {
+    fn log(&mut self, level: v0_1::context::Level, message: String) {
+        use v0_1::context::Level as Old;
+        let level = match level {
+            Old::Trace => context::Level::Trace,
+            Old::Debug => context::Level::Debug,
+            Old::Info => context::Level::Info,
+            Old::Warn => context::Level::Warn,
+            Old::Error => context::Level::Error,
+        };
+        context::Host::log(self, level, message)
+    }
+}
+
+impl v0_1::attributes::Host for StepState {
+    fn get(&mut self, name: String) -> Option<String> {
+        attributes::Host::get(self, name)
+    }
+
+    fn set(&mut self, name: String, value: String) -> std::result::Result<(), String> {
+        attributes::Host::set(self, name, value)
+    }
+
+    fn delete(&mut self, name: String) {
+        attributes::Host::delete(self, name)
+    }
+
+    fn names(&mut self) -> Vec<String> {
+        attributes::Host::names(self)
+    }
+}
+
+impl v0_1::staging::Host for StepState {
+    fn enqueue(&mut self, job: v0_1::staging::Job) -> std::result::Result<String, String> {
+        let job = staging::Job {
+            workflow: job.workflow,
+            args: job.args,
+            key: job.key,
+            delay_ms: job.delay_ms,
+            queue: job.queue,
+            awaits: job.awaits,
+        };
+        staging::Host::enqueue(self, job)
+    }
+
+    async fn children(&mut self) -> Vec<v0_1::staging::Child> {
+        staging::Host::children(self)
+            .await
+            .into_iter()
+            .map(|c| v0_1::staging::Child {
+                workflow: c.workflow,
+                key: c.key,
+                status: c.status,
+                output: c.output,
+            })
+            .collect()
+    }
+}

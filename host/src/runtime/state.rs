@@ -1,0 +1,238 @@
+//! The store data of one step call: the sandbox's WASI context, the step's
+//! limits, and the effects it buffers until its commit.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::limits::{HostFuel, MemoryBudget, VALUE_OVERHEAD};
+use super::outbound::Outbound;
+use super::output::Capture;
+use crate::manifest::{OutboundHost, StepPolicy};
+use crate::run::ErrorKind;
+use crate::sql::{Dialects, SqlGrant};
+use crate::store::{StepTx, Store};
+use crate::workflow::StepDef;
+
+/// A run staged by a step, as the guest asked for it.
+#[derive(Debug, Clone)]
+pub struct StagedJob {
+    /// Workflow name.
+    pub workflow: String,
+    /// Args.
+    pub args: Value,
+    /// Key (given or derived).
+    pub key: String,
+    /// Delay.
+    pub delay: Duration,
+    /// Queue.
+    pub queue: String,
+    /// Whether the step waits for it.
+    pub awaits: bool,
+}
+
+/// The store data of one step call: the sandbox plus the step's buffered effects.
+pub struct StepState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) budget: MemoryBudget,
+    pub(super) fuel: HostFuel,
+    /// The run's attributes, as the step leaves them.
+    pub attributes: Map<String, Value>,
+    /// Bytes each attribute takes (name plus JSON text), for the caps and the budget.
+    pub(super) attribute_sizes: HashMap<String, usize>,
+    pub(super) attributes_total: usize,
+    /// Runs the step staged.
+    pub staged: Vec<StagedJob>,
+    pub(super) staged_total: usize,
+    /// The first cap the guest tried to exceed; the step fails with it even
+    /// if the guest ignored the error it was given.
+    pub too_large: Option<String>,
+    pub(super) run_key: String,
+    pub(super) run_id: i64,
+    pub(super) step: String,
+    pub(super) policy: StepPolicy,
+    pub(super) log_bytes: usize,
+    stdout: Capture,
+    stderr: Capture,
+    http: WasiHttpCtx,
+    pub(super) outbound: Outbound,
+    pub(super) sql_grant: Option<SqlGrant>,
+    pub(super) step_tx: Option<StepTx>,
+    pub(super) dialect: Dialects,
+    pub(super) app_schema: String,
+    pub(super) refusals: Vec<(ErrorKind, String)>,
+    pub(super) timed_out: bool,
+    pub(super) deadline: Instant,
+    pub(super) store: Store,
+}
+
+/// A size from the manifest, as a length on this machine.
+pub(super) fn cap(bytes: u64) -> usize {
+    usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
+impl StepState {
+    /// State for a call of `step` of run `run_key`, starting from `attributes`.
+    pub fn new(
+        store: Store,
+        run_id: i64,
+        run_key: &str,
+        step: &StepDef,
+        attributes: Map<String, Value>,
+    ) -> StepState {
+        let policy = step.policy;
+        let deadline = Instant::now() + policy.timeout;
+        let fuel = HostFuel::new(policy.fuel);
+        let (stdout, stderr) = (
+            Capture::new(policy.max_log, fuel.clone()),
+            Capture::new(policy.max_log, fuel.clone()),
+        );
+        // No preopened dirs, no args, no network, and only the environment the
+        // manifest lists: a step reaches only what the acidic imports give it.
+        let mut wasi = WasiCtx::builder();
+        let env: Vec<(&String, &String)> = step.env.iter().collect();
+        wasi.envs(&env)
+            .stdout(stdout.clone())
+            .stderr(stderr.clone());
+        let attribute_sizes: HashMap<String, usize> = attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), k.len() + v.to_string().len()))
+            .collect();
+        let attributes_total = attribute_sizes.values().sum();
+        let mut budget = MemoryBudget::new(cap(policy.memory));
+        // What the run already holds counts against the step's budget too.
+        let _ = budget.hold(attributes_total + attribute_sizes.len() * VALUE_OVERHEAD);
+        budget.hit = false;
+        StepState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            budget,
+            fuel,
+            attributes,
+            attribute_sizes,
+            attributes_total,
+            staged: Vec::new(),
+            staged_total: 0,
+            too_large: None,
+            run_key: run_key.to_string(),
+            run_id,
+            step: step.name.clone(),
+            policy,
+            log_bytes: 0,
+            stdout,
+            stderr,
+            http: WasiHttpCtx::new(),
+            outbound: Outbound::new(
+                // Entries were validated at register; one that no longer parses allows nothing.
+                step.allowed_outbound_hosts
+                    .iter()
+                    .filter_map(|h| OutboundHost::parse(h).ok())
+                    .collect(),
+                deadline,
+            ),
+            sql_grant: step.sql.clone(),
+            step_tx: None,
+            dialect: store.dialect(),
+            app_schema: store.app_schema().to_string(),
+            refusals: Vec::new(),
+            timed_out: false,
+            deadline,
+            store,
+        }
+    }
+
+    /// Gives the guest's SQL the step's open transaction.
+    pub fn with_step_tx(mut self, tx: StepTx) -> StepState {
+        self.step_tx = Some(tx);
+        self
+    }
+
+    /// Takes the step's transaction back after the call.
+    pub fn take_step_tx(&mut self) -> Option<StepTx> {
+        self.step_tx.take()
+    }
+
+    /// Starts the step's clock: its deadline is its timeout from now.
+    pub(super) fn start_clock(&mut self) {
+        self.deadline = Instant::now() + self.policy.timeout;
+        self.outbound.deadline = self.deadline;
+    }
+
+    /// When the step's time is up: nothing it did may commit after this.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The first thing the guest asked for and was refused (a request to a
+    /// host not allowed, SQL without a grant or of a forbidden form, SQL the
+    /// database rejected, a host call cut off at the deadline), as the kind a
+    /// failing step is recorded with.
+    pub fn refusal(&self) -> Option<(ErrorKind, String)> {
+        if let Some(denied) = self.outbound.denied.first() {
+            let message =
+                format!("outbound HTTP to {denied} is not in this step's allowed_outbound_hosts");
+            return Some((ErrorKind::CapabilityDenied, message));
+        }
+        let cut_off = self.outbound.cut_off.lock().ok().and_then(|c| c.clone());
+        if let Some(target) = cut_off {
+            let message = format!("outbound HTTP to {target} was cut off at the step's deadline");
+            return Some((ErrorKind::Timeout, message));
+        }
+        self.refusals.first().cloned()
+    }
+
+    /// Records that the guest tried to exceed a cap; returns the message for the guest.
+    pub(super) fn refuse(&mut self, message: String) -> String {
+        self.too_large.get_or_insert_with(|| message.clone());
+        message
+    }
+
+    /// Charges a host call moving `bytes`; false once the fuel budget is gone
+    /// (the call then does nothing, and the next epoch tick stops the guest).
+    pub(super) fn charge(&self, bytes: usize) -> bool {
+        self.fuel.charge(bytes)
+    }
+
+    /// Time left to the step's deadline.
+    pub(super) fn time_left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Writes what the guest printed to the host's log, tagged with the run and step.
+    pub(super) fn emit_output(&self) {
+        for (stream, capture) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            let (text, dropped) = capture.take();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                tracing::info!(target: "acidic::guest", run = %self.run_key, step = %self.step, stream = %stream, "{line}");
+            }
+            if dropped > 0 {
+                tracing::warn!(target: "acidic::guest", run = %self.run_key, step = %self.step, stream = %stream,
+                    "{dropped} more bytes dropped (max_log)");
+            }
+        }
+    }
+}
+
+impl WasiHttpView for StepState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+impl WasiView for StepState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
