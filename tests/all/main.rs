@@ -3,6 +3,7 @@
 
 mod awaits;
 mod cli;
+mod fuzz;
 mod guarantees;
 mod harness;
 mod http;

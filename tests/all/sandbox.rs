@@ -1,10 +1,21 @@
 //! Hostile guests: a loop, a memory hog and a trap end as recorded errors of
 //! the right kind, with nothing of the step committed and the host still serving.
+//!
+//! The second half is the sandbox at the host boundary: no guest input
+//! crashes the host, every host call ends at the step's deadline, the host
+//! holds no more for a step than its memory budget, what a step produces is
+//! capped, host calls cost fuel, and guest SQL cannot reach the engine's
+//! schema in any form. Each case checks the error kind recorded, that
+//! nothing of the step committed, that the lease was released, and that a
+//! well-behaved run beside it succeeds, on both backends.
 
-use acidic::{RunRequest, RunStatus};
-use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::harness::Env;
+use acidic::{Host, RunFilter, RunReport, RunRequest, RunStatus, WorkerOptions};
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, Env, on_each_backend};
 
 #[tokio::test]
 async fn a_guest_that_loops_is_stopped_at_its_deadline() {
@@ -230,4 +241,438 @@ fn guest_output_goes_to_the_log_capped() {
         "3 MiB of output was capped, log is {} bytes",
         log.len()
     );
+}
+
+/// Runs `request` beside a well-behaved run and checks the host kept serving.
+async fn beside_a_good_run(env: &Env, host: &Host, request: RunRequest) -> RunReport {
+    let good = env.scripted("good", "", &[("only", "")]);
+    host.register(&good).await.expect("register good");
+    let (hostile, good) = tokio::join!(
+        host.run(request),
+        host.run(RunRequest::new(
+            "good",
+            json!({ "beside": fastrand::u64(..) })
+        )),
+    );
+    assert_eq!(
+        good.expect("good run").status,
+        RunStatus::Succeeded,
+        "the host kept serving"
+    );
+    hostile.expect("the host survives the hostile run")
+}
+
+/// A hostile workflow `name`: `mark` commits an attribute, then `step` runs.
+async fn hostile(env: &Env, host: &Host, name: &str, step: &str, extra: &str) {
+    let path = env.workflow(
+        "hostile",
+        name,
+        "max_attempts = 2",
+        &[("mark", ""), (step, extra)],
+    );
+    host.register(&path).await.expect("register hostile");
+}
+
+/// The step failed with `kind`, naming `words`, and nothing of it committed:
+/// the run stands at the step, with no staged runs and no committed event of
+/// the step, and its lease is released.
+async fn contained(host: &Host, report: &RunReport, step: &str, kind: &str, words: &str) {
+    let error = report
+        .error
+        .clone()
+        .unwrap_or_else(|| panic!("{step}: no error recorded, report {report:?}"));
+    assert_eq!(error.kind, kind, "{step}: {}", error.message);
+    assert!(
+        error.message.contains(words),
+        "{step}: the message names the cause ({words}): {}",
+        error.message
+    );
+    assert_eq!(
+        report.recovery_point, step,
+        "{step}: the step did not commit"
+    );
+    let detail = host
+        .show(&report.key, Some(&report.workflow))
+        .await
+        .expect("the run can be read");
+    assert_eq!(detail.run.locked_by, None, "{step}: the lease was released");
+    assert!(
+        detail.children.is_empty(),
+        "{step}: no staged run committed"
+    );
+    assert!(
+        !detail
+            .timeline
+            .iter()
+            .any(|e| e.step == step && e.outcome != "failed"),
+        "{step}: nothing of the step committed: {:?}",
+        detail.timeline
+    );
+    assert!(
+        detail
+            .timeline
+            .iter()
+            .any(|e| e.step == "mark" && e.outcome == "committed"),
+        "the step before it committed"
+    );
+}
+
+on_each_backend! {
+/// Out-of-range numbers, deep JSON, NUL bytes and SQL that nests as deep as
+/// it is long reach the host without crashing it: each is refused with an
+/// error that names it, and the run stays readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_guest_input_crashes_the_host(env) {
+    let host = env.host().await;
+    for (step, words) in [
+        ("far_delay", "delay"),
+        ("nul_key", "control characters"),
+        ("long_queue", "queue"),
+    ] {
+        let name = format!("crash-{}", step.replace('_', "-"));
+        hostile(&env, &host, &name, step, "").await;
+        let report = beside_a_good_run(&env, &host, RunRequest::new(&name, json!({}))).await;
+        assert_eq!(report.status, RunStatus::Succeeded, "{step}: {:?}", report.error);
+        let answer = report.result.clone().unwrap_or_default();
+        let answer = answer.as_str().unwrap_or_default();
+        assert!(answer.starts_with("refused") && answer.contains(words), "{step}: {answer}");
+        assert!(report.staged.is_empty(), "{step}: nothing staged");
+    }
+
+    // A value nested 127 deep would make the stored map 128 deep, past what
+    // the host can read back: refused, and the run stays readable.
+    hostile(&env, &host, "crash-deep", "deep_json", "").await;
+    let report = beside_a_good_run(&env, &host, RunRequest::new("crash-deep", json!({}))).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let run = host.find(&report.key, Some("crash-deep")).await.expect("readable");
+    assert!(!run.attributes.contains_key("deep"));
+
+    // `1+1+…+1`: the parser does not recurse on it, but walking, printing
+    // and dropping its tree does, as deep as the statement is long.
+    let deep_sql = format!("SELECT 1{}", "+1".repeat(30_000));
+    let nested = format!("SELECT {}1{}", "(".repeat(5_000), ")".repeat(5_000));
+    let path = env.scripted(
+        "crash-sql",
+        "max_attempts = 1",
+        &[("q", "sql = \"read-only\"")],
+    );
+    host.register(&path).await.expect("register");
+    for (i, statement) in [deep_sql, nested].into_iter().enumerate() {
+        let args = json!({ "script": { "q": { "sql": [{ "query": statement }] } }, "i": i });
+        let report = beside_a_good_run(&env, &host, RunRequest::new("crash-sql", args)).await;
+        // Refused, or run by the database: either way a recorded answer.
+        if let Some(error) = &report.error {
+            assert!(
+                ["sql_refused", "sql_error"].contains(&error.kind.as_str()),
+                "{}: {}", error.kind, error.message
+            );
+        }
+    }
+}
+}
+
+on_each_backend! {
+/// A step waiting in a host call (a WASI sleep, SQL that never ends, an
+/// HTTP server that never answers) is stopped at its deadline, recorded as
+/// `timeout` within deadline + 1 s, with nothing committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_host_call_ends_at_the_deadline(env) {
+    let host = env.host().await;
+    let deadline = Duration::from_millis(600);
+    let timeout = format!("timeout = \"{}ms\"", deadline.as_millis());
+
+    // A sleep of an hour, through WASI's clock.
+    hostile(&env, &host, "sleepy", "sleep", &timeout).await;
+    let started = Instant::now();
+    let report = beside_a_good_run(&env, &host, RunRequest::new("sleepy", json!({}))).await;
+    let took = started.elapsed();
+    contained(&host, &report, "sleep", "timeout", "deadline").await;
+    assert!(took < deadline + Duration::from_secs(1), "stopped after {took:?}");
+
+    // SQL that never ends: a recursive CTE without a bound.
+    let forever = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) \
+                   SELECT count(*) FROM r";
+    let path = env.scripted(
+        "endless-sql",
+        "max_attempts = 1",
+        &[("mark", ""), ("q", &format!("sql = \"read-only\"\n{timeout}"))],
+    );
+    host.register(&path).await.expect("register");
+    let args = json!({ "script": {
+        "mark": { "count": true },
+        "q": { "set": { "leak": 1 }, "sql": [{ "query": forever, "into": "n" }] },
+    } });
+    let started = Instant::now();
+    let report = beside_a_good_run(&env, &host, RunRequest::new("endless-sql", args)).await;
+    let took = started.elapsed();
+    contained(&host, &report, "q", "timeout", "deadline").await;
+    assert!(took < deadline + Duration::from_secs(1), "stopped after {took:?}");
+    let run = host.find(&report.key, Some("endless-sql")).await.expect("find");
+    assert!(!run.attributes.contains_key("leak"), "nothing of the step committed");
+
+    // An HTTP server that accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let hold = std::thread::spawn(move || {
+        // Keeps what it accepts open, unanswered, for a while; then stops.
+        let mut held = Vec::new();
+        silent.set_nonblocking(true).expect("nonblocking");
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            if let Ok((stream, _)) = silent.accept() {
+                held.push(stream);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let path = env.workflow(
+        "charge",
+        "silent-api",
+        "max_attempts = 1",
+        &[("charge", &format!("allowed_outbound_hosts = [\"http://{addr}\"]\n{timeout}"))],
+    );
+    host.register(&path).await.expect("register");
+    let args = json!({ "api": format!("http://{addr}"), "cents": 100 });
+    let started = Instant::now();
+    let report = beside_a_good_run(&env, &host, RunRequest::new("silent-api", args)).await;
+    let took = started.elapsed();
+    let error = report.error.clone().expect("an error");
+    assert_eq!(error.kind, "timeout", "{}", error.message);
+    assert!(took < deadline + Duration::from_secs(1), "stopped after {took:?}");
+    assert_eq!(report.recovery_point, "charge");
+    drop(hold);
+}
+}
+
+/// A query's rows, by backend: `n` rows of about 1 KB each.
+fn wide_rows(backend: Backend, n: u32) -> String {
+    match backend {
+        Backend::Sqlite => format!(
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < {n}) \
+             SELECT n, printf('%01000d', n) AS pad FROM r"
+        ),
+        Backend::Postgres => format!(
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < {n}) \
+             SELECT n, lpad(n::text, 1000, '0') AS pad FROM r"
+        ),
+    }
+}
+
+/// Peak RSS in KiB of `acidic run` with `args`, measured by the parent (python's
+/// `getrusage` of its children), with the run's exit code.
+fn peak_rss_of_run(env: &Env, manifest: &std::path::Path, key: &str, args: &Value) -> (u64, i32) {
+    let script = "import resource, subprocess, sys\n\
+                  code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode\n\
+                  print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, env!("CARGO_BIN_EXE_acidic"), "run"])
+        .arg(manifest)
+        .args(["--key", key, "--args", &args.to_string()])
+        .env("DATABASE_URL", env.db())
+        .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
+        .env("ACIDIC_LOG", "error")
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    let rss = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .expect("a peak RSS");
+    let code = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .expect("an exit code");
+    (rss, code)
+}
+
+on_each_backend! {
+/// A query returning 200 MB of rows under a 16 MiB budget fails as
+/// `memory_limit`, and the host process stays within budget + a fixed margin
+/// of the same command running a small query.
+#[test]
+fn host_memory_for_a_step_is_within_its_budget(env) {
+    env.app_sql("SELECT 'ready'");
+    let manifest = env.scripted(
+        "rows",
+        "max_attempts = 1",
+        &[("q", "sql = \"read-only\"\nmemory = \"16MiB\"")],
+    );
+    let query = |n| json!({ "script": { "q": { "sql": [{ "query": wide_rows(env.backend, n), "into": "rows" }] } } });
+    // The first run compiles the component (and caches it): not part of the baseline.
+    let (_, code) = peak_rss_of_run(&env, &manifest, "warm", &query(10));
+    assert_eq!(code, 0, "a tiny query succeeds");
+    let (small, code) = peak_rss_of_run(&env, &manifest, "small", &query(100));
+    assert_eq!(code, 0, "a small query succeeds");
+    let (big, code) = peak_rss_of_run(&env, &manifest, "big", &query(200_000));
+    assert_ne!(code, 0, "200 MB of rows cannot fit 16 MiB");
+    let margin_kib = 16 * 1024 + 32 * 1024;
+    eprintln!("peak RSS: small query {small} KiB, 200 MB query {big} KiB");
+    assert!(
+        big < small + margin_kib,
+        "the host held {big} KiB for a step budgeted 16 MiB (small query: {small} KiB)"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_acidic"))
+        .args(["runs", "show", "big", "--json"])
+        .env("DATABASE_URL", env.db())
+        .output()
+        .expect("runs show");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("memory_limit"), "{shown}");
+}
+}
+
+on_each_backend! {
+/// Attributes (count, name, total), staged runs (count) and the lineage of
+/// runs staging runs are capped: each is a recorded `output_too_large`
+/// naming its cap, with nothing of the step committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_step_produces_is_capped(env) {
+    let host = env.host().await;
+    for (step, words) in [
+        ("many_attributes", "max_attributes"),
+        ("long_name", "max_attribute_name"),
+        ("fat_attributes", "max_attributes_total"),
+        ("stage_many", "max_staged"),
+    ] {
+        let name = format!("cap-{}", step.replace('_', "-"));
+        hostile(&env, &host, &name, step, "").await;
+        let report = beside_a_good_run(&env, &host, RunRequest::new(&name, json!({}))).await;
+        assert_eq!(report.status, RunStatus::Failed, "{step}: caps are final");
+        contained(&host, &report, step, "output_too_large", words).await;
+        let staged = host
+            .runs(&RunFilter { workflow: Some(name.clone()), limit: 10_000, ..RunFilter::default() })
+            .await
+            .expect("runs");
+        assert_eq!(staged.len(), 1, "{step}: no run was staged");
+    }
+
+    // A run that stages a run of its own workflow, forever: stopped at depth 3.
+    let path = env.workflow("hostile", "chain", "max_attempts = 1\nmax_lineage_depth = 3", &[("chain", "")]);
+    host.register(&path).await.expect("register chain");
+    let host = Arc::new(host);
+    let first = host.run(RunRequest::new("chain", json!({ "n": 0 }))).await.expect("run");
+    assert_eq!(first.status, RunStatus::Succeeded, "{:?}", first.error);
+    let options = WorkerOptions {
+        exit_when_idle: true,
+        concurrency: 2,
+        poll: Duration::from_millis(5),
+        ..WorkerOptions::default()
+    };
+    tokio::time::timeout(Duration::from_secs(30), host.work(options, std::future::pending()))
+        .await
+        .expect("the chain ends by itself")
+        .expect("work");
+    let runs = host
+        .runs(&RunFilter { workflow: Some("chain".into()), limit: 100, ..RunFilter::default() })
+        .await
+        .expect("runs");
+    assert_eq!(runs.len(), 4, "depths 0, 1, 2 and 3");
+    let last = runs.iter().find(|r| r.status == RunStatus::Failed).expect("the deepest failed");
+    let error = last.last_error.clone().expect("its error");
+    assert_eq!(error.kind, "output_too_large");
+    assert!(error.message.contains("max_lineage_depth"), "{}", error.message);
+    assert_eq!(runs.iter().filter(|r| r.status == RunStatus::Succeeded).count(), 3);
+}
+}
+
+on_each_backend! {
+/// A commit the database refuses for a reason that does not go away (here a
+/// deferred foreign key) is a recorded failure of the step that consumes an
+/// attempt; it does not loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_the_database_refuses_is_recorded_and_never_loops(env) {
+    let host = env.host().await;
+    env.app_table("owners", "id BIGINT PRIMARY KEY");
+    env.app_table(
+        "pets",
+        "id BIGINT PRIMARY KEY, owner BIGINT REFERENCES owners (id) DEFERRABLE INITIALLY DEFERRED",
+    );
+    let path = env.scripted("orphan", "max_attempts = 3", &[("adopt", "sql = \"read-write\"")]);
+    host.register(&path).await.expect("register");
+    let args = json!({ "script": { "adopt": { "sql": [{
+        "execute": "INSERT INTO pets (id, owner) VALUES (1, 42)",
+    }] } } });
+    let started = Instant::now();
+    let report = beside_a_good_run(&env, &host, RunRequest::new("orphan", args)).await;
+    let error = report.error.clone().expect("an error");
+    assert_eq!(error.kind, "commit_refused", "{}", error.message);
+    assert_eq!(report.status, RunStatus::Failed, "a constraint does not go away");
+    assert_eq!(error.attempt, 1, "recorded on its first attempt");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(env.app_count("pets", "TRUE"), 0, "nothing committed");
+}
+}
+
+on_each_backend! {
+/// Host calls are charged fuel (per call and per byte), so a small fuel
+/// budget bounds what a step moves through the host, not only its Wasm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_calls_cost_fuel(env) {
+    let host = env.host().await;
+    hostile(&env, &host, "traffic", "host_traffic", "fuel = 50_000_000").await;
+    let started = Instant::now();
+    let report = beside_a_good_run(&env, &host, RunRequest::new("traffic", json!({}))).await;
+    assert_eq!(report.status, RunStatus::Failed, "fuel is deterministic");
+    contained(&host, &report, "host_traffic", "fuel_exhausted", "fuel").await;
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // The same budget is plenty for a step that moves little.
+    hostile(&env, &host, "frugal", "continue", "fuel = 50_000_000").await;
+    let ok = host.run(RunRequest::new("frugal", json!({}))).await.expect("run");
+    assert_eq!(ok.status, RunStatus::Succeeded, "{:?}", ok.error);
+}
+}
+
+on_each_backend! {
+/// Guest SQL names nothing of the engine's schema in any form: not its
+/// tables' row types, not `reg*` casts (or arrays of them), not qualified
+/// types in DDL. The engine's own migrations still run afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_sql_cannot_reach_the_engine_through_types(env) {
+    let host = env.host().await;
+    let path = env.scripted(
+        "types",
+        "max_attempts = 1",
+        &[("q", "sql = \"read-write\"\nddl = true")],
+    );
+    host.register(&path).await.expect("register");
+    let engine = env.engine_schema().unwrap_or_else(|| "main".into());
+    let statements = [
+        "SELECT CAST(NULL AS runs) AS r".to_string(),
+        format!("SELECT CAST(NULL AS {engine}.runs) AS r"),
+        format!("SELECT CAST('{{}}' AS {engine}.runs[]) AS r"),
+        "SELECT CAST('runs' AS regclass) AS r".to_string(),
+        "SELECT CAST('{runs}' AS regclass[]) AS r".to_string(),
+        "SELECT CAST('int4' AS regtype) AS r".to_string(),
+        "SELECT CAST('{}' AS regnamespace[]) AS r".to_string(),
+        format!("CREATE TABLE evil (c {engine}.runs)"),
+        format!("CREATE TABLE evil (c {engine}.runs[])"),
+        "CREATE TABLE evil (c runs)".to_string(),
+        "CREATE TABLE evil (c regclass[])".to_string(),
+    ];
+    for (i, statement) in statements.iter().enumerate() {
+        let statement_json = if statement.starts_with("CREATE") {
+            json!({ "execute": statement })
+        } else {
+            json!({ "query": statement })
+        };
+        let args = json!({ "script": { "q": { "sql": [statement_json] } }, "i": i });
+        let report = host.run(RunRequest::new("types", args)).await.expect("run");
+        let error = report.error.clone().unwrap_or_else(|| panic!("{statement}: not refused"));
+        assert_eq!(error.kind, "sql_refused", "{statement}: {}", error.message);
+    }
+    drop(host);
+    // Nothing the guest did can stop the engine from opening (and migrating).
+    let again = env.host().await;
+    let ok = again.run(RunRequest::new("types", json!({ "script": {} }))).await.expect("run");
+    assert_eq!(ok.status, RunStatus::Succeeded);
+    if env.backend == Backend::Postgres {
+        let role = format!("{engine}_guest");
+        let usage = crate::harness::postgres(&[&format!(
+            "SELECT has_schema_privilege('{role}', '{engine}', 'USAGE')::text"
+        )])
+        .expect("privilege");
+        assert_eq!(usage, vec!["false".to_string()], "the guest role has no way into the engine's schema");
+    }
+}
 }

@@ -9,6 +9,15 @@
 //!   2 MiB attribute, ignores the error, and continues;
 //! - `print`: writes 3 MiB to stdout and a line to stderr, then continues;
 //! - `env`: finishes with the environment it sees;
+//! - at the host boundary: `far_delay` stages a run delayed by u64::MAX ms,
+//!   `nul_key` one whose key holds a NUL, `long_queue` one on a 10 KB queue
+//!   name (each finishes with what the host answered); `many_attributes`
+//!   sets 5,000 attributes, `long_name` one with a 10 KB name,
+//!   `fat_attributes` twenty of 900 KB, `deep_json` one nested 127 deep,
+//!   `stage_many` stages 5,000 runs (each ignores the errors it gets and
+//!   continues); `host_traffic` moves 1 GiB through `attributes.set`;
+//!   `chain` stages a run of its own workflow, which does the same;
+//!   `sleep` sleeps an hour in a WASI call;
 //! - anything else continues.
 
 wit_bindgen::generate!({
@@ -16,7 +25,7 @@ wit_bindgen::generate!({
     world: "step",
 });
 
-use acidic::step::attributes;
+use acidic::step::{attributes, staging};
 
 struct Hostile;
 
@@ -43,9 +52,96 @@ fn json_string(s: &str) -> String {
     format!("\"{escaped}\"")
 }
 
+/// A run of `workflow` with `args`, staged with `change` applied.
+fn stage(workflow: &str, args: &str, change: impl FnOnce(&mut staging::Job)) -> Outcome {
+    let mut job = staging::Job {
+        workflow: workflow.to_string(),
+        args: args.to_string(),
+        key: None,
+        delay_ms: None,
+        queue: None,
+        awaits: false,
+    };
+    change(&mut job);
+    match staging::enqueue(&job) {
+        Ok(key) => Outcome::Finish(json_string(&format!("staged {key}"))),
+        Err(e) => Outcome::Finish(json_string(&format!("refused: {e}"))),
+    }
+}
+
 impl Guest for Hostile {
     fn run(input: StepInput) -> Result<Outcome, StepError> {
+        let me = input.workflow.as_str();
         match input.step.as_str() {
+            "far_delay" => Ok(stage(me, "{}", |j| j.delay_ms = Some(u64::MAX))),
+            "nul_key" => Ok(stage(me, "{}", |j| j.key = Some("k\0ey".into()))),
+            "long_queue" => Ok(stage(me, "{}", |j| j.queue = Some("q".repeat(10_000)))),
+            "many_attributes" => {
+                for i in 0..5_000 {
+                    let _ = attributes::set(&format!("a{i}"), "1");
+                }
+                Ok(Outcome::Continue)
+            }
+            "long_name" => {
+                let _ = attributes::set(&"n".repeat(10_000), "1");
+                Ok(Outcome::Continue)
+            }
+            "fat_attributes" => {
+                let value = format!("\"{}\"", "f".repeat(900 << 10));
+                for i in 0..20 {
+                    let _ = attributes::set(&format!("fat{i}"), &value);
+                }
+                Ok(Outcome::Continue)
+            }
+            "deep_json" => {
+                let value = format!("{}1{}", "[".repeat(127), "]".repeat(127));
+                let _ = attributes::set("deep", &value);
+                Ok(Outcome::Continue)
+            }
+            "stage_many" => {
+                for i in 0..5_000 {
+                    let _ = staging::enqueue(&staging::Job {
+                        workflow: me.to_string(),
+                        args: format!("{{\"i\":{i}}}"),
+                        key: None,
+                        delay_ms: Some(3_600_000),
+                        queue: None,
+                        awaits: false,
+                    });
+                }
+                Ok(Outcome::Continue)
+            }
+            "host_traffic" => {
+                let value = format!("\"{}\"", "t".repeat(512 << 10));
+                for _ in 0..2_048 {
+                    let _ = attributes::set("traffic", &value);
+                }
+                Ok(Outcome::Continue)
+            }
+            "chain" => {
+                let n = attributes::get("n")
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+                let args = format!("{{\"from\":{},\"n\":{}}}", input.run_id, n + 1);
+                match staging::enqueue(&staging::Job {
+                    workflow: me.to_string(),
+                    args,
+                    key: None,
+                    delay_ms: None,
+                    queue: None,
+                    awaits: false,
+                }) {
+                    Ok(_) => Ok(Outcome::Continue),
+                    Err(e) => Err(StepError {
+                        message: e,
+                        retryable: false,
+                    }),
+                }
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Ok(Outcome::Continue)
+            }
             "spin" => {
                 let mut n: u64 = 0;
                 loop {
