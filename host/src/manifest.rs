@@ -138,75 +138,67 @@ pub struct StepPolicy {
     pub max_log: u64,
     /// Most attributes a run may hold after this step.
     #[serde(
-        default = "Caps::attributes",
-        skip_serializing_if = "Caps::is_attributes"
+        default = "default_of::<{ Caps::ATTRIBUTES }>",
+        skip_serializing_if = "is_default::<{ Caps::ATTRIBUTES }>"
     )]
     pub max_attributes: u64,
     /// Longest attribute name, in bytes.
-    #[serde(default = "Caps::name", skip_serializing_if = "Caps::is_name")]
+    #[serde(
+        default = "default_of::<{ Caps::NAME }>",
+        skip_serializing_if = "is_default::<{ Caps::NAME }>"
+    )]
     pub max_attribute_name: u64,
     /// Largest total of the run's attributes (names and JSON values), in bytes.
-    #[serde(default = "Caps::total", skip_serializing_if = "Caps::is_total")]
+    #[serde(
+        default = "default_of::<{ Caps::TOTAL }>",
+        skip_serializing_if = "is_default::<{ Caps::TOTAL }>"
+    )]
     pub max_attributes_total: u64,
     /// Most runs one call of the step may stage.
-    #[serde(default = "Caps::staged", skip_serializing_if = "Caps::is_staged")]
+    #[serde(
+        default = "default_of::<{ Caps::STAGED }>",
+        skip_serializing_if = "is_default::<{ Caps::STAGED }>"
+    )]
     pub max_staged: u64,
     /// Largest total of the args of the runs one call stages, in bytes.
-    #[serde(default = "Caps::total", skip_serializing_if = "Caps::is_total")]
+    #[serde(
+        default = "default_of::<{ Caps::TOTAL }>",
+        skip_serializing_if = "is_default::<{ Caps::TOTAL }>"
+    )]
     pub max_staged_total: u64,
     /// Longest chain of runs staged by runs: a run at this depth (a top-level
     /// run is at 0) may not stage more.
-    #[serde(default = "Caps::depth", skip_serializing_if = "Caps::is_depth")]
+    #[serde(
+        default = "default_of::<{ Caps::DEPTH }>",
+        skip_serializing_if = "is_default::<{ Caps::DEPTH }>"
+    )]
     pub max_lineage_depth: u64,
 }
 
 /// The defaults of the caps on what a step produces. Each is left out of the
-/// stored definition at its default, so a manifest registered before the cap
-/// existed keeps its hash.
+/// stored definition at its default (`is_default`), so a manifest registered
+/// before the cap existed keeps its hash.
 struct Caps;
 
 impl Caps {
     /// Attributes per run.
-    pub const ATTRIBUTES: u64 = 1_000;
+    const ATTRIBUTES: u64 = 1_000;
     /// Bytes of an attribute name.
-    pub const NAME: u64 = 256;
+    const NAME: u64 = 256;
     /// Bytes of all attributes together, and of all args one call stages.
-    pub const TOTAL: u64 = 8 << 20;
+    const TOTAL: u64 = 8 << 20;
     /// Runs staged per call.
-    pub const STAGED: u64 = 1_000;
+    const STAGED: u64 = 1_000;
     /// Depth of a chain of staged runs.
-    pub const DEPTH: u64 = 32;
+    const DEPTH: u64 = 32;
+}
 
-    fn attributes() -> u64 {
-        Self::ATTRIBUTES
-    }
-    fn is_attributes(n: &u64) -> bool {
-        *n == Self::ATTRIBUTES
-    }
-    fn name() -> u64 {
-        Self::NAME
-    }
-    fn is_name(n: &u64) -> bool {
-        *n == Self::NAME
-    }
-    fn total() -> u64 {
-        Self::TOTAL
-    }
-    fn is_total(n: &u64) -> bool {
-        *n == Self::TOTAL
-    }
-    fn staged() -> u64 {
-        Self::STAGED
-    }
-    fn is_staged(n: &u64) -> bool {
-        *n == Self::STAGED
-    }
-    fn depth() -> u64 {
-        Self::DEPTH
-    }
-    fn is_depth(n: &u64) -> bool {
-        *n == Self::DEPTH
-    }
+fn default_of<const N: u64>() -> u64 {
+    N
+}
+
+fn is_default<const N: u64>(n: &u64) -> bool {
+    *n == N
 }
 
 /// The default of every size cap: 1 MiB.
