@@ -108,26 +108,7 @@ impl Host {
             };
             tracing::debug!(run = %run.key, step = %step.name, attempt = call.attempt, worker = %lease.owner, "step started");
 
-            // A panic in the host while it serves the step (a bug reached by
-            // guest input) fails that step, not the process: the step's
-            // transaction is dropped with the unwound future, so nothing of it
-            // commits, and the failure is recorded below like any other.
-            let called = AssertUnwindSafe(self.call_step(&call))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<String>()
-                        .map(String::as_str)
-                        .or_else(|| panic.downcast_ref::<&str>().copied())
-                        .unwrap_or("a panic");
-                    tracing::error!(run = %run.key, step = %step.name, "host panic while serving the step: {what}");
-                    Ok(Err(Failed::new(
-                        ErrorKind::HostError,
-                        format!("the host failed while serving this step ({what}); nothing of it was committed"),
-                        true,
-                    )))
-                });
+            let called = contain_panic(&run.key, &step.name, self.call_step(&call)).await;
             match called? {
                 Ok(done) => {
                     report.steps_committed += 1;
@@ -489,6 +470,36 @@ impl Host {
     }
 }
 
+/// Runs a step call, turning a panic in the host while it serves the step
+/// (a bug reached by guest input) into a failure of that step rather than
+/// of the process. The step's transaction is dropped with the unwound
+/// future, so nothing of it commits; the failure is then recorded like any
+/// other, and the lease released.
+async fn contain_panic<T>(
+    run: &str,
+    step: &str,
+    call: impl std::future::Future<Output = Result<std::result::Result<T, Failed>>>,
+) -> Result<std::result::Result<T, Failed>> {
+    AssertUnwindSafe(call)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            tracing::error!(run = %run, step = %step, "host panic while serving the step: {what}");
+            Ok(Err(Failed::new(
+                ErrorKind::HostError,
+                format!(
+                    "the host failed while serving this step ({what}); nothing of it was committed"
+                ),
+                true,
+            )))
+        })
+}
+
 /// `Some(backoff)` if attempt `attempt` of `step` may be followed by another.
 fn retry_delay(step: &StepDef, attempt: u32, base: u32, retryable: bool) -> Option<Duration> {
     (retryable && attempt.saturating_sub(base) < step.policy.max_attempts)
@@ -541,4 +552,28 @@ fn manifest_fan_out(
             awaits: true,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_host_panic_while_serving_a_step_fails_that_step_only() {
+        let panicking = async {
+            if std::hint::black_box(true) {
+                panic!("index out of bounds (on purpose)");
+            }
+            Ok(Ok(()))
+        };
+        let failed = match contain_panic("run-1", "charge", panicking).await {
+            Ok(Err(failed)) => failed,
+            _ => panic!("the panic was not contained"),
+        };
+        assert_eq!(failed.kind, ErrorKind::HostError);
+        assert!(failed.retryable, "retried per policy");
+        assert!(failed.message.contains("index out of bounds (on purpose)"));
+        let fine = contain_panic("run-1", "charge", async { Ok(Ok(7)) }).await;
+        assert!(matches!(fine, Ok(Ok(7))));
+    }
 }

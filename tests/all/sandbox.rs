@@ -410,6 +410,28 @@ async fn every_host_call_ends_at_the_deadline(env) {
     let run = host.find(&report.key, Some("endless-sql")).await.expect("find");
     assert!(!run.attributes.contains_key("leak"), "nothing of the step committed");
 
+    // A statement cut off at the deadline whose error the guest ignores: the
+    // guest then answers `ok` after its deadline, and nothing commits.
+    let sink = env.app_table("sink", "n BIGINT");
+    let path = env.scripted(
+        "late",
+        "max_attempts = 1",
+        &[("mark", ""), ("q", &format!("sql = \"read-write\"\n{timeout}"))],
+    );
+    host.register(&path).await.expect("register");
+    let forever_insert = format!(
+        "INSERT INTO {sink} (n) WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) \
+         SELECT count(*) FROM r"
+    );
+    let args = json!({ "script": {
+        "q": { "set": { "leak": 1 }, "sql": [{ "execute": forever_insert, "tolerate": true }] },
+    } });
+    let report = beside_a_good_run(&env, &host, RunRequest::new("late", args)).await;
+    contained(&host, &report, "q", "timeout", "deadline").await;
+    let run = host.find(&report.key, Some("late")).await.expect("find");
+    assert!(!run.attributes.contains_key("leak"), "a late `ok` commits nothing");
+    assert_eq!(env.app_count(&sink, "TRUE"), 0);
+
     // An HTTP server that accepts and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = silent.local_addr().expect("addr");
