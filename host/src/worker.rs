@@ -53,6 +53,26 @@ impl Default for WorkerOptions {
     }
 }
 
+impl WorkerOptions {
+    /// These options for one completer pass: only the runs whose callers gave
+    /// up on them (due or stalled for longer than the grace, at least 1 s),
+    /// then stop.
+    pub fn completer(mut self) -> WorkerOptions {
+        self.exit_when_idle = true;
+        self.abandoned_only = true;
+        self.grace = self.grace.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Database connections a process working with these options needs: one
+    /// per run in flight, one to claim, one to listen.
+    pub fn connections(&self) -> u32 {
+        u32::try_from(self.concurrency)
+            .unwrap_or(u32::MAX)
+            .saturating_add(2)
+    }
+}
+
 /// What a worker did before it stopped.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct WorkSummary {

@@ -1,0 +1,206 @@
+//! The command line's flags and subcommands (clap), apart from what they do.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use acidic::WorkerOptions;
+
+/// Idempotent, ACID, multi-step operations whose steps are WebAssembly components.
+#[derive(Parser)]
+#[command(name = "acidic", version, about)]
+pub struct Cli {
+    /// Database: a SQLite file path or sqlite:// URL, or postgres://user@host/db[?schema=NAME].
+    #[arg(long, global = true, env = "DATABASE_URL", default_value = "acidic.db")]
+    pub database_url: String,
+
+    /// Where compiled components are cached (default: ~/.cache/acidic).
+    #[arg(long, global = true, env = "ACIDIC_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Validate manifests and their components and store them as workflow versions.
+    Register {
+        /// Manifest files (TOML).
+        #[arg(required = true)]
+        manifests: Vec<PathBuf>,
+    },
+    /// Run a workflow now and print its result; a finished key prints the stored result.
+    Run {
+        #[command(flatten)]
+        target: Target,
+        /// Also run the runs its steps staged, to their end.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Create a pending run without running it; prints its key.
+    Enqueue {
+        #[command(flatten)]
+        target: Target,
+        /// Wait this long before the run may start ("30s", "5m").
+        #[arg(long, value_parser = humantime::parse_duration)]
+        delay: Option<Duration>,
+        /// Queue name.
+        #[arg(long, default_value = "default")]
+        queue: String,
+    },
+    /// Inspect runs.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+    /// Run a failed or pending run again now, from the step where it stopped.
+    Retry {
+        /// The run's idempotency key.
+        key: String,
+        /// The workflow, if the key is used by several.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Also run the runs its steps staged.
+        #[arg(long)]
+        follow: bool,
+        /// Only put it back in the queue, runnable now, for a worker.
+        #[arg(long, conflicts_with = "follow")]
+        later: bool,
+    },
+    /// Claim and run runnable runs until stopped (SIGINT/SIGTERM finish the current steps, then exit).
+    Worker {
+        #[command(flatten)]
+        options: WorkerArgs,
+        /// Exit once nothing is runnable and nothing is in flight.
+        #[arg(long)]
+        exit_when_idle: bool,
+    },
+    /// One completer pass: run the runs their callers gave up on (due or stalled for longer than --grace), then exit.
+    Complete {
+        #[command(flatten)]
+        options: WorkerArgs,
+    },
+    /// Delete finished runs older than --older-than (never an unfinished one).
+    Reap {
+        /// Age of finished runs to delete ("72h", "30d").
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "72h")]
+        older_than: Duration,
+    },
+    /// Cancel a pending or waiting run and its unfinished staged runs.
+    Cancel {
+        /// The run's idempotency key.
+        key: String,
+        /// The workflow, if the key is used by several.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Who is cancelling (recorded on the run).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+    },
+    /// Measure runs/s and per-step host overhead against bare database transactions.
+    Bench {
+        #[command(flatten)]
+        options: BenchArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct Target {
+    /// A registered workflow name, or a manifest file to register first.
+    pub workflow: String,
+    /// Arguments as JSON, or @file.json.
+    #[arg(long, default_value = "{}")]
+    pub args: String,
+    /// Idempotency key (default: SHA-256 of the workflow and args).
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// Runs driven at once (default: number of cores).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Only claim runs on these queues (repeatable; default: all).
+    #[arg(long = "queue")]
+    pub queues: Vec<String>,
+    /// Sleep this long when nothing is runnable.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
+    pub poll: Duration,
+    /// Leave expired leases (and, for `complete`, due runs) alone this long before taking them over.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub grace: Option<Duration>,
+    /// Lease length for claimed runs (raised to the longest step deadline plus 5s).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "90s")]
+    pub lease: Duration,
+    /// Delete finished runs older than this ("0s" keeps them all).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "72h")]
+    pub retention: Duration,
+}
+
+impl WorkerArgs {
+    /// The worker options these flags ask for.
+    pub fn options(&self) -> WorkerOptions {
+        let mut o = WorkerOptions::default();
+        if let Some(n) = self.concurrency {
+            o.concurrency = n;
+        }
+        o.queues = self.queues.clone();
+        o.poll = self.poll;
+        o.grace = self.grace.unwrap_or_default();
+        o.retention = (!self.retention.is_zero()).then_some(self.retention);
+        o
+    }
+}
+
+#[derive(Subcommand)]
+pub enum RunsCommand {
+    /// List runs, newest first.
+    List {
+        /// Only runs in this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one run: status, recovery point, attributes, attempts, last error, step timeline.
+    Show {
+        /// The run's idempotency key.
+        key: String,
+        /// The workflow, if the key is used by several.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Block until the run is finished, then print its result.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (exit 3).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+    },
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Runs to time (each of three no-op steps).
+    #[arg(long, default_value_t = 300)]
+    pub runs: u32,
+    /// The 3-step workflow to run.
+    #[arg(long, default_value = "guest-examples/rust/scripted/workflow.toml")]
+    pub manifest: PathBuf,
+    /// Instead: per guest language (Rust, JS, Python, Go, C), component size,
+    /// compile and cached-load time, fresh instance + call, and steps/s of its
+    /// ride example on SQLite, with Rust as the baseline. Run from the
+    /// repository root after `make guests`.
+    #[arg(long)]
+    pub languages: bool,
+}

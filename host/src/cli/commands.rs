@@ -1,0 +1,336 @@
+//! What each subcommand does, over the host library.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+use acidic::{Error, Host, HostConfig, RunFilter, RunReport, RunRequest, RunStatus, WorkerOptions};
+
+use super::args::{BenchArgs, Cli, Command, RunsCommand, Target};
+use super::render::{describe, emit, print_detail, print_json, print_runs};
+
+/// Exit codes scripts can tell apart.
+pub mod exit {
+    pub const ERROR: u8 = 1;
+    pub const STEP_FAILED: u8 = 3;
+    pub const LOCKED: u8 = 4;
+    pub const MISMATCH: u8 = 5;
+    pub const WAITING: u8 = 6;
+}
+
+/// Runs the command `cli` asks for; returns the exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let json = cli.json;
+    if let Command::Bench { options } = &cli.command {
+        return bench(options, &cli.database_url, json).await;
+    }
+    let mut config = HostConfig::new(&cli.database_url);
+    config.cache_dir = cli.cache_dir.clone();
+    if let Command::Worker { options, .. } | Command::Complete { options } = &cli.command {
+        config.lease = options.lease;
+        config.max_connections = Some(options.options().connections());
+    }
+    let host = Host::open(config)
+        .await
+        .with_context(|| format!("opening {}", cli.database_url))?;
+    match cli.command {
+        Command::Register { manifests } => register(&host, &manifests, json).await,
+        Command::Run { target, follow } => {
+            let request = request(&host, &target).await?;
+            let report = host.run(request).await?;
+            finish(&host, report, follow, json).await
+        }
+        Command::Retry {
+            key,
+            workflow,
+            later: true,
+            ..
+        } => {
+            let run = host.requeue(&key, workflow.as_deref()).await?;
+            emit(json, &run, |run| {
+                eprintln!(
+                    "{} run {}: {} at step `{}`",
+                    run.workflow, run.key, run.status, run.recovery_point
+                )
+            })?;
+            Ok(0)
+        }
+        Command::Retry {
+            key,
+            workflow,
+            follow,
+            ..
+        } => {
+            let report = host.retry(&key, workflow.as_deref()).await?;
+            finish(&host, report, follow, json).await
+        }
+        Command::Enqueue {
+            target,
+            delay,
+            queue,
+        } => enqueue(&host, &target, delay.unwrap_or_default(), &queue, json).await,
+        Command::Runs { command } => runs(&host, command, json).await,
+        Command::Worker {
+            options,
+            exit_when_idle,
+        } => {
+            let mut options = options.options();
+            options.exit_when_idle = exit_when_idle;
+            work(host, options, json).await
+        }
+        Command::Complete { options } => work(host, options.options().completer(), json).await,
+        Command::Reap { older_than } => {
+            let n = host.reap(older_than).await?;
+            emit(json, &serde_json::json!({ "reaped": n }), |_| {
+                println!(
+                    "reaped {n} finished runs older than {}",
+                    humantime::format_duration(older_than)
+                )
+            })?;
+            Ok(0)
+        }
+        Command::Cancel { key, workflow, by } => {
+            let n = host.cancel(&key, workflow.as_deref(), &by).await?;
+            emit(json, &serde_json::json!({ "cancelled": n }), |_| {
+                println!("cancelled {n} run(s)")
+            })?;
+            Ok(0)
+        }
+        Command::Bench { options } => bench(&options, &cli.database_url, json).await,
+    }
+}
+
+async fn register(host: &Host, manifests: &[PathBuf], json: bool) -> anyhow::Result<u8> {
+    for path in manifests {
+        let r = host.register(path).await?;
+        emit(json, &r, |r| {
+            let what = if r.new { "registered" } else { "unchanged" };
+            println!(
+                "{what}: {} v{} ({} steps) from {}",
+                r.workflow,
+                r.version,
+                r.steps,
+                path.display()
+            );
+        })?;
+    }
+    Ok(0)
+}
+
+async fn enqueue(
+    host: &Host,
+    target: &Target,
+    delay: Duration,
+    queue: &str,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let request = request(host, target).await?;
+    let e = host.enqueue(request, delay, queue).await?;
+    emit(json, &e, |e| {
+        println!("{}", e.key);
+        if !e.new {
+            eprintln!(
+                "(a run with this key and these args already exists: run {})",
+                e.run_id
+            );
+        }
+    })?;
+    Ok(0)
+}
+
+async fn runs(host: &Host, command: RunsCommand, json: bool) -> anyhow::Result<u8> {
+    match command {
+        RunsCommand::List {
+            status,
+            workflow,
+            limit,
+        } => {
+            let status = status
+                .map(|s| s.parse::<RunStatus>())
+                .transpose()
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "--status: {e} (pending, running, waiting, succeeded, failed, cancelled)"
+                    )
+                })?;
+            let filter = RunFilter {
+                status,
+                workflow,
+                parent: None,
+                limit,
+            };
+            let runs = host.runs(&filter).await?;
+            emit(json, &runs, |runs| print_runs(runs))?;
+            Ok(0)
+        }
+        RunsCommand::Show {
+            key,
+            workflow,
+            wait: true,
+            timeout,
+        } => {
+            let report = host.wait(&key, workflow.as_deref(), timeout).await?;
+            if json {
+                print_json(&report)?;
+            } else if let Some(result) = &report.result {
+                println!("{}", serde_json::to_string_pretty(result)?);
+            } else {
+                describe(&report, false);
+            }
+            Ok(if report.status == RunStatus::Succeeded {
+                0
+            } else {
+                exit::STEP_FAILED
+            })
+        }
+        RunsCommand::Show { key, workflow, .. } => {
+            let detail = host.show(&key, workflow.as_deref()).await?;
+            emit(json, &detail, print_detail)?;
+            Ok(0)
+        }
+    }
+}
+
+/// Resolves the target (registering a manifest path first) and parses the args.
+async fn request(host: &Host, target: &Target) -> anyhow::Result<RunRequest> {
+    let workflow = if target.workflow.ends_with(".toml") || Path::new(&target.workflow).is_file() {
+        let r = host.register(Path::new(&target.workflow)).await?;
+        if r.new {
+            eprintln!("registered {} v{}", r.workflow, r.version);
+        }
+        r.workflow
+    } else {
+        target.workflow.clone()
+    };
+    let text = match target.args.strip_prefix('@') {
+        Some(file) => {
+            std::fs::read_to_string(file).with_context(|| format!("reading args from {file}"))?
+        }
+        None => target.args.clone(),
+    };
+    let args: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+        what: "--args".into(),
+        message: e.to_string(),
+    })?;
+    Ok(RunRequest {
+        workflow,
+        args,
+        key: target.key.clone(),
+    })
+}
+
+#[derive(Serialize)]
+struct Finished<'a> {
+    #[serde(flatten)]
+    report: &'a RunReport,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    followed: Vec<RunReport>,
+}
+
+async fn finish(host: &Host, report: RunReport, follow: bool, json: bool) -> anyhow::Result<u8> {
+    let followed = if follow {
+        host.run_staged(&report).await?
+    } else {
+        Vec::new()
+    };
+    // With --follow, a run that waited for its children may have been resumed
+    // and finished: its last report is the one that counts.
+    let last = followed
+        .iter()
+        .rev()
+        .find(|r| r.run_id == report.run_id)
+        .unwrap_or(&report);
+    let code = match last.status {
+        RunStatus::Succeeded => 0,
+        RunStatus::Waiting => exit::WAITING,
+        _ => exit::STEP_FAILED,
+    };
+    if json {
+        print_json(&Finished {
+            report: &report,
+            followed,
+        })?;
+        return Ok(code);
+    }
+    describe(&report, follow);
+    for child in &followed {
+        describe(child, follow);
+    }
+    if let Some(result) = &last.result {
+        println!("{}", serde_json::to_string_pretty(result)?);
+    }
+    Ok(code)
+}
+
+async fn bench(options: &BenchArgs, database_url: &str, json: bool) -> anyhow::Result<u8> {
+    if options.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    if options.languages {
+        let report = acidic::bench::languages(Path::new("."), options.runs, true).await?;
+        emit(json, &report, |r| print!("{r}"))?;
+        return Ok(0);
+    }
+    let report = acidic::bench::run(&options.manifest, options.runs, Some(database_url)).await?;
+    emit(json, &report, |r| print!("{r}"))?;
+    Ok(0)
+}
+
+async fn work(host: Host, options: WorkerOptions, json: bool) -> anyhow::Result<u8> {
+    let host = Arc::new(host);
+    eprintln!(
+        "worker {} claiming from {} with concurrency {}",
+        host.worker_name(),
+        if options.queues.is_empty() {
+            "all queues".to_string()
+        } else {
+            options.queues.join(", ")
+        },
+        options.concurrency
+    );
+    let summary = host.work(options, shutdown_signal()).await?;
+    emit(json, &summary, |summary| {
+        eprintln!(
+            "worker stopped: {} claimed, {} succeeded, {} waiting for children, {} stopped on a failed step, \
+             {} handed back, {} host errors, {} reaped",
+            summary.claimed,
+            summary.succeeded,
+            summary.waiting,
+            summary.stopped_on_failure,
+            summary.released,
+            summary.errors,
+            summary.reaped
+        )
+    })?;
+    Ok(0)
+}
+
+/// Resolves on SIGINT or SIGTERM. The handlers are installed now, before
+/// the first claim, so a signal never kills a worker mid-step.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    async move {
+        let recv = |s: &mut Option<tokio::signal::unix::Signal>| {
+            let s = s.take();
+            async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+        };
+        tokio::select! {
+            _ = recv(&mut term) => {}
+            _ = recv(&mut int) => {}
+        }
+        eprintln!("stopping: finishing current steps, then handing runs back");
+    }
+}

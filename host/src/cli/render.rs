@@ -1,0 +1,194 @@
+//! How results look: text for people, or JSON with `--json`.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use acidic::run::now_ms;
+use acidic::{RunDetail, RunRecord, RunReport, RunStatus};
+
+pub fn describe(r: &RunReport, follow: bool) {
+    let who = format!("{} run {}", r.workflow, short(&r.key));
+    match r.status {
+        RunStatus::Succeeded if r.replayed => {
+            eprintln!("{who}: already succeeded; stored result (nothing ran)")
+        }
+        RunStatus::Succeeded => {
+            eprintln!("{who}: succeeded ({} steps committed)", r.steps_committed)
+        }
+        status => {
+            if r.replayed {
+                eprintln!("{who}: is {status} (nothing ran)");
+            } else {
+                eprintln!(
+                    "{who}: {status} after {} steps committed",
+                    r.steps_committed
+                );
+            }
+            if let Some(e) = &r.error {
+                eprintln!(
+                    "  step `{}` attempt {} failed: {}: {}",
+                    e.step, e.attempt, e.kind, e.message
+                );
+            }
+            match (status, r.retry_at) {
+                (RunStatus::Pending, Some(at)) => eprintln!(
+                    "  it will resume at step `{}` in {}; `acidic retry {}` runs it now",
+                    r.recovery_point,
+                    in_time(at),
+                    r.key
+                ),
+                (RunStatus::Failed, _) => eprintln!(
+                    "  out of attempts or not retryable; after fixing the cause, `acidic retry {}` resumes at `{}`",
+                    r.key, r.recovery_point
+                ),
+                _ => {}
+            }
+        }
+    }
+    for s in &r.staged {
+        let hint = if follow {
+            ""
+        } else {
+            " (pending; `--follow` runs staged runs here)"
+        };
+        eprintln!("  staged {} run {}{hint}", s.workflow, s.key);
+    }
+}
+
+pub fn print_runs(runs: &[RunRecord]) {
+    if runs.is_empty() {
+        eprintln!("no runs");
+        return;
+    }
+    println!(
+        "{:>6}  {:<18} {:<18} {:<10} {:<16} {:>4}  {:>6}  UPDATED",
+        "ID", "WORKFLOW", "KEY", "STATUS", "AT", "TRY", "PARENT"
+    );
+    for r in runs {
+        println!(
+            "{:>6}  {:<18} {:<18} {:<10} {:<16} {:>4}  {:>6}  {}",
+            r.id,
+            format!("{} v{}", r.workflow, r.workflow_version),
+            short(&r.key),
+            r.status.as_str(),
+            r.recovery_point,
+            r.attempts,
+            r.parent_run_id
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
+            ago(r.updated_at),
+        );
+    }
+}
+
+pub fn print_detail(d: &RunDetail) {
+    let r = &d.run;
+    println!("run {}  {} v{}", r.id, r.workflow, r.workflow_version);
+    println!("key         {}", r.key);
+    let status = match (r.status, r.status == RunStatus::Pending) {
+        (_, true) if r.available_at > now_ms() => {
+            format!("pending (runnable in {})", in_time(r.available_at))
+        }
+        (s, _) => s.to_string(),
+    };
+    println!("status      {status}");
+    println!("at step     {}", r.recovery_point);
+    println!(
+        "attempts    {} step calls; {} failed on the current step",
+        r.attempts, r.step_attempt
+    );
+    match (&r.locked_by, r.locked_until) {
+        (Some(owner), Some(until)) if until > now_ms() => {
+            println!("lease       {owner}, {} left", in_time(until))
+        }
+        _ => println!("lease       none"),
+    }
+    println!("args        {}", r.args);
+    println!("attributes  {}", Value::Object(r.attributes.clone()));
+    if let Some(result) = &r.result {
+        println!("result      {result}");
+    }
+    if let Some(e) = &r.last_error {
+        println!(
+            "last error  step `{}` attempt {}: {}: {}",
+            e.step, e.attempt, e.kind, e.message
+        );
+    }
+    if let Some(p) = r.parent_run_id {
+        println!("parent      run {p}");
+    }
+    if let Some(by) = &r.cancelled_by {
+        println!("cancelled   by {by}");
+    }
+    println!(
+        "created     {}, updated {}",
+        ago(r.created_at),
+        ago(r.updated_at)
+    );
+    if !d.timeline.is_empty() {
+        println!("timeline");
+        for e in &d.timeline {
+            let detail = match (&e.error_kind, &e.message) {
+                (Some(k), Some(m)) => format!("{k}: {m}"),
+                _ => String::new(),
+            };
+            println!(
+                "  {:<16} #{:<3} {:<13} {:>6} ms  {}",
+                e.step,
+                e.attempt,
+                e.outcome,
+                e.finished_at - e.started_at,
+                first_line(&detail)
+            );
+        }
+    }
+    if !d.children.is_empty() {
+        println!("staged runs");
+        for c in &d.children {
+            println!("  {:<16} {:<10} {}", c.workflow, c.status.as_str(), c.key);
+        }
+    }
+}
+
+/// Prints `value` as JSON with `--json`, else as `text` renders it: every
+/// command answers through this, so `--json` means the same everywhere.
+pub fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T)) -> anyhow::Result<()> {
+    if json {
+        print_json(value)
+    } else {
+        text(value);
+        Ok(())
+    }
+}
+
+pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub fn short(key: &str) -> String {
+    if key.chars().count() > 18 {
+        format!("{}…", key.chars().take(17).collect::<String>())
+    } else {
+        key.to_string()
+    }
+}
+
+pub fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+pub fn ago(ms: i64) -> String {
+    let d = (now_ms() - ms).max(0);
+    format!(
+        "{} ago",
+        humantime::format_duration(Duration::from_secs((d / 1000) as u64))
+    )
+}
+
+pub fn in_time(ms: i64) -> String {
+    let d = (ms - now_ms()).max(0);
+    humantime::format_duration(Duration::from_millis(d as u64)).to_string()
+}
