@@ -17,6 +17,9 @@ use crate::run::{
 use crate::runtime::limits::{guest_json, stored_message};
 use crate::runtime::{CallOutcome, Outcome, StagedJob, StepInput, StepState};
 
+/// Longest wait for a failed step's transaction to roll back.
+const ROLLBACK_WAIT: Duration = Duration::from_secs(10);
+
 /// Longest error message kept of a failed step (the guest's own included).
 const MAX_ERROR_MESSAGE: usize = 16 << 10;
 use crate::workflow::StepDef;
@@ -235,174 +238,187 @@ impl Host {
             .runtime
             .call(&prepared, state, &input, &call.step.policy)
             .await;
-        let step_tx = state.take_step_tx();
+        let mut step_tx = state.take_step_tx();
         let deadline = state.deadline();
+        let settled = async {
 
-        // A step that failed after something it asked for was refused failed
-        // because of it: recorded with the refusal's kind, naming what it asked.
-        if let Some((kind, refusal)) = state.refusal()
-            && !matches!(outcome, CallOutcome::Returned(Ok(_)))
-        {
-            let detail = match &outcome {
-                CallOutcome::Returned(Err(e)) => e.message.clone(),
-                CallOutcome::Aborted { message, .. } => message.clone(),
-                CallOutcome::Returned(Ok(_)) => String::new(),
-            };
-            let message = format!("{refusal}; the step then failed: {detail}");
-            // The database may accept on a later try, and a later try may be
-            // faster or need less; refusals of a form or a grant never change.
-            let retryable = matches!(
-                kind,
-                ErrorKind::SqlError | ErrorKind::Timeout | ErrorKind::MemoryLimit
-            );
-            return Ok(Err(Failed::new(kind, message, retryable)));
-        }
-        let answer = match outcome {
-            CallOutcome::Returned(answer) => answer,
-            CallOutcome::Aborted { kind, message } => {
-                // The same input burns the same fuel: trying again cannot help.
-                let retryable =
-                    !matches!(kind, ErrorKind::InvalidOutput | ErrorKind::FuelExhausted);
+            // A step that failed after something it asked for was refused failed
+            // because of it: recorded with the refusal's kind, naming what it asked.
+            if let Some((kind, refusal)) = state.refusal()
+                && !matches!(outcome, CallOutcome::Returned(Ok(_)))
+            {
+                let detail = match &outcome {
+                    CallOutcome::Returned(Err(e)) => e.message.clone(),
+                    CallOutcome::Aborted { message, .. } => message.clone(),
+                    CallOutcome::Returned(Ok(_)) => String::new(),
+                };
+                let message = format!("{refusal}; the step then failed: {detail}");
+                // The database may accept on a later try, and a later try may be
+                // faster or need less; refusals of a form or a grant never change.
+                let retryable = matches!(
+                    kind,
+                    ErrorKind::SqlError | ErrorKind::Timeout | ErrorKind::MemoryLimit
+                );
                 return Ok(Err(Failed::new(kind, message, retryable)));
             }
-        };
-        // A guest that tried to exceed a cap fails, whatever it answered after.
-        if let Some(message) = state.too_large.clone() {
-            return Ok(Err(Failed::new(ErrorKind::OutputTooLarge, message, false)));
-        }
-        let end = match answer {
-            Err(e) => return Ok(Err(Failed::new(ErrorKind::Guest, e.message, e.retryable))),
-            Ok(Outcome::Continue) => StepEnd::Advance {
-                next: call.next.to_string(),
-                result: (call.next == FINISHED).then_some(Value::Null),
-            },
-            Ok(Outcome::Repeat) => StepEnd::Repeat,
-            Ok(Outcome::Finish(text)) if text.len() as u64 > call.step.policy.max_result => {
+            let answer = match outcome {
+                CallOutcome::Returned(answer) => answer,
+                CallOutcome::Aborted { kind, message } => {
+                    // The same input burns the same fuel: trying again cannot help.
+                    let retryable =
+                        !matches!(kind, ErrorKind::InvalidOutput | ErrorKind::FuelExhausted);
+                    return Ok(Err(Failed::new(kind, message, retryable)));
+                }
+            };
+            // A guest that tried to exceed a cap fails, whatever it answered after.
+            if let Some(message) = state.too_large.clone() {
+                return Ok(Err(Failed::new(ErrorKind::OutputTooLarge, message, false)));
+            }
+            let end = match answer {
+                Err(e) => return Ok(Err(Failed::new(ErrorKind::Guest, e.message, e.retryable))),
+                Ok(Outcome::Continue) => StepEnd::Advance {
+                    next: call.next.to_string(),
+                    result: (call.next == FINISHED).then_some(Value::Null),
+                },
+                Ok(Outcome::Repeat) => StepEnd::Repeat,
+                Ok(Outcome::Finish(text)) if text.len() as u64 > call.step.policy.max_result => {
+                    let message = format!(
+                        "result of {} bytes is over max_result ({} bytes)",
+                        text.len(),
+                        call.step.policy.max_result
+                    );
+                    return Ok(Err(Failed::new(ErrorKind::OutputTooLarge, message, false)));
+                }
+                Ok(Outcome::Finish(text)) => match guest_json(&text) {
+                    Ok(result) => StepEnd::Advance {
+                        next: FINISHED.to_string(),
+                        result: Some(result),
+                    },
+                    Err(e) => {
+                        return Ok(Err(Failed::new(
+                            ErrorKind::InvalidOutput,
+                            format!("result is {e}"),
+                            false,
+                        )));
+                    }
+                },
+            };
+
+            let mut jobs = state.staged;
+            if let Some(fan_out) = &call.step.awaits {
+                match manifest_fan_out(run, &call.step.name, fan_out, &state.attributes) {
+                    Ok(more) => jobs.extend(more),
+                    Err(message) => {
+                        return Ok(Err(Failed::new(ErrorKind::InvalidOutput, message, false)));
+                    }
+                }
+            }
+            let mut staged = Vec::with_capacity(jobs.len());
+            if !jobs.is_empty() && u64::from(run.depth) >= call.step.policy.max_lineage_depth {
                 let message = format!(
-                    "result of {} bytes is over max_result ({} bytes)",
-                    text.len(),
-                    call.step.policy.max_result
+                    "run `{}` stands {} deep in a chain of runs staged by runs; max_lineage_depth ({}) \
+                     lets it stage no more",
+                    run.key, run.depth, call.step.policy.max_lineage_depth
                 );
                 return Ok(Err(Failed::new(ErrorKind::OutputTooLarge, message, false)));
             }
-            Ok(Outcome::Finish(text)) => match guest_json(&text) {
-                Ok(result) => StepEnd::Advance {
-                    next: FINISHED.to_string(),
-                    result: Some(result),
-                },
-                Err(e) => {
+            for job in jobs {
+                match self.staged_run(run, job).await {
+                    Ok(new) => staged.push(new),
+                    Err(message) => {
+                        return Ok(Err(Failed::new(ErrorKind::InvalidOutput, message, false)));
+                    }
+                }
+            }
+            if matches!(end, StepEnd::Repeat) && staged.iter().any(|s| s.awaited) {
+                let message = "a step cannot both repeat and await runs";
+                return Ok(Err(Failed::new(ErrorKind::InvalidOutput, message, false)));
+            }
+
+            let commit = StepCommit {
+                run_id: run.id,
+                lease: call.lease.clone(),
+                step: call.step.name.clone(),
+                attempt: call.attempt,
+                end,
+                attributes: state.attributes,
+                staged,
+                started_at: call.started_at,
+            };
+            // Nothing a step did commits after its deadline: a host call that
+            // finished late (a statement, a response) does not make it count.
+            if Instant::now() >= deadline {
+                let message = format!(
+                    "deadline of {:?} passed before the step could commit; nothing of it was committed",
+                    call.step.policy.timeout
+                );
+                return Ok(Err(Failed::new(ErrorKind::Timeout, message, true)));
+            }
+            let own_tx = step_tx.is_some();
+            let committed = self.store.commit(step_tx.take(), &commit).await;
+            let committed = match committed {
+                Err(Error::Conflict { tries, message }) => {
+                    let message = format!("the commit conflicted {tries} times: {message}");
+                    return Ok(Err(Failed::new(ErrorKind::Conflict, message, true)));
+                }
+                // The database refused the commit itself (a value it cannot
+                // store, a constraint): a failed step, counted against its
+                // attempts, never a host error that would hand the run straight
+                // back to be tried again at once, forever.
+                Err(Error::Database(sqlx::Error::Database(db))) => {
+                    let retryable =
+                        !crate::store::deterministic(self.store.dialect(), db.code().as_deref());
+                    let message = format!("the database refused the step's commit: {}", db.message());
+                    return Ok(Err(Failed::new(
+                        ErrorKind::CommitRefused,
+                        message,
+                        retryable,
+                    )));
+                }
+                // The step's own transaction could not commit for another reason
+                // (its connection broke): a failed step that may be tried again.
+                Err(e) if own_tx => {
+                    let message = format!("the step's transaction could not commit: {e}");
+                    return Ok(Err(Failed::new(ErrorKind::SqlError, message, true)));
+                }
+                other => other?,
+            };
+            let waiting_for = match committed {
+                CommitOutcome::Committed => 0,
+                CommitOutcome::Waiting(n) => n,
+                CommitOutcome::LeaseLost => return Err(Error::LeaseLost(run.key.clone())),
+                CommitOutcome::StagedKeyConflict { workflow, key } => {
                     return Ok(Err(Failed::new(
                         ErrorKind::InvalidOutput,
-                        format!("result is {e}"),
+                        format!("staged run of `{workflow}` with key `{key}` exists with other args"),
                         false,
                     )));
                 }
-            },
-        };
-
-        let mut jobs = state.staged;
-        if let Some(fan_out) = &call.step.awaits {
-            match manifest_fan_out(run, &call.step.name, fan_out, &state.attributes) {
-                Ok(more) => jobs.extend(more),
-                Err(message) => {
-                    return Ok(Err(Failed::new(ErrorKind::InvalidOutput, message, false)));
+            };
+            Ok(Ok(Committed {
+                end: commit.end,
+                staged: commit.staged,
+                attributes: commit.attributes,
+                waiting_for,
+            }))
+        }
+        .await;
+        // A step that did not commit rolls its transaction back here, and
+        // waits for it: a statement cut off at the deadline may still be
+        // ending on the connection, which must be clean before the pool hands
+        // it out again.
+        if let Some(tx) = step_tx.take() {
+            match tokio::time::timeout(ROLLBACK_WAIT, tx.rollback()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(run = %run.key, "rolling back the step's transaction failed: {e}")
+                }
+                Err(_) => {
+                    tracing::warn!(run = %run.key, "rolling back the step's transaction took over {ROLLBACK_WAIT:?}; dropped")
                 }
             }
         }
-        let mut staged = Vec::with_capacity(jobs.len());
-        if !jobs.is_empty() && u64::from(run.depth) >= call.step.policy.max_lineage_depth {
-            let message = format!(
-                "run `{}` stands {} deep in a chain of runs staged by runs; max_lineage_depth ({}) \
-                 lets it stage no more",
-                run.key, run.depth, call.step.policy.max_lineage_depth
-            );
-            return Ok(Err(Failed::new(ErrorKind::OutputTooLarge, message, false)));
-        }
-        for job in jobs {
-            match self.staged_run(run, job).await {
-                Ok(new) => staged.push(new),
-                Err(message) => {
-                    return Ok(Err(Failed::new(ErrorKind::InvalidOutput, message, false)));
-                }
-            }
-        }
-        if matches!(end, StepEnd::Repeat) && staged.iter().any(|s| s.awaited) {
-            let message = "a step cannot both repeat and await runs";
-            return Ok(Err(Failed::new(ErrorKind::InvalidOutput, message, false)));
-        }
-
-        let commit = StepCommit {
-            run_id: run.id,
-            lease: call.lease.clone(),
-            step: call.step.name.clone(),
-            attempt: call.attempt,
-            end,
-            attributes: state.attributes,
-            staged,
-            started_at: call.started_at,
-        };
-        // Nothing a step did commits after its deadline: a host call that
-        // finished late (a statement, a response) does not make it count.
-        if Instant::now() >= deadline {
-            if let Some(tx) = step_tx {
-                let _ = tx.rollback().await;
-            }
-            let message = format!(
-                "deadline of {:?} passed before the step could commit; nothing of it was committed",
-                call.step.policy.timeout
-            );
-            return Ok(Err(Failed::new(ErrorKind::Timeout, message, true)));
-        }
-        let own_tx = step_tx.is_some();
-        let committed = match step_tx {
-            Some(tx) => tx.commit(&commit).await,
-            None => self.store.commit_step(&commit).await,
-        };
-        let committed = match committed {
-            Err(Error::Conflict { tries, message }) => {
-                let message = format!("the commit conflicted {tries} times: {message}");
-                return Ok(Err(Failed::new(ErrorKind::Conflict, message, true)));
-            }
-            // The database refused the commit itself (a value it cannot
-            // store, a constraint): a failed step, counted against its
-            // attempts, never a host error that would hand the run straight
-            // back to be tried again at once, forever.
-            Err(Error::Database(sqlx::Error::Database(db))) => {
-                let retryable =
-                    !crate::store::deterministic(self.store.dialect(), db.code().as_deref());
-                let message = format!("the database refused the step's commit: {}", db.message());
-                return Ok(Err(Failed::new(
-                    ErrorKind::CommitRefused,
-                    message,
-                    retryable,
-                )));
-            }
-            // The step's own transaction could not commit for another reason
-            // (its connection broke): a failed step that may be tried again.
-            Err(e) if own_tx => {
-                let message = format!("the step's transaction could not commit: {e}");
-                return Ok(Err(Failed::new(ErrorKind::SqlError, message, true)));
-            }
-            other => other?,
-        };
-        let waiting_for = match committed {
-            CommitOutcome::Committed => 0,
-            CommitOutcome::Waiting(n) => n,
-            CommitOutcome::LeaseLost => return Err(Error::LeaseLost(run.key.clone())),
-            CommitOutcome::StagedKeyConflict { workflow, key } => {
-                return Ok(Err(Failed::new(
-                    ErrorKind::InvalidOutput,
-                    format!("staged run of `{workflow}` with key `{key}` exists with other args"),
-                    false,
-                )));
-            }
-        };
-        Ok(Ok(Committed {
-            end: commit.end,
-            staged: commit.staged,
-            attributes: commit.attributes,
-            waiting_for,
-        }))
+        settled
     }
 
     async fn staged_run(

@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backoff;
 pub mod bench;
 pub mod error;
 mod executor;

@@ -241,12 +241,7 @@ impl StepPolicy {
     /// The delay before retry number `failed_attempts` (1 = after the first failure),
     /// exponential from `backoff`, capped at `max_backoff`, jittered by ±25%.
     pub fn backoff_after(&self, failed_attempts: u32) -> Duration {
-        let exp = failed_attempts.saturating_sub(1).min(32);
-        let base = self
-            .backoff
-            .saturating_mul(1u32 << exp.min(31))
-            .min(self.max_backoff);
-        base.mul_f64(0.75 + fastrand::f64() * 0.5)
+        crate::backoff::Backoff::new(self.backoff, self.max_backoff).delay(failed_attempts)
     }
 }
 

@@ -36,6 +36,10 @@ pub struct WorkerOptions {
     pub abandoned_only: bool,
 }
 
+/// How a worker waits between tries to get its notification connection back.
+const RECONNECT: crate::backoff::Backoff =
+    crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_millis(3_200));
+
 impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
@@ -219,7 +223,7 @@ impl Host {
                         // The listener reconnects on its next call; meanwhile the worker polls.
                         failures = failures.saturating_add(1);
                         tracing::warn!("lost the notification connection, reconnecting: {e}");
-                        let pause = Duration::from_millis(100 << failures.min(5));
+                        let pause = RECONNECT.delay(failures);
                         tokio::time::sleep(pause).await;
                     }
                 }

@@ -10,15 +10,21 @@
 //! transaction wrote nothing, and a commit whose answer was lost is fenced:
 //! the second try finds the lease or the recovery point moved.
 
+mod backend;
 pub mod postgres;
+mod retry;
 pub mod sqlite;
+
+pub use retry::deterministic;
+use retry::{Retry, Transient, transient};
+
+use backend::Backend;
 
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::run::{
-    CommitOutcome, FailureRecord, Lease, NewRun, ParentFailure, RunRecord, RunStatus, StartOutcome,
-    StepCommit, StepEvent,
+    FailureRecord, Lease, NewRun, ParentFailure, RunRecord, RunStatus, StartOutcome, StepEvent,
 };
 use crate::workflow::{Definition, Workflow};
 
@@ -100,7 +106,7 @@ pub enum Store {
 /// is one a retry can clear (see [`Retry`]).
 macro_rules! forward {
     ($self:ident, $s:ident => $call:expr) => {{
-        let mut retry = Retry::default();
+        let mut retry = $crate::store::Retry::default();
         loop {
             let result = match $self {
                 Store::Sqlite($s) => $call,
@@ -116,6 +122,10 @@ macro_rules! forward {
         }
     }};
 }
+
+// After `forward!`, which it uses.
+mod tx;
+pub use tx::StepTx;
 
 /// Pool size when the caller does not say.
 pub const DEFAULT_POOL_SIZE: u32 = 10;
@@ -139,14 +149,6 @@ impl Store {
             return Err(Error::DatabaseUrl(url.to_string()));
         }
         Ok(Store::Sqlite(sqlite::SqliteStore::open(url).await?))
-    }
-
-    /// Opens a step's own transaction, for a step granted SQL.
-    pub async fn begin_step(&self) -> Result<StepTx> {
-        match self {
-            Store::Sqlite(s) => Ok(StepTx::Sqlite(s.begin_step().await?)),
-            Store::Postgres(s) => Ok(StepTx::Postgres(s.begin_step().await?)),
-        }
     }
 
     /// The only schema a step's SQL may name: `main` on SQLite, the
@@ -188,72 +190,67 @@ impl Store {
     /// The writes of one run of a workflow with `steps`, as bare SQL
     /// transactions of this backend: the baseline of `acidic bench`.
     pub async fn baseline_run(&self, workflow: &str, key: &str, steps: &[String]) -> Result<()> {
-        forward!(self, s => s.baseline_run(workflow, key, steps).await)
+        forward!(self, s => Backend::baseline_run(s, workflow, key, steps).await)
     }
 
     /// Stores component bytes under their digest.
     pub async fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<()> {
-        forward!(self, s => s.put_component(digest, bytes).await)
+        forward!(self, s => Backend::put_component(s, digest, bytes).await)
     }
 
     /// The component with `digest`.
     pub async fn component(&self, digest: &str) -> Result<Option<Vec<u8>>> {
-        forward!(self, s => s.component(digest).await)
+        forward!(self, s => Backend::component(s, digest).await)
     }
 
     /// Stores a definition as a new version unless identical to a stored one.
     pub async fn register_workflow(&self, definition: &Definition) -> Result<(u32, bool)> {
-        forward!(self, s => s.register_workflow(definition).await)
+        forward!(self, s => Backend::register_workflow(s, definition).await)
     }
 
     /// A version of a workflow, or its latest.
     pub async fn workflow(&self, name: &str, version: Option<u32>) -> Result<Option<Workflow>> {
-        forward!(self, s => s.workflow(name, version).await)
+        forward!(self, s => Backend::workflow(s, name, version).await)
     }
 
     /// Finds or creates the run for a key and leases it.
     pub async fn start_run(&self, new: &NewRun, lease: &Lease) -> Result<StartOutcome> {
-        forward!(self, s => s.start_run(new, lease).await)
+        forward!(self, s => Backend::start_run(s, new, lease).await)
     }
 
     /// Leases an existing run.
     pub async fn claim(&self, id: i64, lease: &Lease) -> Result<StartOutcome> {
-        forward!(self, s => s.claim(id, lease).await)
+        forward!(self, s => Backend::claim(s, id, lease).await)
     }
 
     /// Creates a pending run unless its key exists.
     pub async fn insert_run(&self, new: &NewRun) -> Result<InsertOutcome> {
-        forward!(self, s => s.insert_run(new).await)
-    }
-
-    /// Commits a step, fenced on its lease.
-    pub async fn commit_step(&self, commit: &StepCommit) -> Result<CommitOutcome> {
-        forward!(self, s => s.commit_step(commit).await)
+        forward!(self, s => Backend::insert_run(s, new).await)
     }
 
     /// Records a failed step call and releases the lease.
     pub async fn record_failure(&self, failure: &FailureRecord) -> Result<bool> {
-        forward!(self, s => s.record_failure(failure).await)
+        forward!(self, s => Backend::record_failure(s, failure).await)
     }
 
     /// Releases a lease without recording anything.
     pub async fn release(&self, id: i64, lease: &Lease) -> Result<()> {
-        forward!(self, s => s.release(id, lease).await)
+        forward!(self, s => Backend::release(s, id, lease).await)
     }
 
     /// Puts a failed run back to pending.
     pub async fn reset_for_retry(&self, id: i64) -> Result<bool> {
-        forward!(self, s => s.reset_for_retry(id).await)
+        forward!(self, s => Backend::reset_for_retry(s, id).await)
     }
 
     /// One run by id.
     pub async fn run(&self, id: i64) -> Result<Option<RunRecord>> {
-        forward!(self, s => s.run(id).await)
+        forward!(self, s => Backend::run(s, id).await)
     }
 
     /// Runs by key.
     pub async fn runs_by_key(&self, key: &str, workflow: Option<&str>) -> Result<Vec<RunRecord>> {
-        forward!(self, s => s.runs_by_key(key, workflow).await)
+        forward!(self, s => Backend::runs_by_key(s, key, workflow).await)
     }
 
     /// Claims up to `limit` runnable runs, each under a fresh lease of `worker` for `ttl`.
@@ -264,12 +261,12 @@ impl Store {
         ttl: std::time::Duration,
         limit: u32,
     ) -> Result<Vec<(RunRecord, Lease)>> {
-        forward!(self, s => s.claim_batch(claim, worker, ttl, limit).await)
+        forward!(self, s => Backend::claim_batch(s, claim, worker, ttl, limit).await)
     }
 
     /// Extends a held lease.
     pub async fn extend_lease(&self, id: i64, lease: &Lease) -> Result<bool> {
-        forward!(self, s => s.extend_lease(id, lease).await)
+        forward!(self, s => Backend::extend_lease(s, id, lease).await)
     }
 
     /// Cancels a run and its unfinished staged runs.
@@ -279,22 +276,22 @@ impl Store {
         by: &str,
         parent: Option<&ParentFailure>,
     ) -> Result<CancelOutcome> {
-        forward!(self, s => s.cancel(id, by, parent).await)
+        forward!(self, s => Backend::cancel(s, id, by, parent).await)
     }
 
     /// Deletes finished runs older than `cutoff` (ms), at most `batch`.
     pub async fn reap(&self, cutoff: i64, batch: u32) -> Result<u64> {
-        forward!(self, s => s.reap(cutoff, batch).await)
+        forward!(self, s => Backend::reap(s, cutoff, batch).await)
     }
 
     /// Runs matching a filter.
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
-        forward!(self, s => s.list_runs(filter).await)
+        forward!(self, s => Backend::list_runs(s, filter).await)
     }
 
     /// A run's step timeline.
     pub async fn step_events(&self, id: i64) -> Result<Vec<StepEvent>> {
-        forward!(self, s => s.step_events(id).await)
+        forward!(self, s => Backend::step_events(s, id).await)
     }
 }
 
@@ -382,77 +379,6 @@ impl GuestLimits {
     }
 }
 
-/// A step's own transaction, open while its guest runs: the guest's SQL runs
-/// on it, and the step's commit (fenced on the lease) ends it. Dropping it
-/// rolls everything back.
-pub enum StepTx {
-    /// On SQLite.
-    Sqlite(sqlite::StepTx),
-    /// On Postgres.
-    Postgres(postgres::StepTx),
-}
-
-impl std::fmt::Debug for StepTx {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StepTx")
-    }
-}
-
-impl StepTx {
-    /// Runs a checked INSERT, UPDATE or DELETE, within `grant` and `limits`.
-    pub async fn execute(
-        &mut self,
-        sql: &str,
-        params: &[SqlValue],
-        grant: &crate::sql::SqlGrant,
-        limits: &GuestLimits,
-    ) -> Result<u64> {
-        match self {
-            StepTx::Sqlite(t) => t.execute(sql, params, grant, limits).await,
-            StepTx::Postgres(t) => t.execute(sql, params, grant, limits).await,
-        }
-    }
-
-    /// Runs a checked SELECT, within `grant` and `limits`.
-    pub async fn query(
-        &mut self,
-        sql: &str,
-        params: &[SqlValue],
-        grant: &crate::sql::SqlGrant,
-        limits: &GuestLimits,
-    ) -> Result<SqlRows> {
-        match self {
-            StepTx::Sqlite(t) => t.query(sql, params, grant, limits).await,
-            StepTx::Postgres(t) => t.query(sql, params, grant, limits).await,
-        }
-    }
-
-    /// Commits the step's writes and the guest's SQL together. A
-    /// serialization failure here is [`Error::Conflict`]: the whole step
-    /// (guest included) has to run again, which the retry policy does.
-    pub async fn commit(self, c: &StepCommit) -> Result<CommitOutcome> {
-        let result = match self {
-            StepTx::Sqlite(t) => t.commit(c).await,
-            StepTx::Postgres(t) => t.commit(c).await,
-        };
-        match result {
-            Err(e) if transient(&e) == Some(Transient::Conflict) => Err(Error::Conflict {
-                tries: 1,
-                message: e.to_string(),
-            }),
-            other => other,
-        }
-    }
-
-    /// Rolls back everything the step did.
-    pub async fn rollback(self) -> Result<()> {
-        match self {
-            StepTx::Sqlite(t) => t.rollback().await,
-            StepTx::Postgres(t) => t.rollback().await,
-        }
-    }
-}
-
 /// Notifications that runs became pending (Postgres `LISTEN`).
 pub struct Wakeups {
     listener: sqlx::postgres::PgListener,
@@ -473,121 +399,9 @@ impl Wakeups {
     }
 }
 
-/// Whether a database error code says the same transaction would fail the
-/// same way again: a value or size the database cannot store (Postgres class
-/// 22, data exception; 54, program limit; integrity errors other than a
-/// concurrent key), or SQLite's TOOBIG, CONSTRAINT and MISMATCH.
-pub fn deterministic(dialect: crate::sql::Dialects, code: Option<&str>) -> bool {
-    let Some(code) = code else { return false };
-    match dialect {
-        crate::sql::Dialects::Postgres => {
-            code != "23505"
-                && ["22", "23", "54"]
-                    .iter()
-                    .any(|class| code.starts_with(class))
-        }
-        // Extended result codes keep the primary code in their low byte.
-        crate::sql::Dialects::Sqlite => {
-            matches!(code.parse::<u32>().map(|n| n & 0xff), Ok(18..=20))
-        }
-    }
-}
-
-/// What kind of failure a second try of the whole transaction can clear.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Transient {
-    /// Two transactions collided: serialization failure, deadlock, a key
-    /// inserted concurrently, a busy SQLite file. Cleared in milliseconds.
-    Conflict,
-    /// The connection dropped or the server is restarting. Cleared in seconds.
-    Connection,
-}
-
-fn transient(e: &Error) -> Option<Transient> {
-    let Error::Database(e) = e else {
-        return None;
-    };
-    match e {
-        sqlx::Error::Database(db) => {
-            let code = db.code()?;
-            match code.as_ref() {
-                // serialization_failure, deadlock_detected, unique_violation
-                // (every insert checks for the key first, so a violation means
-                // a concurrent insert a retry will see), SQLite BUSY/LOCKED.
-                "40001" | "40P01" | "23505" | "5" | "6" | "517" | "262" => {
-                    Some(Transient::Conflict)
-                }
-                // connection_exception class; admin_shutdown, crash_shutdown,
-                // cannot_connect_now: a restart.
-                c if c.starts_with("08") => Some(Transient::Connection),
-                "57P01" | "57P02" | "57P03" => Some(Transient::Connection),
-                _ => None,
-            }
-        }
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => Some(Transient::Connection),
-        _ => None,
-    }
-}
-
-/// The bounded retry of one store call.
-#[derive(Debug, Default)]
-struct Retry {
-    conflicts: u32,
-    disconnects: u32,
-}
-
-impl Retry {
-    /// Tries after a conflict: with 2 ms doubling to a cap of 250 ms, full
-    /// jitter, this bounds the wait near 1.5 s.
-    const MAX_CONFLICTS: u32 = 10;
-    /// Tries after a dropped connection: 100 ms doubling to 2 s, about 25 s
-    /// in all, long enough to ride out a Postgres restart.
-    const MAX_DISCONNECTS: u32 = 15;
-
-    fn pause_after(&mut self, e: &Error) -> Option<Duration> {
-        let kind = transient(e)?;
-        let (count, max, base, cap) = match kind {
-            Transient::Conflict => (&mut self.conflicts, Self::MAX_CONFLICTS, 2, 250),
-            Transient::Connection => (&mut self.disconnects, Self::MAX_DISCONNECTS, 100, 2_000),
-        };
-        *count += 1;
-        if *count >= max {
-            return None;
-        }
-        let ceiling = (base << (*count - 1).min(16)).min(cap);
-        let pause = Duration::from_millis(fastrand::u64(ceiling / 2..=ceiling));
-        if kind == Transient::Connection {
-            tracing::warn!(
-                attempt = *count,
-                ?pause,
-                "database unreachable, reconnecting: {e}"
-            );
-        } else {
-            tracing::debug!(
-                attempt = *count,
-                ?pause,
-                "transaction conflict, trying again: {e}"
-            );
-        }
-        Some(pause)
-    }
-
-    fn give_up(&self, e: Error) -> Error {
-        match (e, self.conflicts > 0) {
-            (Error::Database(source), true) if self.conflicts >= Self::MAX_CONFLICTS => {
-                Error::Conflict {
-                    tries: self.conflicts,
-                    message: source.to_string(),
-                }
-            }
-            (e, _) => e,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{Error, Retry, Transient, postgres, sqlite, transient};
+    use super::{postgres, sqlite};
 
     /// Every file in `migrations/<backend>/` is compiled in, and the two
     /// backends' migrations are numbered and named alike.
@@ -614,78 +428,5 @@ mod tests {
             assert_eq!(files, listed, "{dir} and its MIGRATIONS disagree");
         }
         assert_eq!(names(sqlite::MIGRATIONS), names(postgres::MIGRATIONS));
-    }
-
-    /// A database error with just a SQLSTATE, as the driver would report it.
-    #[derive(Debug)]
-    struct Coded(&'static str);
-
-    impl std::fmt::Display for Coded {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "sqlstate {}", self.0)
-        }
-    }
-
-    impl std::error::Error for Coded {}
-
-    impl sqlx::error::DatabaseError for Coded {
-        fn message(&self) -> &str {
-            self.0
-        }
-        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
-            Some(self.0.into())
-        }
-        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-            self
-        }
-        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-            self
-        }
-        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-            self
-        }
-        fn kind(&self) -> sqlx::error::ErrorKind {
-            sqlx::error::ErrorKind::Other
-        }
-    }
-
-    fn db(code: &'static str) -> Error {
-        Error::Database(sqlx::Error::Database(Box::new(Coded(code))))
-    }
-
-    #[test]
-    fn only_errors_a_second_try_can_clear_are_transient() {
-        assert_eq!(transient(&db("40001")), Some(Transient::Conflict));
-        assert_eq!(transient(&db("40P01")), Some(Transient::Conflict));
-        assert_eq!(transient(&db("57P01")), Some(Transient::Connection));
-        assert_eq!(transient(&db("08006")), Some(Transient::Connection));
-        assert_eq!(
-            transient(&db("42P01")),
-            None,
-            "undefined table is a bug, not a race"
-        );
-        assert_eq!(transient(&Error::RunNotFound("k".into())), None);
-    }
-
-    #[test]
-    fn conflicts_are_retried_a_bounded_number_of_times_then_named() {
-        let mut retry = Retry::default();
-        let mut pauses = Vec::new();
-        while let Some(pause) = retry.pause_after(&db("40001")) {
-            pauses.push(pause);
-        }
-        assert_eq!(pauses.len() as u32, Retry::MAX_CONFLICTS - 1);
-        let total: std::time::Duration = pauses.iter().sum();
-        assert!(total.as_millis() <= 2_000, "bounded wait, was {total:?}");
-        match retry.give_up(db("40001")) {
-            Error::Conflict { tries, .. } => assert_eq!(tries, Retry::MAX_CONFLICTS),
-            other => panic!("expected a conflict error, got {other}"),
-        }
-        let mut retry = Retry::default();
-        assert!(
-            retry.pause_after(&db("23502")).is_none(),
-            "not null violation"
-        );
-        assert!(matches!(retry.give_up(db("23502")), Error::Database(_)));
     }
 }

@@ -429,9 +429,7 @@ impl StepTx {
         )))
         .execute(&mut *self.tx)
         .await?;
-        let outcome = commit_step_in(&mut self.tx, c).await?;
-        finish_step_tx(self.tx, &outcome).await?;
-        Ok(outcome)
+        end_step_tx(self.tx, c).await
     }
 
     /// Rolls back everything the step did.
@@ -537,7 +535,16 @@ pub fn guest_role_name(schema: &str) -> String {
 use super::{GuestLimits, SqlRows, SqlValue};
 use crate::sql::SqlGrant;
 
-include!("shared.rs");
+// The SQL written once for both backends, one concept per file.
+include!("shared/prelude.rs");
+include!("shared/components.rs");
+include!("shared/runs.rs");
+include!("shared/commit.rs");
+include!("shared/awaits.rs");
+include!("shared/rows.rs");
+include!("shared/migrations.rs");
+include!("shared/baseline.rs");
+include!("shared/contract.rs");
 
 #[cfg(test)]
 mod tests {

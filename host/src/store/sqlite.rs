@@ -106,6 +106,10 @@ impl SqliteStore {
 /// IMMEDIATE`), so only steps granted `sql` open it early.
 pub struct StepTx {
     tx: Transaction<'static, Db>,
+    /// SQLite ended the transaction itself after a statement failed (an
+    /// interrupted write rolls back the whole transaction, as do a full
+    /// disk and some I/O errors): nothing more may run on it, and it cannot commit.
+    lost: bool,
 }
 
 impl SqliteStore {
@@ -113,6 +117,7 @@ impl SqliteStore {
     pub async fn begin_step(&self) -> Result<StepTx> {
         Ok(StepTx {
             tx: self.begin().await?,
+            lost: false,
         })
     }
 }
@@ -129,6 +134,10 @@ struct Authority {
     /// statement then.
     deadline: std::time::Instant,
 }
+
+/// Why a step whose transaction SQLite ended can neither run SQL nor commit.
+const LOST: &str = "SQLite rolled the step's transaction back after a failed statement; \
+                    nothing of the step was kept, and it must run again";
 
 /// How many SQLite VM steps run between two looks at the deadline.
 const PROGRESS_EVERY: std::ffi::c_int = 1_000;
@@ -240,13 +249,32 @@ impl StepTx {
             key
         };
         let _active = ActiveAuthority(key);
+        if self.lost {
+            return Err(Error::GuestSql(LOST.into()));
+        }
         let result = run(self).await;
         if let Ok(mut handle) = self.tx.lock_handle().await {
-            // SAFETY: as above; removing the callbacks.
+            // SAFETY: as above; removing the callbacks. `sqlite3_get_autocommit`
+            // only reads the handle's state; `sqlite3_exec` runs a constant
+            // statement on it while it is locked for us.
             unsafe {
                 let db = handle.as_raw_handle().as_ptr();
                 libsqlite3_sys::sqlite3_set_authorizer(db, None, std::ptr::null_mut());
                 libsqlite3_sys::sqlite3_progress_handler(db, 0, None, std::ptr::null_mut());
+                if result.is_err() && libsqlite3_sys::sqlite3_get_autocommit(db) != 0 {
+                    // SQLite rolled the step's transaction back itself. Open an
+                    // empty one in its place, so the driver's own rollback
+                    // (it still counts one transaction) finds it and leaves
+                    // the connection clean for the pool.
+                    self.lost = true;
+                    libsqlite3_sys::sqlite3_exec(
+                        db,
+                        c"BEGIN".as_ptr(),
+                        None,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    );
+                }
             }
         }
         result
@@ -340,10 +368,12 @@ impl StepTx {
 
     /// Commits the step on this transaction (fenced on its lease), or rolls
     /// everything back, the guest's SQL included, if the fence fails.
-    pub async fn commit(mut self, c: &StepCommit) -> Result<CommitOutcome> {
-        let outcome = commit_step_in(&mut self.tx, c).await?;
-        finish_step_tx(self.tx, &outcome).await?;
-        Ok(outcome)
+    pub async fn commit(self, c: &StepCommit) -> Result<CommitOutcome> {
+        if self.lost {
+            self.tx.rollback().await?;
+            return Err(Error::GuestSql(LOST.into()));
+        }
+        end_step_tx(self.tx, c).await
     }
 
     /// Rolls back everything the step did.
@@ -404,4 +434,13 @@ impl Authority {
 use super::{GuestLimits, SqlRows, SqlValue};
 use crate::sql::SqlGrant;
 
-include!("shared.rs");
+// The SQL written once for both backends, one concept per file.
+include!("shared/prelude.rs");
+include!("shared/components.rs");
+include!("shared/runs.rs");
+include!("shared/commit.rs");
+include!("shared/awaits.rs");
+include!("shared/rows.rs");
+include!("shared/migrations.rs");
+include!("shared/baseline.rs");
+include!("shared/contract.rs");

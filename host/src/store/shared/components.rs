@@ -1,0 +1,93 @@
+// Component bytes and workflow versions.
+// Written once for both backends: see `prelude.rs`.
+
+impl Backend {
+    /// Stores component bytes under their digest (a no-op if present).
+    pub(super) async fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<()> {
+        sqlx::query("INSERT INTO components (digest, bytes, size, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+            .bind(digest)
+            .bind(bytes)
+            .bind(bytes.len() as i64)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The bytes of the component with `digest`.
+    pub(super) async fn component(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT bytes FROM components WHERE digest = $1")
+                .bind(digest)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Stores `definition` as a new version unless an identical one exists.
+    /// Returns the version and whether it is new.
+    pub(super) async fn register_workflow(&self, definition: &Definition) -> Result<(u32, bool)> {
+        let hash = definition.hash();
+        let text = serde_json::to_string(definition).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let mut tx = self.begin().await?;
+        let existing: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM workflows WHERE name = $1 AND definition_hash = $2",
+        )
+        .bind(&definition.name)
+        .bind(&hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(v) = existing {
+            return Ok((v as u32, false));
+        }
+        let version: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM workflows WHERE name = $1",
+        )
+        .bind(&definition.name)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO workflows (name, version, definition_hash, definition, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&definition.name)
+            .bind(version)
+            .bind(&hash)
+            .bind(&text)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((version as u32, true))
+    }
+
+    /// Version `version` of workflow `name`, or its latest version.
+    pub(super) async fn workflow(&self, name: &str, version: Option<u32>) -> Result<Option<Workflow>> {
+        let row = match version {
+            Some(v) => {
+                sqlx::query("SELECT version, definition_hash, definition FROM workflows WHERE name = $1 AND version = $2")
+                    .bind(name)
+                    .bind(i64::from(v))
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT version, definition_hash, definition FROM workflows WHERE name = $1 \
+                     ORDER BY version DESC LIMIT 1",
+                )
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+        };
+        row.map(|row| {
+            let text: String = row.try_get("definition")?;
+            let definition: Definition = serde_json::from_str(&text)
+                .map_err(|e| Error::Corrupt(format!("definition of workflow `{name}`: {e}")))?;
+            Ok(Workflow {
+                version: row.try_get::<i64, _>("version")? as u32,
+                hash: row.try_get("definition_hash")?,
+                definition,
+            })
+        })
+        .transpose()
+    }
+}

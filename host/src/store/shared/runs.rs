@@ -1,0 +1,405 @@
+// Runs: creating, claiming (the queue), leases, cancelling, reaping, reading.
+// Written once for both backends: see `prelude.rs`.
+
+impl Backend {
+    /// Finds the run of `new.workflow` with `new.key`, creating it if absent,
+    /// and leases it to `lease` unless it is final, locked, or has other args.
+    pub(super) async fn start_run(&self, new: &NewRun, lease: &Lease) -> Result<StartOutcome> {
+        let mut tx = self.begin().await?;
+        let existing = fetch_run(&mut tx, By::Key(&new.workflow, &new.key)).await?;
+        let now = now_ms();
+        let outcome = match existing {
+            None => {
+                let id = insert_run(&mut tx, new, now, Some(lease)).await?;
+                let run = fetch_run(&mut tx, By::Id(id))
+                    .await?
+                    .ok_or_else(|| Error::Corrupt(format!("run {id} vanished")))?;
+                StartOutcome::Claimed(Box::new(run))
+            }
+            Some(run) if run.args_hash != args_hash(&new.args) => StartOutcome::Mismatch,
+            Some(run) => claim_in(&mut tx, run, lease, now).await?,
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Leases run `id` to `lease` unless it is final or locked.
+    pub(super) async fn claim(&self, id: i64, lease: &Lease) -> Result<StartOutcome> {
+        let mut tx = self.begin().await?;
+        let run = fetch_run(&mut tx, By::Id(id))
+            .await?
+            .ok_or_else(|| Error::RunNotFound(id.to_string()))?;
+        let outcome = claim_in(&mut tx, run, lease, now_ms()).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Claims up to `limit` runnable runs, each under a fresh lease of
+    /// `worker` for `ttl`: pending runs that are due, and running ones whose
+    /// lease expired more than `claim.grace` ago (their worker died).
+    pub(super) async fn claim_batch(
+        &self,
+        claim: &Claim,
+        worker: &str,
+        ttl: Duration,
+        limit: u32,
+    ) -> Result<Vec<(RunRecord, Lease)>> {
+        let mut tx = self.begin_claim().await?;
+        let now = now_ms();
+        let queues = queue_param(&claim.queues);
+        let due = if claim.abandoned_only {
+            now - ms(claim.grace)
+        } else {
+            now
+        };
+        let ids: Vec<i64> = sqlx::query_scalar(CLAIM_SQL)
+            .bind(queues.clone())
+            .bind(queues)
+            .bind(due)
+            .bind(now)
+            .bind(now - ms(claim.grace))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
+            let run = fetch_run(&mut tx, By::Id(id))
+                .await?
+                .ok_or_else(|| Error::Corrupt(format!("run {id} vanished")))?;
+            let lease = Lease::new(worker, ttl);
+            if let StartOutcome::Claimed(run) = claim_in(&mut tx, run, &lease, now).await? {
+                claimed.push((*run, lease));
+            }
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Extends `lease` on run `id` to `lease.ttl` from now. Returns false if it is no longer held.
+    pub(super) async fn extend_lease(&self, id: i64, lease: &Lease) -> Result<bool> {
+        let now = now_ms();
+        let updated = sqlx::query(
+            "UPDATE runs SET locked_until = $1 WHERE id = $2 AND locked_by = $3 AND status = 'running'",
+        )
+        .bind(now + ms(lease.ttl))
+        .bind(id)
+        .bind(&lease.owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    /// Cancels run `id` and every unfinished run it staged, recursively,
+    /// recording `by`. A run inside a step (live lease) cannot be cancelled.
+    pub(super) async fn cancel(
+        &self,
+        id: i64,
+        by: &str,
+        parent: Option<&ParentFailure>,
+    ) -> Result<CancelOutcome> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        let run = fetch_run(&mut tx, By::Id(id))
+            .await?
+            .ok_or_else(|| Error::RunNotFound(id.to_string()))?;
+        if run.status.is_final() {
+            return Ok(CancelOutcome::AlreadyFinal(run.status));
+        }
+        if let (Some(owner), Some(until)) = (&run.locked_by, run.locked_until)
+            && until > now
+        {
+            return Ok(CancelOutcome::Locked {
+                locked_by: owner.clone(),
+                remaining_ms: until - now,
+            });
+        }
+        let cancelled = sqlx::query(
+            "WITH RECURSIVE tree (id) AS (SELECT CAST($1 AS BIGINT) UNION SELECT runs.id FROM runs JOIN tree ON runs.parent_run_id = tree.id) \
+             UPDATE runs SET status = 'cancelled', cancelled_by = $2, finished_at = $3, updated_at = $4, \
+               locked_by = NULL, locked_until = NULL \
+             WHERE id IN (SELECT id FROM tree) AND status IN ('pending', 'waiting', 'running') \
+               AND (id = $5 OR locked_until IS NULL OR locked_until < $6)",
+        )
+        .bind(id)
+        .bind(by)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(parent) = parent {
+            fail_waiting_parent(&mut tx, parent, now).await?;
+        }
+        tx.commit().await?;
+        Ok(CancelOutcome::Cancelled(cancelled.rows_affected()))
+    }
+
+    /// Deletes up to `batch` finished runs that finished before `cutoff` (ms
+    /// since epoch), with their timelines. Unfinished runs are never touched.
+    pub(super) async fn reap(&self, cutoff: i64, batch: u32) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM runs WHERE id IN (SELECT id FROM runs \
+               WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < $1 ORDER BY finished_at LIMIT $2)",
+        )
+        .bind(cutoff)
+        .bind(i64::from(batch))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deleted.rows_affected())
+    }
+
+    /// Creates a pending run unless its key exists.
+    pub(super) async fn insert_run(&self, new: &NewRun) -> Result<InsertOutcome> {
+        let mut tx = self.begin().await?;
+        let existing = fetch_run(&mut tx, By::Key(&new.workflow, &new.key)).await?;
+        let outcome = match existing {
+            Some(run) if run.args_hash != args_hash(&new.args) => InsertOutcome::Mismatch,
+            Some(run) => InsertOutcome::Existing(Box::new(run)),
+            None => {
+                let id = insert_run(&mut tx, new, now_ms(), None).await?;
+                InsertOutcome::Created(id)
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Gives up a lease without recording anything: the run is pending again at once.
+    pub(super) async fn release(&self, id: i64, lease: &Lease) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET locked_by = NULL, locked_until = NULL, updated_at = $1, \
+               status = CASE WHEN status = 'running' THEN 'pending' ELSE status END \
+             WHERE id = $2 AND locked_by = $3",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .bind(&lease.owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Makes a failed or pending run runnable now. A failed run also gets a
+    /// fresh budget of attempts for its current step (attempt numbers keep
+    /// counting); a pending one keeps its budget, so a retry is not a way
+    /// around the policy. Returns false if the
+    /// run is in another state or leased.
+    pub(super) async fn reset_for_retry(&self, id: i64) -> Result<bool> {
+        let now = now_ms();
+        let updated = sqlx::query(
+            "UPDATE runs SET step_attempt_base = CASE WHEN status = 'failed' THEN step_attempt ELSE step_attempt_base END, \
+               status = 'pending', available_at = $1, finished_at = NULL, updated_at = $2 \
+             WHERE id = $3 AND (status = 'failed' OR (status IN ('pending', 'running') \
+               AND (locked_until IS NULL OR locked_until < $4)))",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    /// The run with `id`.
+    pub(super) async fn run(&self, id: i64) -> Result<Option<RunRecord>> {
+        let mut conn = self.pool.acquire().await?;
+        fetch_run(&mut conn, By::Id(id)).await
+    }
+
+    /// The runs with idempotency key `key`, of `workflow` if given.
+    pub(super) async fn runs_by_key(&self, key: &str, workflow: Option<&str>) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = $1 AND ($2 IS NULL OR workflow = $3) ORDER BY id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(key)
+            .bind(workflow)
+            .bind(workflow)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// Runs matching `filter`, newest first.
+    pub(super) async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE ($1 IS NULL OR status = $2) AND ($3 IS NULL OR workflow = $4) \
+               AND ($5 IS NULL OR parent_run_id = $6) ORDER BY id DESC LIMIT $7"
+        );
+        let status = filter.status.map(RunStatus::as_str);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(status)
+            .bind(status)
+            .bind(filter.workflow.as_deref())
+            .bind(filter.workflow.as_deref())
+            .bind(filter.parent)
+            .bind(filter.parent)
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// The step timeline of run `id`, oldest first.
+    pub(super) async fn step_events(&self, id: i64) -> Result<Vec<StepEvent>> {
+        let rows = sqlx::query(
+            "SELECT step, attempt, outcome, error_kind, message, started_at, finished_at \
+             FROM step_events WHERE run_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StepEvent {
+                    step: r.try_get("step")?,
+                    attempt: r.try_get::<i64, _>("attempt")? as u32,
+                    outcome: r.try_get("outcome")?,
+                    error_kind: r.try_get("error_kind")?,
+                    message: r.try_get("message")?,
+                    started_at: r.try_get("started_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+async fn claim_in(
+    conn: &mut Conn,
+    run: RunRecord,
+    lease: &Lease,
+    now: i64,
+) -> Result<StartOutcome> {
+    if run.status.is_final() || run.status == RunStatus::Waiting {
+        return Ok(StartOutcome::Final(Box::new(run)));
+    }
+    // A lease already ours is a claim whose commit answer was lost and that
+    // the store is trying again: it stands.
+    if let (Some(owner), Some(until)) = (&run.locked_by, run.locked_until)
+        && until > now
+        && *owner != lease.owner
+    {
+        return Ok(StartOutcome::Locked {
+            locked_by: owner.clone(),
+            remaining_ms: until - now,
+        });
+    }
+    sqlx::query(
+        "UPDATE runs SET status = 'running', locked_by = $1, locked_until = $2, last_run_at = $3, updated_at = $4 \
+         WHERE id = $5",
+    )
+    .bind(&lease.owner)
+    .bind(now + ms(lease.ttl))
+    .bind(now)
+    .bind(now)
+    .bind(run.id)
+    .execute(&mut *conn)
+    .await?;
+    let run = RunRecord {
+        status: RunStatus::Running,
+        locked_by: Some(lease.owner.clone()),
+        locked_until: Some(now + ms(lease.ttl)),
+        last_run_at: Some(now),
+        updated_at: now,
+        ..run
+    };
+    Ok(StartOutcome::Claimed(Box::new(run)))
+}
+
+async fn insert_run(conn: &mut Conn, new: &NewRun, now: i64, lease: Option<&Lease>) -> Result<i64> {
+    let status = if lease.is_some() {
+        RunStatus::Running
+    } else {
+        RunStatus::Pending
+    };
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO runs (workflow, workflow_version, definition_hash, idempotency_key, args, args_hash, status, \
+           recovery_point, attributes, locked_by, locked_until, available_at, queue, parent_run_id, awaited, \
+           created_at, updated_at, last_run_at, depth) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) RETURNING id",
+    )
+    .bind(&new.workflow)
+    .bind(i64::from(new.workflow_version))
+    .bind(&new.definition_hash)
+    .bind(&new.key)
+    .bind(canonical_json(&new.args))
+    .bind(args_hash(&new.args))
+    .bind(status.as_str())
+    .bind(&new.first_step)
+    .bind(Value::Object(new.attributes.clone()).to_string())
+    .bind(lease.map(|l| l.owner.as_str()))
+    .bind(lease.map(|l| now + ms(l.ttl)))
+    .bind(now.saturating_add(ms(new.delay)))
+    .bind(&new.queue)
+    .bind(new.parent_run_id)
+    .bind(new.awaited)
+    .bind(now)
+    .bind(now)
+    .bind(lease.map(|_| now))
+    .bind(i64::from(new.depth))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(id)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_event(
+    conn: &mut Conn,
+    run_id: i64,
+    step: &str,
+    attempt: u32,
+    outcome: &str,
+    error: Option<(&str, &str)>,
+    started_at: i64,
+    finished_at: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO step_events (run_id, step, attempt, outcome, error_kind, message, started_at, finished_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(run_id)
+    .bind(step)
+    .bind(i64::from(attempt))
+    .bind(outcome)
+    .bind(error.map(|e| e.0))
+    .bind(error.map(|e| e.1))
+    .bind(started_at)
+    .bind(finished_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// How to find one run.
+enum By<'a> {
+    Id(i64),
+    Key(&'a str, &'a str),
+}
+
+async fn fetch_run(conn: &mut Conn, by: By<'_>) -> Result<Option<RunRecord>> {
+    let row = match by {
+        By::Id(id) => {
+            let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+        By::Key(workflow, key) => {
+            let sql = format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = $1 AND idempotency_key = $2"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(workflow)
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+    };
+    row.as_ref().map(run_from_row).transpose()
+}
