@@ -245,10 +245,24 @@ fn guest_output_goes_to_the_log_capped() {
 
 /// Runs `request` beside a well-behaved run and checks the host kept serving.
 async fn beside_a_good_run(env: &Env, host: &Host, request: RunRequest) -> RunReport {
+    timed_beside_a_good_run(env, host, request).await.0
+}
+
+/// [`beside_a_good_run`], with how long the hostile run itself took.
+async fn timed_beside_a_good_run(
+    env: &Env,
+    host: &Host,
+    request: RunRequest,
+) -> (RunReport, Duration) {
     let good = env.scripted("good", "", &[("only", "")]);
     host.register(&good).await.expect("register good");
-    let (hostile, good) = tokio::join!(
-        host.run(request),
+    let hostile = async {
+        let started = Instant::now();
+        let report = host.run(request).await;
+        (report, started.elapsed())
+    };
+    let ((hostile, took), good) = tokio::join!(
+        hostile,
         host.run(RunRequest::new(
             "good",
             json!({ "beside": fastrand::u64(..) })
@@ -259,7 +273,7 @@ async fn beside_a_good_run(env: &Env, host: &Host, request: RunRequest) -> RunRe
         RunStatus::Succeeded,
         "the host kept serving"
     );
-    hostile.expect("the host survives the hostile run")
+    (hostile.expect("the host survives the hostile run"), took)
 }
 
 /// A hostile workflow `name`: `mark` commits an attribute, then `step` runs.
@@ -271,6 +285,29 @@ async fn hostile(env: &Env, host: &Host, name: &str, step: &str, extra: &str) {
         &[("mark", ""), (step, extra)],
     );
     host.register(&path).await.expect("register hostile");
+}
+
+/// The failed step call lasted at most its deadline + 1 s, as the run's
+/// timeline records it (the call's own start to its recorded failure); the
+/// whole run, with the steps before it, took a bounded time too.
+async fn within_a_second_of(host: &Host, report: &RunReport, deadline: Duration, took: Duration) {
+    let detail = host
+        .show(&report.key, Some(&report.workflow))
+        .await
+        .expect("show");
+    let failed = detail
+        .timeline
+        .iter()
+        .rev()
+        .find(|e| e.outcome == "failed")
+        .expect("a failed call");
+    let lasted = Duration::from_millis((failed.finished_at - failed.started_at).max(0) as u64);
+    assert!(
+        lasted < deadline + Duration::from_secs(1),
+        "the call was recorded as failed {lasted:?} after it started (deadline {deadline:?})"
+    );
+    assert!(lasted >= deadline, "not before its deadline: {lasted:?}");
+    assert!(took < Duration::from_secs(15), "the run took {took:?}");
 }
 
 /// The step failed with `kind`, naming `words`, and nothing of it committed:
@@ -383,11 +420,10 @@ async fn every_host_call_ends_at_the_deadline(env) {
 
     // A sleep of an hour, through WASI's clock.
     hostile(&env, &host, "sleepy", "sleep", &timeout).await;
-    let started = Instant::now();
-    let report = beside_a_good_run(&env, &host, RunRequest::new("sleepy", json!({}))).await;
-    let took = started.elapsed();
+    let (report, took) =
+        timed_beside_a_good_run(&env, &host, RunRequest::new("sleepy", json!({}))).await;
     contained(&host, &report, "sleep", "timeout", "deadline").await;
-    assert!(took < deadline + Duration::from_secs(1), "stopped after {took:?}");
+    within_a_second_of(&host, &report, deadline, took).await;
 
     // SQL that never ends: a recursive CTE without a bound.
     let forever = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) \
@@ -402,11 +438,10 @@ async fn every_host_call_ends_at_the_deadline(env) {
         "mark": { "count": true },
         "q": { "set": { "leak": 1 }, "sql": [{ "query": forever, "into": "n" }] },
     } });
-    let started = Instant::now();
-    let report = beside_a_good_run(&env, &host, RunRequest::new("endless-sql", args)).await;
-    let took = started.elapsed();
+    let (report, took) =
+        timed_beside_a_good_run(&env, &host, RunRequest::new("endless-sql", args)).await;
     contained(&host, &report, "q", "timeout", "deadline").await;
-    assert!(took < deadline + Duration::from_secs(1), "stopped after {took:?}");
+    within_a_second_of(&host, &report, deadline, took).await;
     let run = host.find(&report.key, Some("endless-sql")).await.expect("find");
     assert!(!run.attributes.contains_key("leak"), "nothing of the step committed");
 
@@ -455,12 +490,11 @@ async fn every_host_call_ends_at_the_deadline(env) {
     );
     host.register(&path).await.expect("register");
     let args = json!({ "api": format!("http://{addr}"), "cents": 100 });
-    let started = Instant::now();
-    let report = beside_a_good_run(&env, &host, RunRequest::new("silent-api", args)).await;
-    let took = started.elapsed();
+    let (report, took) =
+        timed_beside_a_good_run(&env, &host, RunRequest::new("silent-api", args)).await;
     let error = report.error.clone().expect("an error");
     assert_eq!(error.kind, "timeout", "{}", error.message);
-    assert!(took < deadline + Duration::from_secs(1), "stopped after {took:?}");
+    within_a_second_of(&host, &report, deadline, took).await;
     assert_eq!(report.recovery_point, "charge");
     drop(hold);
 }
