@@ -1,14 +1,21 @@
 //! Storage: the runs table (which is also the queue), workflow versions,
 //! component bytes and the step timeline.
 //!
-//! Each backend is its own module with the same methods; [`Store`] picks one
-//! from the database URL and forwards to it. The executor never sees a
-//! transaction: every method that writes is one transaction of its own, and
-//! [`Store`] runs it again when the database aborted it for a reason that a
+//! - `backend.rs`: the contract every backend keeps, as a trait; [`Store`]
+//!   picks a backend from the database URL and reaches it only through it.
+//! - `sqlite.rs`, `postgres.rs`: the two backends (connection, dialect,
+//!   guest SQL); `shared/`: their SQL, written once, one file per concept.
+//! - `tx.rs`: the step transaction, the one place a step's effects commit.
+//! - `retry.rs`: which errors a second try can clear, and its bounds.
+//!
+//! Every other method that writes is one transaction of its own, which
+//! [`Store`] runs again when the database aborted it for a reason that a
 //! second try can clear (a serialization failure, a deadlock, a busy SQLite
 //! file, a dropped connection). Re-running is safe because an aborted
 //! transaction wrote nothing, and a commit whose answer was lost is fenced:
-//! the second try finds the lease or the recovery point moved.
+//! the second try finds the lease or the recovery point moved. The only
+//! transaction that lives longer is a step's own, for a step granted SQL:
+//! it is open while the guest runs, and ends in `tx.rs`.
 
 mod backend;
 pub mod postgres;
