@@ -90,6 +90,11 @@ pub enum Error {
         message: String,
     },
 
+    /// An idempotency key that is empty, longer than 255 bytes, or holds
+    /// control characters.
+    #[error("invalid idempotency key `{0}`: a key is 1 to 255 bytes with no control characters")]
+    InvalidKey(String),
+
     /// The database refused or failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -126,6 +131,19 @@ pub enum Error {
         "unsupported database URL `{0}` (use a file path, sqlite://path or postgres://user@host/db[?schema=NAME])"
     )]
     DatabaseUrl(String),
+
+    /// A migration this database applied earlier has other SQL in this
+    /// binary: the schema may not be what the binary expects.
+    #[error(
+        "migration {version} ({name}) was changed after this database applied it; \
+         restore its original text and put the change in a new migration"
+    )]
+    MigrationChanged {
+        /// Its number.
+        version: i64,
+        /// Its name.
+        name: &'static str,
+    },
 
     /// A schema migration failed.
     #[error("migration {version} ({name}): {source}")]
@@ -168,13 +186,4 @@ pub struct ManifestError {
     pub field: String,
     /// What is wrong.
     pub message: String,
-}
-
-impl Error {
-    pub(crate) fn json(what: impl Into<String>, e: impl std::fmt::Display) -> Error {
-        Error::Json {
-            what: what.into(),
-            message: e.to_string(),
-        }
-    }
 }

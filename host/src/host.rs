@@ -1,22 +1,21 @@
-//! The host's public face: open a database, register workflows, start, enqueue,
-//! retry and inspect runs. The step loop itself lives in `executor`.
+//! The host's public face: open a database, start, enqueue, retry and
+//! inspect runs. Registering workflows and finding their versions is in
+//! `registry`; the step loop in `executor`; workers in `worker`.
 
-use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::manifest::Manifest;
+use crate::registry::WorkflowCache;
 use crate::run::{
     Lease, NewRun, RunRecord, RunStatus, StartOutcome, StepEvent, StepFailure, derived_key,
-    sha256_hex,
 };
-use crate::runtime::{Metrics, Prepared, Runtime};
+use crate::runtime::{Metrics, Runtime};
 use crate::store::{InsertOutcome, RunFilter, Store};
 use crate::workflow::{Definition, Workflow};
 
@@ -181,7 +180,7 @@ pub struct Enqueued {
 pub struct Host {
     pub(crate) store: Store,
     pub(crate) runtime: Runtime,
-    workflows: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
+    pub(crate) workflows: WorkflowCache,
     worker: String,
     pub(crate) lease: Duration,
     stopping: AtomicBool,
@@ -208,7 +207,7 @@ impl Host {
         Ok(Host {
             store,
             runtime,
-            workflows: Mutex::new(HashMap::new()),
+            workflows: WorkflowCache::default(),
             worker,
             lease: config.lease,
             stopping: AtomicBool::new(false),
@@ -234,49 +233,6 @@ impl Host {
     /// The runtime's counters (compiles, cache loads, instantiations).
     pub fn metrics(&self) -> &Metrics {
         &self.runtime.metrics
-    }
-
-    /// Validates the manifest at `path` and every component it names, stores
-    /// the components by digest, and records the definition as a new version
-    /// if it changed.
-    pub async fn register(&self, path: &Path) -> Result<Registration> {
-        let manifest = Manifest::load(path)?;
-        let mut digests = Vec::with_capacity(manifest.steps.len());
-        let mut by_file: HashMap<&Path, String> = HashMap::new();
-        for step in &manifest.steps {
-            if let Some(d) = by_file.get(step.component.as_path()) {
-                digests.push(d.clone());
-                continue;
-            }
-            let file = step.component.display().to_string();
-            let bytes = std::fs::read(&step.component).map_err(|e| Error::Component {
-                path: file.clone(),
-                message: format!("cannot read: {e}"),
-            })?;
-            let digest = sha256_hex(&bytes);
-            let for_cache = bytes.clone();
-            self.runtime
-                .prepare(&digest, || async move { Ok(for_cache) })
-                .await
-                .map_err(|e| match e {
-                    Error::Component { message, .. } => Error::Component {
-                        path: file.clone(),
-                        message,
-                    },
-                    other => other,
-                })?;
-            self.store.put_component(&digest, &bytes).await?;
-            by_file.insert(step.component.as_path(), digest.clone());
-            digests.push(digest);
-        }
-        let definition = Definition::from_manifest(&manifest, &digests);
-        let (version, new) = self.store.register_workflow(&definition).await?;
-        Ok(Registration {
-            workflow: manifest.name,
-            version,
-            new,
-            steps: definition.steps.len(),
-        })
     }
 
     /// Runs `request` now, in this task, until it finishes or a step fails.
@@ -496,11 +452,6 @@ impl Host {
         self.store.list_runs(filter).await
     }
 
-    /// The latest registered version of workflow `name`.
-    pub async fn workflow(&self, name: &str) -> Result<Arc<Workflow>> {
-        self.latest(name).await
-    }
-
     async fn resume(&self, run_id: i64, workflow: &str, version: u32) -> Result<RunReport> {
         let workflow = self.version(workflow, version).await?;
         let lease = self.lease_for(&workflow.definition);
@@ -540,11 +491,8 @@ impl Host {
     ) -> Result<NewRun> {
         let definition = &workflow.definition;
         let key = key.unwrap_or_else(|| derived_key(&definition.name, &args));
-        if key.is_empty() || key.len() > 255 {
-            return Err(Error::json(
-                "key",
-                "an idempotency key must be 1 to 255 characters",
-            ));
+        if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
+            return Err(Error::InvalidKey(key.chars().take(64).collect()));
         }
         Ok(NewRun {
             workflow: definition.name.clone(),
@@ -566,57 +514,6 @@ impl Host {
         // A step must be able to finish (and commit) inside the lease it started under.
         let ttl = self.lease.max(definition.max_timeout() + LEASE_MARGIN);
         Lease::new(&self.worker, ttl)
-    }
-
-    pub(crate) async fn latest(&self, name: &str) -> Result<Arc<Workflow>> {
-        let workflow = self
-            .store
-            .workflow(name, None)
-            .await?
-            .ok_or_else(|| Error::UnknownWorkflow(name.to_string()))?;
-        let workflow = Arc::new(workflow);
-        self.workflows
-            .lock()
-            .map_err(|_| Error::Engine("workflow cache lock poisoned".into()))?
-            .insert((name.to_string(), workflow.version), workflow.clone());
-        Ok(workflow)
-    }
-
-    pub(crate) async fn version(&self, name: &str, version: u32) -> Result<Arc<Workflow>> {
-        let key = (name.to_string(), version);
-        if let Some(w) = self
-            .workflows
-            .lock()
-            .map_err(|_| Error::Engine("workflow cache lock poisoned".into()))?
-            .get(&key)
-        {
-            return Ok(w.clone());
-        }
-        let workflow = self
-            .store
-            .workflow(name, Some(version))
-            .await?
-            .ok_or_else(|| {
-                Error::Corrupt(format!(
-                    "workflow `{name}` version {version} is pinned by a run but missing"
-                ))
-            })?;
-        let workflow = Arc::new(workflow);
-        self.workflows
-            .lock()
-            .map_err(|_| Error::Engine("workflow cache lock poisoned".into()))?
-            .insert(key, workflow.clone());
-        Ok(workflow)
-    }
-
-    pub(crate) async fn prepare(&self, digest: &str) -> Result<Prepared> {
-        self.runtime
-            .prepare(digest, || async {
-                self.store.component(digest).await?.ok_or_else(|| {
-                    Error::Corrupt(format!("component {digest} is referenced but not stored"))
-                })
-            })
-            .await
     }
 }
 

@@ -22,6 +22,7 @@ pub mod error;
 mod executor;
 mod host;
 pub mod manifest;
+mod registry;
 pub mod run;
 pub mod runtime;
 pub mod sql;

@@ -110,6 +110,10 @@ pub enum ErrorKind {
     /// The host itself failed while serving the step (a bug reached by the
     /// step's input); nothing of the step was committed, the process lives on.
     HostError,
+    /// A run the step awaited failed for good (recorded on the parent).
+    ChildFailed,
+    /// A run the step awaited was cancelled (recorded on the parent).
+    ChildCancelled,
 }
 
 impl ErrorKind {
@@ -131,6 +135,8 @@ impl ErrorKind {
             ErrorKind::SqlError => "sql_error",
             ErrorKind::CommitRefused => "commit_refused",
             ErrorKind::HostError => "host_error",
+            ErrorKind::ChildFailed => "child_failed",
+            ErrorKind::ChildCancelled => "child_cancelled",
         }
     }
 }
@@ -138,6 +144,37 @@ impl ErrorKind {
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// What a step call did, as its timeline entry records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// It committed and the run moved to the next step.
+    Committed,
+    /// It committed and asked to run again.
+    Repeated,
+    /// It committed and the run finished.
+    Finished,
+    /// It committed and now waits for the runs it awaits.
+    Awaiting,
+    /// The runs it awaited all succeeded (recorded when the last one does).
+    ChildrenDone,
+    /// It failed; nothing of it was committed.
+    Failed,
+}
+
+impl StepOutcome {
+    /// The name stored in the timeline.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepOutcome::Committed => "committed",
+            StepOutcome::Repeated => "repeated",
+            StepOutcome::Finished => "finished",
+            StepOutcome::Awaiting => "awaiting",
+            StepOutcome::ChildrenDone => "children_done",
+            StepOutcome::Failed => "failed",
+        }
     }
 }
 
@@ -224,7 +261,8 @@ pub struct StepEvent {
     pub step: String,
     /// Its attempt.
     pub attempt: u32,
-    /// `committed`, `repeated`, `finished` or `failed`.
+    /// What the call did: a [`StepOutcome`]'s name (`committed`, `repeated`,
+    /// `finished`, `awaiting`, `children_done` or `failed`).
     pub outcome: String,
     /// For failures, the kind.
     pub error_kind: Option<String>,
@@ -286,7 +324,7 @@ impl Lease {
 }
 
 /// How a step call ended, as the executor commits it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StepEnd {
     /// Move the recovery point to this step (or `finished` with the result).
     Advance {
@@ -349,8 +387,8 @@ pub struct ParentFailure {
     pub step_attempt: u32,
     /// `Some(delay)`: the step is retried after it; `None`: the parent fails.
     pub retry_in: Option<Duration>,
-    /// The kind recorded on the parent (`child_failed`, `child_cancelled`).
-    pub kind: String,
+    /// The kind recorded on the parent.
+    pub kind: ErrorKind,
     /// The message recorded on the parent.
     pub message: String,
 }

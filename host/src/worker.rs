@@ -270,7 +270,11 @@ impl Host {
     pub async fn cancel(&self, key: &str, workflow: Option<&str>, by: &str) -> Result<u64> {
         let run = self.find(key, workflow).await?;
         let parent = self
-            .parent_failure(&run, "child_cancelled", &format!("cancelled by {by}"))
+            .parent_failure(
+                &run,
+                crate::run::ErrorKind::ChildCancelled,
+                &format!("cancelled by {by}"),
+            )
             .await?;
         match self.store.cancel(run.id, by, parent.as_ref()).await? {
             CancelOutcome::Cancelled(n) => Ok(n),

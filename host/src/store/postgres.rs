@@ -122,7 +122,8 @@ impl PostgresStore {
         .await?;
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS _acidic_migrations \
-             (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+             (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL, checksum TEXT); \
+             ALTER TABLE _acidic_migrations ADD COLUMN IF NOT EXISTS checksum TEXT",
         )
         .execute(&mut *tx)
         .await?;

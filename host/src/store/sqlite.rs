@@ -86,10 +86,21 @@ impl SqliteStore {
         let mut tx = self.begin().await?;
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS _acidic_migrations \
-             (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+             (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL, checksum TEXT)",
         )
         .execute(&mut *tx)
         .await?;
+        // Databases made before migrations carried a checksum get the column.
+        let has_checksum: bool = sqlx::query_scalar(
+            "SELECT count(*) > 0 FROM pragma_table_info('_acidic_migrations') WHERE name = 'checksum'",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if !has_checksum {
+            sqlx::raw_sql("ALTER TABLE _acidic_migrations ADD COLUMN checksum TEXT")
+                .execute(&mut *tx)
+                .await?;
+        }
         apply_migrations(&mut tx, MIGRATIONS).await?;
         tx.commit().await?;
         Ok(())

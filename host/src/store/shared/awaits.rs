@@ -59,7 +59,7 @@ async fn child_succeeded(conn: &mut Conn, id: i64, now: i64) -> Result<()> {
             parent,
             &step,
             attempt,
-            "children_done",
+            StepOutcome::ChildrenDone,
             None,
             now,
             now,
@@ -89,7 +89,7 @@ async fn fail_waiting_parent(conn: &mut Conn, p: &ParentFailure, now: i64) -> Re
     )
     .bind(status.as_str())
     .bind(&p.step)
-    .bind(&p.kind)
+    .bind(p.kind.as_str())
     .bind(&p.message)
     .bind(attempt)
     .bind(available_at)
@@ -106,8 +106,8 @@ async fn fail_waiting_parent(conn: &mut Conn, p: &ParentFailure, now: i64) -> Re
             p.run_id,
             &p.step,
             attempt as u32,
-            "failed",
-            Some((&p.kind, &p.message)),
+            StepOutcome::Failed,
+            Some((p.kind.as_str(), &p.message)),
             now,
             now,
         )
@@ -150,7 +150,7 @@ async fn parent_failed_for_good(conn: &mut Conn, id: i64, now: i64) -> Result<()
         step: p.try_get("recovery_point")?,
         step_attempt: p.try_get::<i64, _>("step_attempt")? as u32,
         retry_in: None,
-        kind: "child_failed".into(),
+        kind: ErrorKind::ChildFailed,
         message: format!("awaited run `{key}` failed"),
     };
     fail_waiting_parent(conn, &failure, now).await

@@ -47,7 +47,7 @@ impl Backend {
             f.run_id,
             &f.failure.step,
             f.failure.attempt,
-            "failed",
+            StepOutcome::Failed,
             Some((&f.failure.kind, &f.failure.message)),
             f.started_at,
             now,
@@ -77,10 +77,10 @@ async fn commit_step_in(tx: &mut Transaction<'static, Db>, c: &StepCommit) -> Re
                     .map(canonical_json)
                     .unwrap_or_else(|| "null".into()),
             ),
-            "finished",
+            StepOutcome::Finished,
         ),
-        StepEnd::Advance { next, .. } => (RunStatus::Running, next.as_str(), None, "committed"),
-        StepEnd::Repeat => (RunStatus::Running, c.step.as_str(), None, "repeated"),
+        StepEnd::Advance { next, .. } => (RunStatus::Running, next.as_str(), None, StepOutcome::Committed),
+        StepEnd::Repeat => (RunStatus::Running, c.step.as_str(), None, StepOutcome::Repeated),
     };
     let done = status == RunStatus::Succeeded;
     // The lease is checked inside the commit, so a worker that lost it
@@ -186,7 +186,7 @@ async fn commit_step_in(tx: &mut Transaction<'static, Db>, c: &StepCommit) -> Re
             c.run_id,
             &c.step,
             c.attempt,
-            "awaiting",
+            StepOutcome::Awaiting,
             None,
             c.started_at,
             now,

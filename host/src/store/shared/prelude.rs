@@ -15,7 +15,7 @@ use super::{CancelOutcome, Claim, InsertOutcome, RunFilter};
 use crate::error::{Error, Result};
 use crate::manifest::FINISHED;
 use crate::run::{
-    CommitOutcome, FailureRecord, Lease, NewRun, ParentFailure, RunRecord, RunStatus, StartOutcome,
-    StepCommit, StepEnd, StepEvent, StepFailure, args_hash, canonical_json, ms, now_ms,
+    CommitOutcome, ErrorKind, FailureRecord, Lease, NewRun, ParentFailure, RunRecord, RunStatus, StartOutcome,
+    StepCommit, StepEnd, StepEvent, StepFailure, StepOutcome, args_hash, canonical_json, ms, now_ms,
 };
 use crate::workflow::{Definition, Workflow};

@@ -353,7 +353,7 @@ async fn insert_event(
     run_id: i64,
     step: &str,
     attempt: u32,
-    outcome: &str,
+    outcome: StepOutcome,
     error: Option<(&str, &str)>,
     started_at: i64,
     finished_at: i64,
@@ -365,7 +365,7 @@ async fn insert_event(
     .bind(run_id)
     .bind(step)
     .bind(i64::from(attempt))
-    .bind(outcome)
+    .bind(outcome.as_str())
     .bind(error.map(|e| e.0))
     .bind(error.map(|e| e.1))
     .bind(started_at)

@@ -14,8 +14,12 @@ use crate::run::{
     CommitOutcome, ErrorKind, FailureRecord, Lease, NewRun, ParentFailure, RunRecord, RunStatus,
     StepCommit, StepEnd, StepFailure, canonical_json, derived_key, now_ms, step_key,
 };
-use crate::runtime::limits::{guest_json, stored_message};
-use crate::runtime::{CallOutcome, Outcome, StagedJob, StepInput, StepState};
+use crate::runtime::limits::stored_message;
+use crate::runtime::{StagedJob, StepInput, StepState};
+
+mod outcome;
+
+use outcome::{CallFacts, Failed, classify};
 
 /// Longest wait for a failed step's transaction to roll back.
 const ROLLBACK_WAIT: Duration = Duration::from_secs(10);
@@ -31,23 +35,6 @@ struct Committed {
     attributes: Map<String, Value>,
     /// Awaited runs not yet succeeded: the run now waits for them.
     waiting_for: u32,
-}
-
-/// A step call that did not commit.
-struct Failed {
-    kind: ErrorKind,
-    message: String,
-    retryable: bool,
-}
-
-impl Failed {
-    fn new(kind: ErrorKind, message: impl Into<String>, retryable: bool) -> Failed {
-        Failed {
-            kind,
-            message: message.into(),
-            retryable,
-        }
-    }
 }
 
 /// One step call of one run, as the executor sees it.
@@ -153,7 +140,7 @@ impl Host {
                     tracing::info!(run = %run.key, step = %failure.step, kind = %failure.kind, retry = retry_in.is_some(), "step failed: {}", failure.message);
                     let parent = match retry_in {
                         None => {
-                            self.parent_failure(&run, "child_failed", &failure.message)
+                            self.parent_failure(&run, ErrorKind::ChildFailed, &failure.message)
                                 .await?
                         }
                         Some(_) => None,
@@ -242,66 +229,15 @@ impl Host {
         let deadline = state.deadline();
         let settled = async {
 
-            // A step that failed after something it asked for was refused failed
-            // because of it: recorded with the refusal's kind, naming what it asked.
-            if let Some((kind, refusal)) = state.refusal()
-                && !matches!(outcome, CallOutcome::Returned(Ok(_)))
-            {
-                let detail = match &outcome {
-                    CallOutcome::Returned(Err(e)) => e.message.clone(),
-                    CallOutcome::Aborted { message, .. } => message.clone(),
-                    CallOutcome::Returned(Ok(_)) => String::new(),
-                };
-                let message = format!("{refusal}; the step then failed: {detail}");
-                // The database may accept on a later try, and a later try may be
-                // faster or need less; refusals of a form or a grant never change.
-                let retryable = matches!(
-                    kind,
-                    ErrorKind::SqlError | ErrorKind::Timeout | ErrorKind::MemoryLimit
-                );
-                return Ok(Err(Failed::new(kind, message, retryable)));
-            }
-            let answer = match outcome {
-                CallOutcome::Returned(answer) => answer,
-                CallOutcome::Aborted { kind, message } => {
-                    // The same input burns the same fuel: trying again cannot help.
-                    let retryable =
-                        !matches!(kind, ErrorKind::InvalidOutput | ErrorKind::FuelExhausted);
-                    return Ok(Err(Failed::new(kind, message, retryable)));
-                }
+            let facts = CallFacts {
+                refusal: state.refusal(),
+                too_large: state.too_large.clone(),
+                next: call.next,
+                max_result: call.step.policy.max_result,
             };
-            // A guest that tried to exceed a cap fails, whatever it answered after.
-            if let Some(message) = state.too_large.clone() {
-                return Ok(Err(Failed::new(ErrorKind::OutputTooLarge, message, false)));
-            }
-            let end = match answer {
-                Err(e) => return Ok(Err(Failed::new(ErrorKind::Guest, e.message, e.retryable))),
-                Ok(Outcome::Continue) => StepEnd::Advance {
-                    next: call.next.to_string(),
-                    result: (call.next == FINISHED).then_some(Value::Null),
-                },
-                Ok(Outcome::Repeat) => StepEnd::Repeat,
-                Ok(Outcome::Finish(text)) if text.len() as u64 > call.step.policy.max_result => {
-                    let message = format!(
-                        "result of {} bytes is over max_result ({} bytes)",
-                        text.len(),
-                        call.step.policy.max_result
-                    );
-                    return Ok(Err(Failed::new(ErrorKind::OutputTooLarge, message, false)));
-                }
-                Ok(Outcome::Finish(text)) => match guest_json(&text) {
-                    Ok(result) => StepEnd::Advance {
-                        next: FINISHED.to_string(),
-                        result: Some(result),
-                    },
-                    Err(e) => {
-                        return Ok(Err(Failed::new(
-                            ErrorKind::InvalidOutput,
-                            format!("result is {e}"),
-                            false,
-                        )));
-                    }
-                },
+            let end = match classify(facts, outcome) {
+                Ok(end) => end,
+                Err(failed) => return Ok(Err(failed)),
             };
 
             let mut jobs = state.staged;
@@ -453,7 +389,7 @@ impl Host {
     pub(crate) async fn parent_failure(
         &self,
         child: &RunRecord,
-        kind: &str,
+        kind: ErrorKind,
         message: &str,
     ) -> Result<Option<ParentFailure>> {
         let Some(parent_id) = child.parent_run_id.filter(|_| child.awaited) else {
@@ -477,7 +413,7 @@ impl Host {
             step: step.name.clone(),
             step_attempt: parent.step_attempt,
             retry_in: retry_delay(step, attempt, parent.step_attempt_base, true),
-            kind: kind.to_string(),
+            kind,
             message: format!(
                 "awaited run `{}` of `{}`: {message}",
                 child.key, child.workflow

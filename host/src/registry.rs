@@ -1,0 +1,137 @@
+//! The registry: workflow versions and their components. Registering
+//! validates a manifest and every component it names, stores the components
+//! by digest and the definition as a version; lookups serve the versions
+//! runs are pinned to from a cache, and components in their compiled form.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::host::{Host, Registration};
+use crate::manifest::Manifest;
+use crate::run::sha256_hex;
+use crate::runtime::Prepared;
+use crate::workflow::{Definition, Workflow};
+
+/// Workflow versions already read, by name and version (a version never
+/// changes once registered, so entries never go stale).
+#[derive(Default)]
+pub(crate) struct WorkflowCache(Mutex<Versions>);
+
+/// Workflow versions by name and version.
+type Versions = HashMap<(String, u32), Arc<Workflow>>;
+
+impl WorkflowCache {
+    fn get(&self, key: &(String, u32)) -> Result<Option<Arc<Workflow>>> {
+        Ok(self.lock()?.get(key).cloned())
+    }
+
+    fn insert(&self, key: (String, u32), workflow: Arc<Workflow>) -> Result<()> {
+        self.lock()?.insert(key, workflow);
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Versions>> {
+        self.0
+            .lock()
+            .map_err(|_| Error::Engine("workflow cache lock poisoned".into()))
+    }
+}
+
+impl Host {
+    /// Validates the manifest at `path` and every component it names, stores
+    /// the components by digest, and records the definition as a new version
+    /// if it changed.
+    pub async fn register(&self, path: &Path) -> Result<Registration> {
+        let manifest = Manifest::load(path)?;
+        let mut digests = Vec::with_capacity(manifest.steps.len());
+        let mut by_file: HashMap<&Path, String> = HashMap::new();
+        for step in &manifest.steps {
+            if let Some(d) = by_file.get(step.component.as_path()) {
+                digests.push(d.clone());
+                continue;
+            }
+            let file = step.component.display().to_string();
+            let bytes = std::fs::read(&step.component).map_err(|e| Error::Component {
+                path: file.clone(),
+                message: format!("cannot read: {e}"),
+            })?;
+            let digest = sha256_hex(&bytes);
+            let for_cache = bytes.clone();
+            self.runtime
+                .prepare(&digest, || async move { Ok(for_cache) })
+                .await
+                .map_err(|e| match e {
+                    Error::Component { message, .. } => Error::Component {
+                        path: file.clone(),
+                        message,
+                    },
+                    other => other,
+                })?;
+            self.store.put_component(&digest, &bytes).await?;
+            by_file.insert(step.component.as_path(), digest.clone());
+            digests.push(digest);
+        }
+        let definition = Definition::from_manifest(&manifest, &digests);
+        let (version, new) = self.store.register_workflow(&definition).await?;
+        Ok(Registration {
+            workflow: manifest.name,
+            version,
+            new,
+            steps: definition.steps.len(),
+        })
+    }
+
+    /// The latest registered version of workflow `name`.
+    pub async fn workflow(&self, name: &str) -> Result<Arc<Workflow>> {
+        self.latest(name).await
+    }
+
+    /// The latest version of workflow `name`, read from the store (so a
+    /// version registered by another process is seen) and cached.
+    pub(crate) async fn latest(&self, name: &str) -> Result<Arc<Workflow>> {
+        let workflow = self
+            .store
+            .workflow(name, None)
+            .await?
+            .ok_or_else(|| Error::UnknownWorkflow(name.to_string()))?;
+        let workflow = Arc::new(workflow);
+        self.workflows
+            .insert((name.to_string(), workflow.version), workflow.clone())?;
+        Ok(workflow)
+    }
+
+    /// Version `version` of workflow `name`, the one a run is pinned to:
+    /// from the cache, else the store.
+    pub(crate) async fn version(&self, name: &str, version: u32) -> Result<Arc<Workflow>> {
+        let key = (name.to_string(), version);
+        if let Some(w) = self.workflows.get(&key)? {
+            return Ok(w);
+        }
+        let workflow = self
+            .store
+            .workflow(name, Some(version))
+            .await?
+            .ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "workflow `{name}` version {version} is pinned by a run but missing"
+                ))
+            })?;
+        let workflow = Arc::new(workflow);
+        self.workflows.insert(key, workflow.clone())?;
+        Ok(workflow)
+    }
+
+    /// The compiled form of component `digest`, ready to instantiate: from
+    /// the runtime's caches, else compiled from the bytes the store keeps.
+    pub(crate) async fn prepare(&self, digest: &str) -> Result<Prepared> {
+        self.runtime
+            .prepare(digest, || async {
+                self.store.component(digest).await?.ok_or_else(|| {
+                    Error::Corrupt(format!("component {digest} is referenced but not stored"))
+                })
+            })
+            .await
+    }
+}
