@@ -209,7 +209,7 @@ async fn instantiate_call(
     calls: u32,
     answer_only: bool,
 ) -> Result<Duration> {
-    let prepared = host.prepare(&step.component).await?;
+    let prepared = host.registry().prepare(&step.component).await?;
     let input = StepInput {
         run_id: 1,
         idempotency_key: "bench".into(),

@@ -183,7 +183,7 @@ pub struct Host {
     pub(crate) workflows: WorkflowCache,
     worker: String,
     pub(crate) lease: Duration,
-    stopping: AtomicBool,
+    pub(crate) stopping: AtomicBool,
 }
 
 impl Host {
@@ -243,7 +243,7 @@ impl Host {
     /// the report carries it, and the run stays resumable.
     pub async fn run(&self, request: RunRequest) -> Result<RunReport> {
         let workflow = self.latest(&request.workflow).await?;
-        let new = self.new_run(
+        let new = new_run(
             &workflow,
             request.key,
             request.args,
@@ -279,7 +279,7 @@ impl Host {
         queue: &str,
     ) -> Result<Enqueued> {
         let workflow = self.latest(&request.workflow).await?;
-        let new = self.new_run(&workflow, request.key, request.args, delay, queue, None)?;
+        let new = new_run(&workflow, request.key, request.args, delay, queue, None)?;
         match self.store.insert_run(&new).await? {
             InsertOutcome::Created(run_id) => Ok(Enqueued {
                 run_id,
@@ -480,41 +480,43 @@ impl Host {
         }
     }
 
-    pub(crate) fn new_run(
-        &self,
-        workflow: &Workflow,
-        key: Option<String>,
-        args: Value,
-        delay: Duration,
-        queue: &str,
-        parent_run_id: Option<i64>,
-    ) -> Result<NewRun> {
-        let definition = &workflow.definition;
-        let key = key.unwrap_or_else(|| derived_key(&definition.name, &args));
-        if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
-            return Err(Error::InvalidKey(key.chars().take(64).collect()));
-        }
-        Ok(NewRun {
-            workflow: definition.name.clone(),
-            workflow_version: workflow.version,
-            definition_hash: workflow.hash.clone(),
-            first_step: definition.first_step().to_string(),
-            attributes: definition.attributes.clone(),
-            key,
-            args,
-            delay,
-            queue: queue.to_string(),
-            parent_run_id,
-            depth: 0,
-            awaited: false,
-        })
-    }
-
     pub(crate) fn lease_for(&self, definition: &Definition) -> Lease {
         // A step must be able to finish (and commit) inside the lease it started under.
         let ttl = self.lease.max(definition.max_timeout() + LEASE_MARGIN);
         Lease::new(&self.worker, ttl)
     }
+}
+
+/// The run to create for `workflow` with `key` (or one derived from the
+/// args), refusing a key that is empty, longer than 255 bytes or holds
+/// control characters.
+pub(crate) fn new_run(
+    workflow: &Workflow,
+    key: Option<String>,
+    args: Value,
+    delay: Duration,
+    queue: &str,
+    parent_run_id: Option<i64>,
+) -> Result<NewRun> {
+    let definition = &workflow.definition;
+    let key = key.unwrap_or_else(|| derived_key(&definition.name, &args));
+    if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
+        return Err(Error::InvalidKey(key.chars().take(64).collect()));
+    }
+    Ok(NewRun {
+        workflow: definition.name.clone(),
+        workflow_version: workflow.version,
+        definition_hash: workflow.hash.clone(),
+        first_step: definition.first_step().to_string(),
+        attributes: definition.attributes.clone(),
+        key,
+        args,
+        delay,
+        queue: queue.to_string(),
+        parent_run_id,
+        depth: 0,
+        awaited: false,
+    })
 }
 
 /// Takes in a report of `run_staged`: follow what it staged, and watch it if it waits.

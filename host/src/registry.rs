@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 use crate::host::{Host, Registration};
 use crate::manifest::Manifest;
 use crate::run::sha256_hex;
-use crate::runtime::Prepared;
+use crate::runtime::{Prepared, Runtime};
+use crate::store::Store;
 use crate::workflow::{Definition, Workflow};
 
 /// Workflow versions already read, by name and version (a version never
@@ -88,6 +89,36 @@ impl Host {
         self.latest(name).await
     }
 
+    /// The registry's lookups, for the executor.
+    pub(crate) fn registry(&self) -> Registry<'_> {
+        Registry {
+            store: &self.store,
+            runtime: &self.runtime,
+            cache: &self.workflows,
+        }
+    }
+
+    /// See [`Registry::latest`].
+    pub(crate) async fn latest(&self, name: &str) -> Result<Arc<Workflow>> {
+        self.registry().latest(name).await
+    }
+
+    /// See [`Registry::version`].
+    pub(crate) async fn version(&self, name: &str, version: u32) -> Result<Arc<Workflow>> {
+        self.registry().version(name, version).await
+    }
+}
+
+/// Lookups of workflow versions and compiled components: what the executor
+/// needs of the registry.
+#[derive(Clone, Copy)]
+pub(crate) struct Registry<'a> {
+    store: &'a Store,
+    runtime: &'a Runtime,
+    cache: &'a WorkflowCache,
+}
+
+impl Registry<'_> {
     /// The latest version of workflow `name`, read from the store (so a
     /// version registered by another process is seen) and cached.
     pub(crate) async fn latest(&self, name: &str) -> Result<Arc<Workflow>> {
@@ -97,7 +128,7 @@ impl Host {
             .await?
             .ok_or_else(|| Error::UnknownWorkflow(name.to_string()))?;
         let workflow = Arc::new(workflow);
-        self.workflows
+        self.cache
             .insert((name.to_string(), workflow.version), workflow.clone())?;
         Ok(workflow)
     }
@@ -106,7 +137,7 @@ impl Host {
     /// from the cache, else the store.
     pub(crate) async fn version(&self, name: &str, version: u32) -> Result<Arc<Workflow>> {
         let key = (name.to_string(), version);
-        if let Some(w) = self.workflows.get(&key)? {
+        if let Some(w) = self.cache.get(&key)? {
             return Ok(w);
         }
         let workflow = self
@@ -119,7 +150,7 @@ impl Host {
                 ))
             })?;
         let workflow = Arc::new(workflow);
-        self.workflows.insert(key, workflow.clone())?;
+        self.cache.insert(key, workflow.clone())?;
         Ok(workflow)
     }
 

@@ -8,14 +8,19 @@ use futures_util::FutureExt;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::host::{Host, RunReport, StagedRef};
 use crate::manifest::FINISHED;
+use crate::registry::Registry;
 use crate::run::{
     CommitOutcome, ErrorKind, FailureRecord, Lease, NewRun, ParentFailure, RunRecord, RunStatus,
     StepCommit, StepEnd, StepFailure, canonical_json, derived_key, now_ms, step_key,
 };
+use crate::runtime::Runtime;
 use crate::runtime::limits::stored_message;
-use crate::runtime::{StagedJob, StepInput, StepState};
+use crate::runtime::{CallOutcome, StagedJob, StepInput, StepState};
+use crate::store::{StepTx, Store};
 
 mod outcome;
 
@@ -47,7 +52,44 @@ struct Call<'a> {
     started_at: i64,
 }
 
+/// The step loop, with what it depends on named: the store it commits to,
+/// the runtime that calls a step, the registry's lookups, and the host's
+/// stop flag (it hands a run back between steps once that is set).
+pub(crate) struct Executor<'a> {
+    store: &'a Store,
+    runtime: &'a Runtime,
+    registry: Registry<'a>,
+    stopping: &'a AtomicBool,
+}
+
 impl Host {
+    /// This host's step loop.
+    pub(crate) fn executor(&self) -> Executor<'_> {
+        Executor {
+            store: &self.store,
+            runtime: &self.runtime,
+            registry: self.registry(),
+            stopping: &self.stopping,
+        }
+    }
+
+    /// See [`Executor::drive`].
+    pub(crate) async fn drive(&self, run: RunRecord, lease: Lease) -> Result<RunReport> {
+        self.executor().drive(run, lease).await
+    }
+
+    /// See [`Executor::parent_failure`].
+    pub(crate) async fn parent_failure(
+        &self,
+        child: &RunRecord,
+        kind: ErrorKind,
+        message: &str,
+    ) -> Result<Option<ParentFailure>> {
+        self.executor().parent_failure(child, kind, message).await
+    }
+}
+
+impl Executor<'_> {
     /// Runs the steps of `run`, which `lease` holds, until it finishes, waits
     /// for children, or a step fails. Each step is its own transaction; a
     /// failed step is recorded and the lease released, so the run can always
@@ -69,12 +111,15 @@ impl Host {
     }
 
     async fn drive_steps(&self, mut run: RunRecord, lease: &Lease) -> Result<RunReport> {
-        let workflow = self.version(&run.workflow, run.workflow_version).await?;
+        let workflow = self
+            .registry
+            .version(&run.workflow, run.workflow_version)
+            .await?;
         let definition = &workflow.definition;
         let mut report = RunReport::from_record(&run, false);
         report.error = None;
         loop {
-            if self.stopping() {
+            if self.stopping.load(Ordering::SeqCst) {
                 // Shutting down between steps: hand the run back, resumable at once.
                 self.store.release(run.id, lease).await?;
                 report.status = RunStatus::Pending;
@@ -173,7 +218,7 @@ impl Host {
     /// Calls the step and commits what it did, or says why it failed.
     async fn call_step(&self, call: &Call<'_>) -> Result<std::result::Result<Committed, Failed>> {
         let run = call.run;
-        let prepared = match self.prepare(&call.step.component).await {
+        let prepared = match self.registry.prepare(&call.step.component).await {
             Ok(p) => p,
             Err(e) => {
                 return Ok(Err(Failed::new(
@@ -226,119 +271,7 @@ impl Host {
             .call(&prepared, state, &input, &call.step.policy)
             .await;
         let mut step_tx = state.take_step_tx();
-        let deadline = state.deadline();
-        let settled = async {
-
-            let facts = CallFacts {
-                refusal: state.refusal(),
-                too_large: state.too_large.clone(),
-                next: call.next,
-                max_result: call.step.policy.max_result,
-            };
-            let end = match classify(facts, outcome) {
-                Ok(end) => end,
-                Err(failed) => return Ok(Err(failed)),
-            };
-
-            let mut jobs = state.staged;
-            if let Some(fan_out) = &call.step.awaits {
-                match manifest_fan_out(run, &call.step.name, fan_out, &state.attributes) {
-                    Ok(more) => jobs.extend(more),
-                    Err(message) => {
-                        return Ok(Err(Failed::new(ErrorKind::InvalidOutput, message, false)));
-                    }
-                }
-            }
-            let mut staged = Vec::with_capacity(jobs.len());
-            if !jobs.is_empty() && u64::from(run.depth) >= call.step.policy.max_lineage_depth {
-                let message = format!(
-                    "run `{}` stands {} deep in a chain of runs staged by runs; max_lineage_depth ({}) \
-                     lets it stage no more",
-                    run.key, run.depth, call.step.policy.max_lineage_depth
-                );
-                return Ok(Err(Failed::new(ErrorKind::OutputTooLarge, message, false)));
-            }
-            for job in jobs {
-                match self.staged_run(run, job).await {
-                    Ok(new) => staged.push(new),
-                    Err(message) => {
-                        return Ok(Err(Failed::new(ErrorKind::InvalidOutput, message, false)));
-                    }
-                }
-            }
-            if matches!(end, StepEnd::Repeat) && staged.iter().any(|s| s.awaited) {
-                let message = "a step cannot both repeat and await runs";
-                return Ok(Err(Failed::new(ErrorKind::InvalidOutput, message, false)));
-            }
-
-            let commit = StepCommit {
-                run_id: run.id,
-                lease: call.lease.clone(),
-                step: call.step.name.clone(),
-                attempt: call.attempt,
-                end,
-                attributes: state.attributes,
-                staged,
-                started_at: call.started_at,
-            };
-            // Nothing a step did commits after its deadline: a host call that
-            // finished late (a statement, a response) does not make it count.
-            if Instant::now() >= deadline {
-                let message = format!(
-                    "deadline of {:?} passed before the step could commit; nothing of it was committed",
-                    call.step.policy.timeout
-                );
-                return Ok(Err(Failed::new(ErrorKind::Timeout, message, true)));
-            }
-            let own_tx = step_tx.is_some();
-            let committed = self.store.commit(step_tx.take(), &commit).await;
-            let committed = match committed {
-                Err(Error::Conflict { tries, message }) => {
-                    let message = format!("the commit conflicted {tries} times: {message}");
-                    return Ok(Err(Failed::new(ErrorKind::Conflict, message, true)));
-                }
-                // The database refused the commit itself (a value it cannot
-                // store, a constraint): a failed step, counted against its
-                // attempts, never a host error that would hand the run straight
-                // back to be tried again at once, forever.
-                Err(Error::Database(sqlx::Error::Database(db))) => {
-                    let retryable =
-                        !crate::store::deterministic(self.store.dialect(), db.code().as_deref());
-                    let message = format!("the database refused the step's commit: {}", db.message());
-                    return Ok(Err(Failed::new(
-                        ErrorKind::CommitRefused,
-                        message,
-                        retryable,
-                    )));
-                }
-                // The step's own transaction could not commit for another reason
-                // (its connection broke): a failed step that may be tried again.
-                Err(e) if own_tx => {
-                    let message = format!("the step's transaction could not commit: {e}");
-                    return Ok(Err(Failed::new(ErrorKind::SqlError, message, true)));
-                }
-                other => other?,
-            };
-            let waiting_for = match committed {
-                CommitOutcome::Committed => 0,
-                CommitOutcome::Waiting(n) => n,
-                CommitOutcome::LeaseLost => return Err(Error::LeaseLost(run.key.clone())),
-                CommitOutcome::StagedKeyConflict { workflow, key } => {
-                    return Ok(Err(Failed::new(
-                        ErrorKind::InvalidOutput,
-                        format!("staged run of `{workflow}` with key `{key}` exists with other args"),
-                        false,
-                    )));
-                }
-            };
-            Ok(Ok(Committed {
-                end: commit.end,
-                staged: commit.staged,
-                attributes: commit.attributes,
-                waiting_for,
-            }))
-        }
-        .await;
+        let settled = self.settle(call, state, outcome, &mut step_tx).await;
         // A step that did not commit rolls its transaction back here, and
         // waits for it: a statement cut off at the deadline may still be
         // ending on the connection, which must be clean before the pool hands
@@ -357,28 +290,150 @@ impl Host {
         settled
     }
 
+    /// What follows a step's call: decide how it ended, stage what it
+    /// staged, and commit (taking `step_tx`, the transaction its SQL ran
+    /// on, if any), or say why it failed.
+    async fn settle(
+        &self,
+        call: &Call<'_>,
+        state: StepState,
+        outcome: CallOutcome,
+        step_tx: &mut Option<StepTx>,
+    ) -> Result<std::result::Result<Committed, Failed>> {
+        let run = call.run;
+        let deadline = state.deadline();
+
+        let facts = CallFacts {
+            refusal: state.refusal(),
+            too_large: state.too_large.clone(),
+            next: call.next,
+            max_result: call.step.policy.max_result,
+        };
+        let end = match classify(facts, outcome) {
+            Ok(end) => end,
+            Err(failed) => return Ok(Err(failed)),
+        };
+
+        let mut jobs = state.staged;
+        if let Some(fan_out) = &call.step.awaits {
+            match manifest_fan_out(run, &call.step.name, fan_out, &state.attributes) {
+                Ok(more) => jobs.extend(more),
+                Err(message) => {
+                    return Ok(Err(Failed::new(ErrorKind::InvalidOutput, message, false)));
+                }
+            }
+        }
+        let mut staged = Vec::with_capacity(jobs.len());
+        if !jobs.is_empty() && u64::from(run.depth) >= call.step.policy.max_lineage_depth {
+            let message = format!(
+                "run `{}` stands {} deep in a chain of runs staged by runs; max_lineage_depth ({}) \
+                 lets it stage no more",
+                run.key, run.depth, call.step.policy.max_lineage_depth
+            );
+            return Ok(Err(Failed::new(ErrorKind::OutputTooLarge, message, false)));
+        }
+        for job in jobs {
+            match self.staged_run(run, job).await {
+                Ok(new) => staged.push(new),
+                Err(message) => {
+                    return Ok(Err(Failed::new(ErrorKind::InvalidOutput, message, false)));
+                }
+            }
+        }
+        if matches!(end, StepEnd::Repeat) && staged.iter().any(|s| s.awaited) {
+            let message = "a step cannot both repeat and await runs";
+            return Ok(Err(Failed::new(ErrorKind::InvalidOutput, message, false)));
+        }
+
+        let commit = StepCommit {
+            run_id: run.id,
+            lease: call.lease.clone(),
+            step: call.step.name.clone(),
+            attempt: call.attempt,
+            end,
+            attributes: state.attributes,
+            staged,
+            started_at: call.started_at,
+        };
+        // Nothing a step did commits after its deadline: a host call that
+        // finished late (a statement, a response) does not make it count.
+        if Instant::now() >= deadline {
+            let message = format!(
+                "deadline of {:?} passed before the step could commit; nothing of it was committed",
+                call.step.policy.timeout
+            );
+            return Ok(Err(Failed::new(ErrorKind::Timeout, message, true)));
+        }
+        let own_tx = step_tx.is_some();
+        let committed = self.store.commit(step_tx.take(), &commit).await;
+        let committed = match committed {
+            Err(Error::Conflict { tries, message }) => {
+                let message = format!("the commit conflicted {tries} times: {message}");
+                return Ok(Err(Failed::new(ErrorKind::Conflict, message, true)));
+            }
+            // The database refused the commit itself (a value it cannot
+            // store, a constraint): a failed step, counted against its
+            // attempts, never a host error that would hand the run straight
+            // back to be tried again at once, forever.
+            Err(Error::Database(sqlx::Error::Database(db))) => {
+                let retryable =
+                    !crate::store::deterministic(self.store.dialect(), db.code().as_deref());
+                let message = format!("the database refused the step's commit: {}", db.message());
+                return Ok(Err(Failed::new(
+                    ErrorKind::CommitRefused,
+                    message,
+                    retryable,
+                )));
+            }
+            // The step's own transaction could not commit for another reason
+            // (its connection broke): a failed step that may be tried again.
+            Err(e) if own_tx => {
+                let message = format!("the step's transaction could not commit: {e}");
+                return Ok(Err(Failed::new(ErrorKind::SqlError, message, true)));
+            }
+            other => other?,
+        };
+        let waiting_for = match committed {
+            CommitOutcome::Committed => 0,
+            CommitOutcome::Waiting(n) => n,
+            CommitOutcome::LeaseLost => return Err(Error::LeaseLost(run.key.clone())),
+            CommitOutcome::StagedKeyConflict { workflow, key } => {
+                return Ok(Err(Failed::new(
+                    ErrorKind::InvalidOutput,
+                    format!("staged run of `{workflow}` with key `{key}` exists with other args"),
+                    false,
+                )));
+            }
+        };
+        Ok(Ok(Committed {
+            end: commit.end,
+            staged: commit.staged,
+            attributes: commit.attributes,
+            waiting_for,
+        }))
+    }
+
     async fn staged_run(
         &self,
         parent: &RunRecord,
         job: StagedJob,
     ) -> std::result::Result<NewRun, String> {
-        let workflow = match self.latest(&job.workflow).await {
+        let workflow = match self.registry.latest(&job.workflow).await {
             Ok(w) => w,
             Err(Error::UnknownWorkflow(name)) => {
                 return Err(format!("staged a run of `{name}`, which is not registered"));
             }
             Err(e) => return Err(format!("staged a run of `{}`: {e}", job.workflow)),
         };
-        let mut new = self
-            .new_run(
-                &workflow,
-                Some(job.key),
-                job.args,
-                job.delay,
-                &job.queue,
-                Some(parent.id),
-            )
-            .map_err(|e| format!("staged a run of `{}`: {e}", job.workflow))?;
+        let mut new = crate::host::new_run(
+            &workflow,
+            Some(job.key),
+            job.args,
+            job.delay,
+            &job.queue,
+            Some(parent.id),
+        )
+        .map_err(|e| format!("staged a run of `{}`: {e}", job.workflow))?;
         new.awaited = job.awaits;
         new.depth = parent.depth.saturating_add(1);
         Ok(new)
@@ -402,6 +457,7 @@ impl Host {
             return Ok(None);
         }
         let workflow = self
+            .registry
             .version(&parent.workflow, parent.workflow_version)
             .await?;
         let Some((_, step)) = workflow.definition.step(&parent.recovery_point) else {

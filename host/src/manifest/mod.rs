@@ -313,88 +313,7 @@ impl Manifest {
                 Some(a) => Some(a.get_ref().clone()),
                 None => None,
             };
-            let env = match &step.env {
-                Some(env) => {
-                    let bad = env
-                        .get_ref()
-                        .keys()
-                        .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'));
-                    if let Some(k) = bad {
-                        return Err(loc.at(
-                            Some(env.span()),
-                            field("env"),
-                            format!("`{k}` is not a valid variable name"),
-                        ));
-                    }
-                    env.get_ref().clone()
-                }
-                None => BTreeMap::new(),
-            };
-            let allowed_outbound_hosts = match &step.allowed_outbound_hosts {
-                Some(hosts) => {
-                    for h in hosts.get_ref() {
-                        if let Err(why) = OutboundHost::parse(h) {
-                            return Err(loc.at(
-                                Some(hosts.span()),
-                                field("allowed_outbound_hosts"),
-                                format!("`{h}`: {why}"),
-                            ));
-                        }
-                    }
-                    hosts.get_ref().clone()
-                }
-                None => Vec::new(),
-            };
-            let read_write = step
-                .sql
-                .as_ref()
-                .is_some_and(|m| m.get_ref() == "read-write");
-            if let (Some(d), false) = (&step.ddl, read_write) {
-                return Err(loc.at(
-                    Some(d.span()),
-                    field("ddl"),
-                    "needs sql = \"read-write\" on the same step",
-                ));
-            }
-            let sql = match (&step.sql, &step.tables) {
-                (None, None) => None,
-                (None, Some(t)) => {
-                    return Err(loc.at(
-                        Some(t.span()),
-                        field("tables"),
-                        "names tables for a step without `sql = \"read-only\"` or `\"read-write\"`",
-                    ));
-                }
-                (Some(mode), tables) => {
-                    let mode = match mode.get_ref().as_str() {
-                        "read-only" => SqlMode::ReadOnly,
-                        "read-write" => SqlMode::ReadWrite,
-                        other => {
-                            return Err(loc.at(
-                                Some(mode.span()),
-                                field("sql"),
-                                format!("`{other}` is not \"read-only\" or \"read-write\""),
-                            ));
-                        }
-                    };
-                    let tables = tables
-                        .as_ref()
-                        .map(|t| t.get_ref().clone())
-                        .unwrap_or_default();
-                    if let Some(t) = tables
-                        .iter()
-                        .find(|t| crate::sql::ENGINE_TABLES.contains(&t.to_lowercase().as_str()))
-                    {
-                        return Err(loc.at(
-                            step.tables.as_ref().map(|t| t.span()),
-                            field("tables"),
-                            format!("`{t}` is one of the engine's tables"),
-                        ));
-                    }
-                    let ddl = step.ddl.as_ref().is_some_and(|d| *d.get_ref());
-                    Some(SqlGrant { mode, tables, ddl })
-                }
-            };
+            let (env, allowed_outbound_hosts, sql) = grants(&loc, i, step)?;
             steps.push(StepSpec {
                 name: step_name.clone(),
                 component,
@@ -415,6 +334,98 @@ impl Manifest {
             steps,
         })
     }
+}
+
+/// A step's env, the hosts it may call, and its SQL grant.
+type Grants = (BTreeMap<String, String>, Vec<String>, Option<SqlGrant>);
+
+/// What a step's `[[step]]` grants it: its env, the hosts it may call, and
+/// its SQL, each checked.
+fn grants(loc: &Locator<'_>, i: usize, step: &RawStep) -> Result<Grants, ManifestError> {
+    let field = |f: &str| format!("step[{i}].{f}");
+    let env = match &step.env {
+        Some(env) => {
+            let bad = env
+                .get_ref()
+                .keys()
+                .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'));
+            if let Some(k) = bad {
+                return Err(loc.at(
+                    Some(env.span()),
+                    field("env"),
+                    format!("`{k}` is not a valid variable name"),
+                ));
+            }
+            env.get_ref().clone()
+        }
+        None => BTreeMap::new(),
+    };
+    let allowed_outbound_hosts = match &step.allowed_outbound_hosts {
+        Some(hosts) => {
+            for h in hosts.get_ref() {
+                if let Err(why) = OutboundHost::parse(h) {
+                    return Err(loc.at(
+                        Some(hosts.span()),
+                        field("allowed_outbound_hosts"),
+                        format!("`{h}`: {why}"),
+                    ));
+                }
+            }
+            hosts.get_ref().clone()
+        }
+        None => Vec::new(),
+    };
+    let read_write = step
+        .sql
+        .as_ref()
+        .is_some_and(|m| m.get_ref() == "read-write");
+    if let (Some(d), false) = (&step.ddl, read_write) {
+        return Err(loc.at(
+            Some(d.span()),
+            field("ddl"),
+            "needs sql = \"read-write\" on the same step",
+        ));
+    }
+    let sql = match (&step.sql, &step.tables) {
+        (None, None) => None,
+        (None, Some(t)) => {
+            return Err(loc.at(
+                Some(t.span()),
+                field("tables"),
+                "names tables for a step without `sql = \"read-only\"` or `\"read-write\"`",
+            ));
+        }
+        (Some(mode), tables) => {
+            let mode = match mode.get_ref().as_str() {
+                "read-only" => SqlMode::ReadOnly,
+                "read-write" => SqlMode::ReadWrite,
+                other => {
+                    return Err(loc.at(
+                        Some(mode.span()),
+                        field("sql"),
+                        format!("`{other}` is not \"read-only\" or \"read-write\""),
+                    ));
+                }
+            };
+            let tables = tables
+                .as_ref()
+                .map(|t| t.get_ref().clone())
+                .unwrap_or_default();
+            if let Some(t) = tables
+                .iter()
+                .find(|t| crate::sql::ENGINE_TABLES.contains(&t.to_lowercase().as_str()))
+            {
+                return Err(loc.at(
+                    step.tables.as_ref().map(|t| t.span()),
+                    field("tables"),
+                    format!("`{t}` is one of the engine's tables"),
+                ));
+            }
+            let ddl = step.ddl.as_ref().is_some_and(|d| *d.get_ref());
+            Some(SqlGrant { mode, tables, ddl })
+        }
+    };
+    Ok((env, allowed_outbound_hosts, sql))
 }
 
 /// Workflow and step names: short, printable, unambiguous on a command line.

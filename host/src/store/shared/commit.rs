@@ -119,56 +119,10 @@ async fn commit_step_in(tx: &mut Transaction<'static, Db>, c: &StepCommit) -> Re
         .bind(c.run_id)
         .execute(&mut **tx)
         .await?;
-    let mut waiting_for = 0u32;
-    for staged in &c.staged {
-        let existing = sqlx::query(
-            "SELECT id, args_hash, status FROM runs WHERE workflow = $1 AND idempotency_key = $2",
-        )
-        .bind(&staged.workflow)
-        .bind(&staged.key)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some(existing) = existing else {
-            insert_run(tx, staged, now, None).await?;
-            waiting_for += u32::from(staged.awaited);
-            continue;
-        };
-        if existing.try_get::<String, _>("args_hash")? != args_hash(&staged.args) {
-            return Ok(CommitOutcome::StagedKeyConflict {
-                workflow: staged.workflow.clone(),
-                key: staged.key.clone(),
-            });
-        }
-        if !staged.awaited {
-            continue;
-        }
-        let id: i64 = existing.try_get("id")?;
-        let status: String = existing.try_get("status")?;
-        match status.as_str() {
-            // Awaited again by a retried step: already done.
-            "succeeded" => {}
-            // It failed for good or was cancelled: run it again, with a fresh budget.
-            "failed" | "cancelled" => {
-                sqlx::query(
-                    "UPDATE runs SET status = 'pending', awaited = TRUE, step_attempt_base = step_attempt, \
-                       available_at = $1, finished_at = NULL, cancelled_by = NULL, updated_at = $2 WHERE id = $3",
-                )
-                .bind(now)
-                .bind(now)
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
-                waiting_for += 1;
-            }
-            _ => {
-                sqlx::query("UPDATE runs SET awaited = TRUE WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut **tx)
-                    .await?;
-                waiting_for += 1;
-            }
-        }
-    }
+    let waiting_for = match stage_in(tx, c, now).await? {
+        Ok(waiting_for) => waiting_for,
+        Err(conflict) => return Ok(conflict),
+    };
 
     if waiting_for > 0 {
         sqlx::query(
@@ -213,6 +167,67 @@ async fn commit_step_in(tx: &mut Transaction<'static, Db>, c: &StepCommit) -> Re
     } else {
         CommitOutcome::Committed
     })
+}
+
+/// Inserts (or, for a retried step, finds again) the runs the step staged.
+/// Returns how many awaited runs have not succeeded yet, or the conflict
+/// when a staged key exists with other args.
+async fn stage_in(
+    tx: &mut Transaction<'static, Db>,
+    c: &StepCommit,
+    now: i64,
+) -> Result<std::result::Result<u32, CommitOutcome>> {
+    let mut waiting_for = 0u32;
+    for staged in &c.staged {
+        let existing = sqlx::query(
+            "SELECT id, args_hash, status FROM runs WHERE workflow = $1 AND idempotency_key = $2",
+        )
+        .bind(&staged.workflow)
+        .bind(&staged.key)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(existing) = existing else {
+            insert_run(tx, staged, now, None).await?;
+            waiting_for += u32::from(staged.awaited);
+            continue;
+        };
+        if existing.try_get::<String, _>("args_hash")? != args_hash(&staged.args) {
+            return Ok(Err(CommitOutcome::StagedKeyConflict {
+                workflow: staged.workflow.clone(),
+                key: staged.key.clone(),
+            }));
+        }
+        if !staged.awaited {
+            continue;
+        }
+        let id: i64 = existing.try_get("id")?;
+        let status: String = existing.try_get("status")?;
+        match status.as_str() {
+            // Awaited again by a retried step: already done.
+            "succeeded" => {}
+            // It failed for good or was cancelled: run it again, with a fresh budget.
+            "failed" | "cancelled" => {
+                sqlx::query(
+                    "UPDATE runs SET status = 'pending', awaited = TRUE, step_attempt_base = step_attempt, \
+                       available_at = $1, finished_at = NULL, cancelled_by = NULL, updated_at = $2 WHERE id = $3",
+                )
+                .bind(now)
+                .bind(now)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+                waiting_for += 1;
+            }
+            _ => {
+                sqlx::query("UPDATE runs SET awaited = TRUE WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await?;
+                waiting_for += 1;
+            }
+        }
+    }
+    Ok(Ok(waiting_for))
 }
 
 /// How every step transaction ends, whether it was opened for the guest's
