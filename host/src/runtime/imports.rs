@@ -7,7 +7,6 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::bindings::acidic::step::{attributes, context, sql, staging};
-use super::bindings::v0_1::acidic::step as v0_1;
 use super::limits::{VALUE_OVERHEAD, guest_json, guest_name, shown};
 use super::state::{StagedJob, StepState, cap};
 use crate::error::Error;
@@ -277,11 +276,20 @@ impl staging::Host for StepState {
             }
         };
         let mut children = Vec::with_capacity(runs.len());
+        // What the guest receives must fit what is left of its budget (the
+        // host's copy lives until it is lowered into the guest's memory,
+        // which then counts it), and costs fuel.
+        let room = self.budget.room();
+        let mut size = 0;
         for r in runs.into_iter().rev() {
             let output = r.result.map(|v| v.to_string());
-            let size = r.key.len() + output.as_ref().map_or(0, String::len) + VALUE_OVERHEAD;
-            // What the guest receives counts against its budget and its fuel.
-            if !self.budget.hold(size) || !self.charge(size) {
+            let one = r.key.len() + output.as_ref().map_or(0, String::len) + VALUE_OVERHEAD;
+            size += one;
+            if !self.charge(one) {
+                break;
+            }
+            if size > room {
+                self.budget.hit = true;
                 let message = format!(
                     "the staged runs' results are over the step's memory budget of {} bytes",
                     self.budget.max()
@@ -498,66 +506,5 @@ impl sql::Host for StepState {
                 .map(|r| r.into_iter().map(to_wit).collect())
                 .collect(),
         })
-    }
-}
-
-// acidic:step@0.1.0: the same functions, on that version's types.
-
-impl v0_1::context::Host for StepState {
-    fn log(&mut self, level: v0_1::context::Level, message: String) {
-        use v0_1::context::Level as Old;
-        let level = match level {
-            Old::Trace => context::Level::Trace,
-            Old::Debug => context::Level::Debug,
-            Old::Info => context::Level::Info,
-            Old::Warn => context::Level::Warn,
-            Old::Error => context::Level::Error,
-        };
-        context::Host::log(self, level, message)
-    }
-}
-
-impl v0_1::attributes::Host for StepState {
-    fn get(&mut self, name: String) -> Option<String> {
-        attributes::Host::get(self, name)
-    }
-
-    fn set(&mut self, name: String, value: String) -> std::result::Result<(), String> {
-        attributes::Host::set(self, name, value)
-    }
-
-    fn delete(&mut self, name: String) {
-        attributes::Host::delete(self, name)
-    }
-
-    fn names(&mut self) -> Vec<String> {
-        attributes::Host::names(self)
-    }
-}
-
-impl v0_1::staging::Host for StepState {
-    fn enqueue(&mut self, job: v0_1::staging::Job) -> std::result::Result<String, String> {
-        let job = staging::Job {
-            workflow: job.workflow,
-            args: job.args,
-            key: job.key,
-            delay_ms: job.delay_ms,
-            queue: job.queue,
-            awaits: job.awaits,
-        };
-        staging::Host::enqueue(self, job)
-    }
-
-    async fn children(&mut self) -> Vec<v0_1::staging::Child> {
-        staging::Host::children(self)
-            .await
-            .into_iter()
-            .map(|c| v0_1::staging::Child {
-                workflow: c.workflow,
-                key: c.key,
-                status: c.status,
-                output: c.output,
-            })
-            .collect()
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! One concern per file: `state` is a call's store data, `limits` the
 //! memory budget, host-call fuel and checks on guest values, `imports` the
-//! acidic imports (and the 0.1.0 shims), `outbound` the HTTP policy,
+//! acidic imports, `compat` the 0.1.0 shims over them, `outbound` the HTTP policy,
 //! `output` the guest's stdout and stderr. This file holds the engine, the
 //! component cache, the epoch ticker and the call itself.
 
@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::manifest::{MAX_MEMORY, StepPolicy};
 use crate::run::{ErrorKind, sha256_hex};
 
+mod compat;
 mod imports;
 pub mod limits;
 mod outbound;
