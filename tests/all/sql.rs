@@ -254,3 +254,43 @@ async fn a_handled_sql_error_undoes_only_its_statement(env) {
     assert_eq!(env.app_count(&rides, "who = 'again'"), 0);
 }
 }
+
+on_each_backend! {
+/// A step that catches a SQL error and fails fatally is not retried: the
+/// guest's own verdict wins. A constraint violation it passes on is not
+/// retried either: the same statement fails the same way on every try. The
+/// error names the database's message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guests_fatal_verdict_and_constraint_violations_are_not_retried(env) {
+    let host = env.host().await;
+    let table = env.app_table("once", "id BIGINT PRIMARY KEY");
+    let path = env.scripted("insert-once", "max_attempts = 5", &[("put", "sql = \"read-write\"")]);
+    host.register(&path).await.expect("register");
+    let insert = json!({ "execute": format!("INSERT INTO {table} (id) VALUES (1)") });
+    let first = host
+        .run(RunRequest::new("insert-once", json!({ "script": { "put": { "sql": [insert] } } })))
+        .await
+        .expect("run");
+    assert_eq!(first.status, RunStatus::Succeeded, "{:?}", first.error);
+
+    let mut tolerated = insert.clone();
+    tolerated["tolerate"] = json!(true);
+    let fatal = json!({ "script": { "put": { "sql": [tolerated], "fail": "fatal" } }, "n": 2 });
+    let report = host.run(RunRequest::new("insert-once", fatal)).await.expect("run");
+    assert_eq!(report.status, RunStatus::Failed, "the guest said fatal");
+    let error = report.error.expect("error");
+    assert_eq!((error.kind.as_str(), error.attempt), ("sql_error", 1), "{}", error.message);
+
+    let passed_on = json!({ "script": { "put": { "sql": [insert] } }, "n": 3 });
+    let report = host.run(RunRequest::new("insert-once", passed_on)).await.expect("run");
+    assert_eq!(report.status, RunStatus::Failed, "a constraint does not clear by itself");
+    let error = report.error.expect("error");
+    assert_eq!((error.kind.as_str(), error.attempt), ("sql_error", 1), "{}", error.message);
+    assert_eq!(
+        error.message.matches("SQL error").count(),
+        1,
+        "the database's message appears once: {}",
+        error.message
+    );
+}
+}

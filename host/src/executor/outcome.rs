@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::manifest::FINISHED;
 use crate::run::{ErrorKind, StepEnd};
 use crate::runtime::limits::guest_json;
-use crate::runtime::{CallOutcome, Outcome};
+use crate::runtime::{CallOutcome, Outcome, Refusal};
 
 /// A step call that did not commit.
 pub(super) struct Failed {
@@ -30,9 +30,8 @@ impl Failed {
 /// What the host knows of a call besides the guest's answer.
 #[derive(Debug, Default)]
 pub(super) struct CallFacts<'a> {
-    /// The first thing the guest asked for and was refused, as the kind a
-    /// failing step is recorded with.
-    pub refusal: Option<(ErrorKind, String)>,
+    /// The first thing the guest asked for and was refused.
+    pub refusal: Option<Refusal>,
     /// The first cap the guest tried to exceed.
     pub too_large: Option<String>,
     /// The step after this one (`finished` after the last).
@@ -45,22 +44,24 @@ pub(super) struct CallFacts<'a> {
 pub(super) fn classify(facts: CallFacts<'_>, outcome: CallOutcome) -> Result<StepEnd, Failed> {
     // A step that failed after something it asked for was refused failed
     // because of it: recorded with the refusal's kind, naming what it asked.
-    if let Some((kind, refusal)) = facts.refusal
+    // It is tried again only if the refusal may clear and, when the guest
+    // itself answered with an error, the guest said so too: its verdict wins.
+    if let Some(refusal) = facts.refusal
         && !matches!(outcome, CallOutcome::Returned(Ok(_)))
     {
-        let detail = match &outcome {
-            CallOutcome::Returned(Err(e)) => e.message.clone(),
-            CallOutcome::Aborted { message, .. } => message.clone(),
-            CallOutcome::Returned(Ok(_)) => String::new(),
+        let (detail, guest_retryable) = match &outcome {
+            CallOutcome::Returned(Err(e)) => (e.message.clone(), e.retryable),
+            CallOutcome::Aborted { message, .. } => (message.clone(), true),
+            CallOutcome::Returned(Ok(_)) => (String::new(), true),
         };
-        let message = format!("{refusal}; the step then failed: {detail}");
-        // The database may accept on a later try, and a later try may be
-        // faster or need less; refusals of a form or a grant never change.
-        let retryable = matches!(
-            kind,
-            ErrorKind::SqlError | ErrorKind::Timeout | ErrorKind::MemoryLimit
-        );
-        return Err(Failed::new(kind, message, retryable));
+        // The guest's error often is the refusal passed on: say it once.
+        let message = if detail.contains(&refusal.message) {
+            detail
+        } else {
+            format!("{}; the step then failed: {detail}", refusal.message)
+        };
+        let retryable = refusal.retryable && guest_retryable;
+        return Err(Failed::new(refusal.kind, message, retryable));
     }
     let answer = match outcome {
         CallOutcome::Returned(answer) => answer,
@@ -137,8 +138,27 @@ mod tests {
 
     #[test]
     fn every_way_a_call_ends_maps_to_one_decision() {
-        let refused = || Some((ErrorKind::SqlRefused, "SQL refused: DROP".to_string()));
-        let timed_out = || Some((ErrorKind::Timeout, "cut off at the deadline".to_string()));
+        let refused = || Some(Refusal::new(ErrorKind::SqlRefused, "SQL refused: DROP"));
+        let timed_out = || Some(Refusal::new(ErrorKind::Timeout, "cut off at the deadline"));
+        let constraint = || {
+            Some(Refusal {
+                kind: ErrorKind::SqlError,
+                message: "SQL error: UNIQUE constraint failed".into(),
+                retryable: false,
+            })
+        };
+        let conflict = || {
+            Some(Refusal::new(
+                ErrorKind::SqlError,
+                "SQL error: could not serialize",
+            ))
+        };
+        let passed_on = |retryable| {
+            CallOutcome::Returned(Err(StepError {
+                message: "call 2: SQL error: could not serialize".into(),
+                retryable,
+            }))
+        };
         let advance = |next: &str, result: Option<Value>| StepEnd::Advance {
             next: next.into(),
             result,
@@ -248,6 +268,33 @@ mod tests {
                 },
                 aborted(ErrorKind::Trap),
                 Want::Fail(ErrorKind::Timeout, true, "deadline"),
+            ),
+            (
+                "a constraint the guest passed on as retryable",
+                CallFacts {
+                    refusal: constraint(),
+                    ..CallFacts::default()
+                },
+                guest_error(true),
+                Want::Fail(ErrorKind::SqlError, false, "UNIQUE"),
+            ),
+            (
+                "a conflict the guest passed on",
+                CallFacts {
+                    refusal: conflict(),
+                    ..CallFacts::default()
+                },
+                passed_on(true),
+                Want::Fail(ErrorKind::SqlError, true, "call 2: SQL error"),
+            ),
+            (
+                "a conflict the guest declared fatal: its verdict wins",
+                CallFacts {
+                    refusal: conflict(),
+                    ..CallFacts::default()
+                },
+                passed_on(false),
+                Want::Fail(ErrorKind::SqlError, false, "could not serialize"),
             ),
             (
                 "a refusal the guest handled",

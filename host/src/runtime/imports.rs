@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::bindings::acidic::step::{attributes, context, sql, staging};
 use super::limits::{VALUE_OVERHEAD, guest_json, guest_name, shown};
-use super::state::{StagedJob, StepState, cap};
+use super::state::{Refusal, StagedJob, StepState, cap};
 use crate::error::Error;
 use crate::run::{ErrorKind, derived_key};
 use crate::sql::{Access, Dialects};
@@ -114,8 +114,7 @@ impl StepState {
                 shown(&name),
                 self.budget.max()
             );
-            self.refusals
-                .push((ErrorKind::MemoryLimit, message.clone()));
+            self.note_refusal(Refusal::new(ErrorKind::MemoryLimit, message.clone()));
             return Err(message);
         }
         self.attributes_total = total;
@@ -179,8 +178,7 @@ impl StepState {
                 "staged run of `{workflow}`: the step's memory budget of {} bytes is used up",
                 self.budget.max()
             );
-            self.refusals
-                .push((ErrorKind::MemoryLimit, message.clone()));
+            self.note_refusal(Refusal::new(ErrorKind::MemoryLimit, message.clone()));
             return Err(message);
         }
         let key = job.key.unwrap_or_else(|| derived_key(&workflow, &args));
@@ -271,7 +269,7 @@ impl staging::Host for StepState {
             }
             Err(_) => {
                 let message = "listing the staged runs was cut off at the step's deadline";
-                self.refusals.push((ErrorKind::Timeout, message.into()));
+                self.note_refusal(Refusal::new(ErrorKind::Timeout, message));
                 return Vec::new();
             }
         };
@@ -294,7 +292,7 @@ impl staging::Host for StepState {
                     "the staged runs' results are over the step's memory budget of {} bytes",
                     self.budget.max()
                 );
-                self.refusals.push((ErrorKind::MemoryLimit, message));
+                self.note_refusal(Refusal::new(ErrorKind::MemoryLimit, message));
                 break;
             }
             children.push(staging::Child {
@@ -348,7 +346,7 @@ fn to_wit(v: SqlValue) -> sql::Value {
 impl StepState {
     /// Records a refusal of kind `kind` and answers the guest with it.
     fn sql_refused(&mut self, kind: ErrorKind, message: String) -> sql::SqlError {
-        self.refusals.push((kind, message.clone()));
+        self.note_refusal(Refusal::new(kind, message.clone()));
         sql::SqlError::Refused(message)
     }
 
@@ -465,12 +463,38 @@ impl StepState {
                 let message = format!("SQL refused by the database's privileges: {message}");
                 self.sql_refused(ErrorKind::SqlRefused, message)
             }
-            _ => {
+            (dialect, code) => {
                 let message = format!("SQL error: {message}");
-                self.refusals.push((ErrorKind::SqlError, message.clone()));
+                // A constraint, a missing table, a syntax error: the same
+                // statement fails the same way on every try. A conflict or a
+                // busy database may clear.
+                let retryable = sql_error_may_clear(dialect, code);
+                self.note_refusal(Refusal {
+                    kind: ErrorKind::SqlError,
+                    message: message.clone(),
+                    retryable,
+                });
                 sql::SqlError::Failed(message)
             }
         }
+    }
+}
+
+/// Whether a database error code says the statement may succeed on a later
+/// try: a serialization failure or deadlock, a lost connection, a server out
+/// of resources (Postgres), a busy or locked database, a full disk or an I/O
+/// error (SQLite). An error without a code is given the benefit of the doubt.
+fn sql_error_may_clear(dialect: Dialects, code: Option<&str>) -> bool {
+    let Some(code) = code else { return true };
+    match dialect {
+        Dialects::Postgres => {
+            matches!(
+                code,
+                "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03"
+            ) || code.starts_with("08")
+                || code.starts_with("53")
+        }
+        Dialects::Sqlite => matches!(code.parse::<u32>().map(|n| n & 0xff), Ok(5 | 6 | 10 | 13)),
     }
 }
 

@@ -33,7 +33,7 @@ mod output;
 mod state;
 
 pub use imports::{MAX_DELAY, MAX_KEY, MAX_QUEUE_NAME, MAX_STATEMENT};
-pub use state::{StagedJob, StepState};
+pub use state::{Refusal, StagedJob, StepState};
 
 mod bindings {
     // The world guests build against today. Its `run` has the same type in

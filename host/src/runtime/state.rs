@@ -18,6 +18,34 @@ use crate::sql::{Dialects, SqlGrant};
 use crate::store::{StepTx, Store};
 use crate::workflow::StepDef;
 
+/// Something a guest asked for and was refused, as a failing step records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// The kind the step fails with.
+    pub kind: ErrorKind,
+    /// What was refused, and why.
+    pub message: String,
+    /// Whether a later try could be given it: a deadline or a budget a
+    /// faster or smaller try might meet, or a database error that can clear
+    /// (a conflict, a busy file); never a grant, a form, or a constraint.
+    pub retryable: bool,
+}
+
+impl Refusal {
+    /// A refusal of `kind`, retryable as the kind usually is.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Refusal {
+        let retryable = matches!(
+            kind,
+            ErrorKind::SqlError | ErrorKind::Timeout | ErrorKind::MemoryLimit
+        );
+        Refusal {
+            kind,
+            message: message.into(),
+            retryable,
+        }
+    }
+}
+
 /// A run staged by a step, as the guest asked for it.
 #[derive(Debug, Clone)]
 pub struct StagedJob {
@@ -65,7 +93,7 @@ pub struct StepState {
     pub(super) step_tx: Option<StepTx>,
     pub(super) dialect: Dialects,
     pub(super) app_schema: String,
-    pub(super) refusals: Vec<(ErrorKind, String)>,
+    pub(super) refusals: Vec<Refusal>,
     pub(super) timed_out: bool,
     pub(super) deadline: Instant,
     pub(super) store: Store,
@@ -172,18 +200,24 @@ impl StepState {
     /// host not allowed, SQL without a grant or of a forbidden form, SQL the
     /// database rejected, a host call cut off at the deadline), as the kind a
     /// failing step is recorded with.
-    pub fn refusal(&self) -> Option<(ErrorKind, String)> {
+    pub fn refusal(&self) -> Option<Refusal> {
         if let Some(denied) = self.outbound.denied.first() {
             let message =
                 format!("outbound HTTP to {denied} is not in this step's allowed_outbound_hosts");
-            return Some((ErrorKind::CapabilityDenied, message));
+            return Some(Refusal::new(ErrorKind::CapabilityDenied, message));
         }
         let cut_off = self.outbound.cut_off.lock().ok().and_then(|c| c.clone());
         if let Some(target) = cut_off {
             let message = format!("outbound HTTP to {target} was cut off at the step's deadline");
-            return Some((ErrorKind::Timeout, message));
+            return Some(Refusal::new(ErrorKind::Timeout, message));
         }
         self.refusals.first().cloned()
+    }
+
+    /// Remembers that the guest was refused something (the first one names
+    /// the step's failure, if it then fails).
+    pub(super) fn note_refusal(&mut self, refusal: Refusal) {
+        self.refusals.push(refusal);
     }
 
     /// Records that the guest tried to exceed a cap; returns the message for the guest.
