@@ -29,6 +29,18 @@ async fn main() -> ExitCode {
         .init();
 
     let cli = cli::args::Cli::parse();
+    if !cli.command.runs_long() {
+        // A closed pipe (`acidic runs list | head -1`) ends a short command
+        // quietly, as it does any Unix tool, rather than failing a write.
+        // Long-running ones keep ignoring it: their sockets never raise it
+        // (Rust sends with MSG_NOSIGNAL), and a closed log pipe must not
+        // stop a worker mid-step.
+        // SAFETY: sets a signal's disposition to its default before any
+        // other thread could rely on it; no handler runs Rust code.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli::commands::run(cli).await {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

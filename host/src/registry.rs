@@ -43,9 +43,51 @@ impl WorkflowCache {
 impl Host {
     /// Validates the manifest at `path` and every component it names, stores
     /// the components by digest, and records the definition as a new version
-    /// if it changed.
+    /// if it changed. A workflow its steps await must be registered already.
     pub async fn register(&self, path: &Path) -> Result<Registration> {
-        let manifest = Manifest::load(path)?;
+        let mut registered = self.register_all(&[path]).await?;
+        registered
+            .pop()
+            .ok_or_else(|| Error::Engine("registering one manifest registered none".into()))
+    }
+
+    /// [`Host::register`] for several manifests at once: each is validated
+    /// before any is stored, and a workflow one of them awaits may be
+    /// another of them.
+    pub async fn register_all(&self, paths: &[&Path]) -> Result<Vec<Registration>> {
+        let manifests = paths
+            .iter()
+            .map(|p| Manifest::load(p))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let batch: Vec<&str> = manifests.iter().map(|m| m.name.as_str()).collect();
+        for manifest in &manifests {
+            for (i, step) in manifest.steps.iter().enumerate() {
+                let Some(awaits) = &step.awaits else { continue };
+                let known = batch.contains(&awaits.workflow.as_str())
+                    || self.store.workflow(&awaits.workflow, None).await?.is_some();
+                if !known {
+                    return Err(Error::Manifest(crate::error::ManifestError {
+                        path: manifest.path.clone(),
+                        line: None,
+                        field: format!("step[{i}].awaits.workflow"),
+                        message: format!(
+                            "`{}` is not registered: register it first, or in the same command \
+                             (acidic register {} <its manifest>)",
+                            awaits.workflow,
+                            manifest.path.display()
+                        ),
+                    }));
+                }
+            }
+        }
+        let mut registered = Vec::with_capacity(manifests.len());
+        for manifest in manifests {
+            registered.push(self.register_manifest(manifest).await?);
+        }
+        Ok(registered)
+    }
+
+    async fn register_manifest(&self, manifest: Manifest) -> Result<Registration> {
         let mut digests = Vec::with_capacity(manifest.steps.len());
         let mut by_file: HashMap<&Path, String> = HashMap::new();
         for step in &manifest.steps {

@@ -234,3 +234,124 @@ fn bench_prints_a_ratio_against_its_baseline(env) {
     );
 }
 }
+
+/// `--args` must be a JSON object: an array, a string or a number is refused
+/// with a message saying so, and nothing runs.
+#[test]
+fn args_that_are_not_a_json_object_are_refused() {
+    let env = Env::new();
+    let manifest = env.scripted("plain", "", &[("only", "")]);
+    let manifest = manifest.display().to_string();
+    for args in ["[1]", "\"ada\"", "42", "null"] {
+        let out = acidic(&env, &["run", &manifest, "--args", args]);
+        assert_eq!(out.status.code(), Some(1), "{args}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--args must be a JSON object"),
+            "{args}: {}",
+            stderr(&out)
+        );
+    }
+    let out = acidic(&env, &["runs", "list", "--json"]);
+    assert_eq!(stdout_json(&out), json!([]), "nothing ran");
+}
+
+on_each_backend! {
+/// A manifest whose step awaits a workflow that is not registered is refused
+/// at `register`, naming it; registered together, the two are accepted.
+#[test]
+fn register_refuses_awaits_of_an_unregistered_workflow(env) {
+    let order = "guest-examples/rust/order/workflow.toml";
+    let item = "guest-examples/rust/order/charge-item.toml";
+    let out = acidic(&env, &["register", order]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(text.contains("charge-item") && text.contains("not registered"), "{text}");
+    assert!(text.contains("awaits.workflow"), "names the field: {text}");
+    let out = acidic(&env, &["register", order, item]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+}
+
+/// `acidic runs list | head -1`: the listing ends quietly when its reader
+/// goes away, with no panic.
+#[test]
+fn a_closed_pipe_ends_a_listing_quietly() {
+    use std::io::{BufRead, BufReader};
+    let env = Env::new();
+    let manifest = env.scripted("many", "", &[("only", "")]);
+    let manifest = manifest.display().to_string();
+    let out = acidic(&env, &["register", &manifest]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for i in 0..40 {
+        let out = acidic(
+            &env,
+            &[
+                "enqueue",
+                "many",
+                "--key",
+                &format!("k-{i}-{}", "x".repeat(200)),
+                "--args",
+                "{}",
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    for _ in 0..3 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_acidic"))
+            .args(["runs", "list", "--limit", "1000", "--json"])
+            .current_dir(root())
+            .env("DATABASE_URL", env.db())
+            .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut first = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut first)
+            .expect("a line");
+        // The reader is dropped here: the rest of the listing has nowhere to go.
+        let out = child.wait_with_output().expect("wait");
+        let text = stderr(&out);
+        assert!(!text.contains("panicked"), "no panic: {text}");
+        assert!(text.trim().is_empty(), "quiet: {text}");
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc_sigpipe()),
+            "ended by the closed pipe, not an error: {:?}",
+            out.status
+        );
+    }
+}
+
+/// SIGPIPE's number on Linux.
+fn libc_sigpipe() -> i32 {
+    13
+}
+
+/// `acidic completions <shell>` prints a completion script for the shell.
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let env = Env::new();
+    for (shell, mark) in [
+        ("bash", "_acidic"),
+        ("zsh", "#compdef acidic"),
+        ("fish", "complete -c acidic"),
+    ] {
+        let out = acidic(&env, &["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            script.contains(mark),
+            "{shell}: {}",
+            &script[..script.len().min(300)]
+        );
+        assert!(
+            script.contains("worker") && script.contains("register"),
+            "{shell}: subcommands"
+        );
+    }
+    let out = acidic(&env, &["completions", "tcsh"]);
+    assert_ne!(out.status.code(), Some(0), "an unknown shell is refused");
+}

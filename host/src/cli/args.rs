@@ -103,6 +103,11 @@ pub enum Command {
         #[arg(long, env = "USER", default_value = "unknown")]
         by: String,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Measure runs/s and per-step host overhead against bare database transactions.
     Bench {
         #[command(flatten)]
@@ -142,6 +147,13 @@ pub struct WorkerArgs {
     /// Delete finished runs older than this ("0s" keeps them all).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "72h")]
     pub retention: Duration,
+}
+
+impl Command {
+    /// Whether the command runs until it is stopped (workers, completers).
+    pub fn runs_long(&self) -> bool {
+        matches!(self, Command::Worker { .. } | Command::Complete { .. })
+    }
 }
 
 impl WorkerArgs {

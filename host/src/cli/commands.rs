@@ -28,6 +28,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Command::Bench { options } = &cli.command {
         return bench(options, &cli.database_url, json).await;
     }
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        let mut command = Cli::command();
+        clap_complete::generate(shell, &mut command, "acidic", &mut std::io::stdout());
+        return Ok(0);
+    }
     let mut config = HostConfig::new(&cli.database_url);
     config.cache_dir = cli.cache_dir.clone();
     if let Command::Worker { options, .. } | Command::Complete { options } = &cli.command {
@@ -101,13 +107,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Bench { options } => bench(&options, &cli.database_url, json).await,
+        Command::Completions { .. } => Ok(0),
     }
 }
 
 async fn register(host: &Host, manifests: &[PathBuf], json: bool) -> anyhow::Result<u8> {
-    for path in manifests {
-        let r = host.register(path).await?;
-        emit(json, &r, |r| {
+    let paths: Vec<&Path> = manifests.iter().map(PathBuf::as_path).collect();
+    let registered = host.register_all(&paths).await?;
+    for (r, path) in registered.iter().zip(manifests) {
+        emit(json, r, |r| {
             let what = if r.new { "registered" } else { "unchanged" };
             println!(
                 "{what}: {} v{} ({} steps) from {}",
@@ -216,6 +224,19 @@ async fn request(host: &Host, target: &Target) -> anyhow::Result<RunRequest> {
         what: "--args".into(),
         message: e.to_string(),
     })?;
+    if !args.is_object() {
+        bail!(
+            "--args must be a JSON object, like '{{\"user\": \"ada\"}}' (got {})",
+            match args {
+                Value::Null => "null",
+                Value::Bool(_) => "a boolean",
+                Value::Number(_) => "a number",
+                Value::String(_) => "a string",
+                Value::Array(_) => "an array",
+                Value::Object(_) => "an object",
+            }
+        );
+    }
     Ok(RunRequest {
         workflow,
         args,
