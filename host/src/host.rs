@@ -147,7 +147,12 @@ impl RunReport {
             result: run.result.clone(),
             replayed,
             steps_committed: 0,
-            error: run.last_error.clone(),
+            // A succeeded run's last error is history (the timeline keeps
+            // it), not the answer: a replay carries none.
+            error: run
+                .last_error
+                .clone()
+                .filter(|_| run.status != RunStatus::Succeeded),
             retry_at: (run.status == RunStatus::Pending).then_some(run.available_at),
             staged: Vec::new(),
         }

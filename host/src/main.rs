@@ -29,6 +29,7 @@ async fn main() -> ExitCode {
         .init();
 
     let cli = cli::args::Cli::parse();
+    let json = cli.json;
     if !cli.command.runs_long() {
         // A closed pipe (`acidic runs list | head -1`) ends a short command
         // quietly, as it does any Unix tool, rather than failing a write.
@@ -44,12 +45,18 @@ async fn main() -> ExitCode {
     match cli::commands::run(cli).await {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
             let code = match e.downcast_ref::<Error>() {
                 Some(Error::Locked { .. }) => exit::LOCKED,
                 Some(Error::ArgsMismatch { .. }) => exit::MISMATCH,
                 _ => exit::ERROR,
             };
+            if json {
+                // With --json, errors are JSON too (on stderr, like the text form).
+                let error = serde_json::json!({ "error": format!("{e:#}"), "exit_code": code });
+                eprintln!("{error}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::from(code)
         }
     }

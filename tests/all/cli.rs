@@ -355,3 +355,47 @@ fn completions_are_printed_for_each_shell() {
     let out = acidic(&env, &["completions", "tcsh"]);
     assert_ne!(out.status.code(), Some(0), "an unknown shell is refused");
 }
+
+/// With `--json`, an error is a JSON object on stderr, with the exit code;
+/// and replaying a run that succeeded after a failed attempt carries no
+/// stale `error`.
+#[test]
+fn json_errors_and_replays_are_clean() {
+    let env = Env::new();
+    let out = acidic(&env, &["--json", "runs", "show", "no-such-key"]);
+    assert_eq!(out.status.code(), Some(1));
+    let error: Value = serde_json::from_slice(&out.stderr)
+        .unwrap_or_else(|e| panic!("stderr is not JSON ({e}): {}", stderr(&out)));
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("no-such-key")),
+        "{error}"
+    );
+    assert_eq!(error["exit_code"], json!(1));
+
+    let manifest = env.scripted("flaky-once", "max_attempts = 3", &[("only", "")]);
+    let manifest = manifest.display().to_string();
+    let args = r#"{"script":{"only":{"fail":"retryable","fail_attempts":1}}}"#;
+    let out = acidic(&env, &["run", &manifest, "--key", "f1", "--args", args]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the first attempt fails: {}",
+        stderr(&out)
+    );
+    let out = acidic(&env, &["retry", "f1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = acidic(
+        &env,
+        &["--json", "run", "flaky-once", "--key", "f1", "--args", args],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let replay = stdout_json(&out);
+    assert_eq!(replay["replayed"], json!(true), "{replay}");
+    assert_eq!(replay["status"], json!("succeeded"));
+    assert!(
+        replay["error"].is_null(),
+        "no stale error on a replay: {replay}"
+    );
+}
