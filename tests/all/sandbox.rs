@@ -669,7 +669,7 @@ async fn host_calls_cost_fuel(env) {
     hostile(&env, &host, "traffic", "host_traffic", "fuel = 50_000_000").await;
     let started = Instant::now();
     let report = beside_a_good_run(&env, &host, RunRequest::new("traffic", json!({}))).await;
-    assert_eq!(report.status, RunStatus::Failed, "fuel is deterministic");
+    assert_eq!(report.status, RunStatus::Failed, "fuel is deterministic: {report:?}");
     contained(&host, &report, "host_traffic", "fuel_exhausted", "fuel").await;
     assert!(started.elapsed() < Duration::from_secs(20));
     // The same budget is plenty for a step that moves little.

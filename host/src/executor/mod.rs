@@ -323,6 +323,19 @@ impl Executor<'_> {
                 }
             }
         }
+        // A manifest's fan-out stages runs too: the same caps hold.
+        let policy = &call.step.policy;
+        let args_total: usize = jobs.iter().map(|j| canonical_json(&j.args).len()).sum();
+        if jobs.len() as u64 > policy.max_staged || args_total as u64 > policy.max_staged_total {
+            let message = format!(
+                "the step stages {} runs with {args_total} bytes of args: over max_staged ({}) \
+                 or max_staged_total ({} bytes)",
+                jobs.len(),
+                policy.max_staged,
+                policy.max_staged_total
+            );
+            return Ok(Err(Failed::new(ErrorKind::OutputTooLarge, message, false)));
+        }
         let mut staged = Vec::with_capacity(jobs.len());
         if !jobs.is_empty() && u64::from(run.depth) >= call.step.policy.max_lineage_depth {
             let message = format!(

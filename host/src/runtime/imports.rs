@@ -158,6 +158,17 @@ impl StepState {
         }
         let args = guest_json(&job.args)
             .map_err(|e| format!("staged run of `{workflow}`: args are {e}"))?;
+        // Counted as stored (canonical JSON), which can be longer than sent.
+        let stored = crate::run::canonical_json(&args).len();
+        let total = self.staged_total + stored;
+        if stored as u64 > policy.max_result || total as u64 > policy.max_staged_total {
+            let message = format!(
+                "staged run of `{workflow}`: args of {stored} bytes as stored (this call's total \
+                 {total}) are over max_result ({}) or max_staged_total ({} bytes)",
+                policy.max_result, policy.max_staged_total
+            );
+            return Err(self.refuse(message));
+        }
         if let Some(key) = &job.key {
             guest_name("the staged run's key", key, MAX_KEY)
                 .map_err(|e| format!("staged run of `{workflow}`: {e}"))?;
@@ -457,6 +468,15 @@ impl StepState {
             (Dialects::Sqlite, Some("9")) | (Dialects::Postgres, Some("57014")) => {
                 let message = format!("SQL statement cut off at the step's deadline: {message}");
                 self.sql_refused(ErrorKind::Timeout, message)
+            }
+            // SQLITE_TOOBIG: a value over what is left of the step's memory budget.
+            (Dialects::Sqlite, Some("18")) => {
+                self.budget.hit = true;
+                let message = format!(
+                    "the statement made a value over the step's memory budget of {} bytes: {message}",
+                    self.budget.max()
+                );
+                self.sql_refused(ErrorKind::MemoryLimit, message)
             }
             // insufficient_privilege: the guest role reached outside its grant.
             (Dialects::Postgres, Some("42501")) => {

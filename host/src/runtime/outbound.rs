@@ -61,7 +61,9 @@ impl WasiHttpHooks for Outbound {
             .port_u16()
             .unwrap_or(if scheme == "http" { 80 } else { 443 });
         if !self.allowed.iter().any(|a| a.allows(&scheme, &host, port)) {
-            self.denied.push(format!("{scheme}://{host}:{port}"));
+            if self.denied.is_empty() {
+                self.denied.push(format!("{scheme}://{host}:{port}"));
+            }
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         let left = self.deadline.saturating_duration_since(Instant::now());

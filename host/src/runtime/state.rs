@@ -217,7 +217,11 @@ impl StepState {
     /// Remembers that the guest was refused something (the first one names
     /// the step's failure, if it then fails).
     pub(super) fn note_refusal(&mut self, refusal: Refusal) {
-        self.refusals.push(refusal);
+        // Only the first names the failure: a guest asking again and again
+        // must not make the host keep every answer.
+        if self.refusals.is_empty() {
+            self.refusals.push(refusal);
+        }
     }
 
     /// Records that the guest tried to exceed a cap; returns the message for the guest.

@@ -22,6 +22,9 @@ struct CheckKey {
 
 type CheckJob = (CheckKey, tokio::sync::oneshot::Sender<Verdict>);
 
+/// Longest statement whose verdict is kept.
+const CACHED_STATEMENT: usize = 4 << 10;
+
 /// Most verdicts kept; the cache is emptied when it is full.
 const VERDICTS_KEPT: usize = 4_096;
 
@@ -86,10 +89,14 @@ pub async fn check_off_stack(
     let verdict = verdict
         .await
         .unwrap_or_else(|_| Err("the SQL checker stopped".into()));
-    let mut kept = verdicts();
-    if kept.len() >= VERDICTS_KEPT {
-        kept.clear();
+    // Long statements are checked each time: the cache stays small (at most
+    // VERDICTS_KEPT entries of up to CACHED_STATEMENT bytes).
+    if statement.len() <= CACHED_STATEMENT {
+        let mut kept = verdicts();
+        if kept.len() >= VERDICTS_KEPT {
+            kept.clear();
+        }
+        kept.insert(key, verdict.clone());
     }
-    kept.insert(key, verdict.clone());
     verdict
 }

@@ -144,6 +144,8 @@ struct Authority {
     /// When the step's time is up: the progress handler interrupts the
     /// statement then.
     deadline: std::time::Instant,
+    /// The longest string or blob the statement may make.
+    max_bytes: usize,
 }
 
 /// Why a step whose transaction SQLite ended can neither run SQL nor commit.
@@ -257,13 +259,28 @@ impl StepTx {
                     key as *mut std::ffi::c_void,
                 );
             }
-            key
+            // No string or blob the statement makes may be longer than what
+            // is left of the step's memory budget: SQLite refuses it (TOOBIG)
+            // instead of building it in the host's memory.
+            let most = i32::try_from(authority.max_bytes.max(1 << 10)).unwrap_or(i32::MAX);
+            // SAFETY: as above.
+            let length = unsafe {
+                libsqlite3_sys::sqlite3_limit(db, libsqlite3_sys::SQLITE_LIMIT_LENGTH, most)
+            };
+            (key, length)
         };
-        let _active = ActiveAuthority(key);
+        let (key, length) = key;
+        let mut active = ActiveAuthority {
+            key,
+            deadline: authority.deadline,
+            finished: false,
+        };
         if self.lost {
+            active.finished = true;
             return Err(Error::GuestSql(LOST.into()));
         }
         let result = run(self).await;
+        active.finished = true;
         if let Ok(mut handle) = self.tx.lock_handle().await {
             // SAFETY: as above; removing the callbacks. `sqlite3_get_autocommit`
             // only reads the handle's state; `sqlite3_exec` runs a constant
@@ -272,6 +289,7 @@ impl StepTx {
                 let db = handle.as_raw_handle().as_ptr();
                 libsqlite3_sys::sqlite3_set_authorizer(db, None, std::ptr::null_mut());
                 libsqlite3_sys::sqlite3_progress_handler(db, 0, None, std::ptr::null_mut());
+                libsqlite3_sys::sqlite3_limit(db, libsqlite3_sys::SQLITE_LIMIT_LENGTH, length);
                 if result.is_err() && libsqlite3_sys::sqlite3_get_autocommit(db) != 0 {
                     // SQLite rolled the step's transaction back itself. Open an
                     // empty one in its place, so the driver's own rollback
@@ -423,11 +441,26 @@ fn authorities() -> std::sync::MutexGuard<'static, std::collections::BTreeMap<us
 }
 
 /// Ends a connection's authority when dropped, however the statement ended.
-struct ActiveAuthority(usize);
+struct ActiveAuthority {
+    /// The connection's handle, as its key in AUTHORITIES.
+    key: usize,
+    deadline: std::time::Instant,
+    /// Whether the statement returned (rather than its future being dropped).
+    finished: bool,
+}
 
 impl Drop for ActiveAuthority {
     fn drop(&mut self) {
-        authorities().remove(&self.0);
+        authorities().remove(&self.key);
+        // Dropped mid-statement at the deadline (the step's call was cut
+        // off): without its authority the progress handler no longer stops
+        // the statement, so interrupt it now, or it would hold the write lock.
+        if !self.finished && std::time::Instant::now() >= self.deadline {
+            // SAFETY: the key is the handle of a connection the step's
+            // transaction still holds open; sqlite3_interrupt may be called
+            // from any thread.
+            unsafe { libsqlite3_sys::sqlite3_interrupt(self.key as *mut libsqlite3_sys::sqlite3) };
+        }
     }
 }
 
@@ -438,6 +471,7 @@ impl Authority {
             ddl: grant.ddl && grant.mode == crate::sql::SqlMode::ReadWrite,
             tables: grant.tables.iter().map(|t| t.to_lowercase()).collect(),
             deadline: limits.deadline,
+            max_bytes: limits.max_bytes,
         }
     }
 }

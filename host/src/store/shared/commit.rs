@@ -180,7 +180,7 @@ async fn stage_in(
     let mut waiting_for = 0u32;
     for staged in &c.staged {
         let existing = sqlx::query(
-            "SELECT id, args_hash, status FROM runs WHERE workflow = $1 AND idempotency_key = $2",
+            "SELECT id, args_hash, status, parent_run_id FROM runs WHERE workflow = $1 AND idempotency_key = $2",
         )
         .bind(&staged.workflow)
         .bind(&staged.key)
@@ -199,6 +199,15 @@ async fn stage_in(
         }
         if !staged.awaited {
             continue;
+        }
+        // Only a run's own children may be awaited (and so revived, or taken
+        // into its count): a step must not take over another run's.
+        let parent: Option<i64> = existing.try_get("parent_run_id")?;
+        if parent != Some(c.run_id) {
+            return Ok(Err(CommitOutcome::StagedKeyConflict {
+                workflow: staged.workflow.clone(),
+                key: staged.key.clone(),
+            }));
         }
         let id: i64 = existing.try_get("id")?;
         let status: String = existing.try_get("status")?;
