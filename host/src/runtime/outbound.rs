@@ -4,8 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use http_body_util::BodyExt;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::limits::HostFuel;
 use crate::manifest::OutboundHost;
 
 /// The step's outbound HTTP grant: a request to a host outside
@@ -22,6 +24,8 @@ pub struct Outbound {
     pub deadline: Instant,
     /// A request that failed at the deadline (cut off by it), as `scheme://host:port`.
     pub cut_off: Arc<Mutex<Option<String>>>,
+    /// The step's fuel: every byte of a request's and a response's body costs.
+    fuel: HostFuel,
 }
 
 type HttpResult<T> = wasmtime_wasi_http::Result<T>;
@@ -29,14 +33,26 @@ type HttpIo = Box<dyn std::future::Future<Output = HttpResult<()>> + Send>;
 
 impl Outbound {
     /// A grant of `allowed`, for a step due at `deadline`.
-    pub fn new(allowed: Vec<OutboundHost>, deadline: Instant) -> Outbound {
+    pub fn new(allowed: Vec<OutboundHost>, deadline: Instant, fuel: HostFuel) -> Outbound {
         Outbound {
             allowed,
             denied: Vec::new(),
             deadline,
             cut_off: Arc::default(),
+            fuel,
         }
     }
+}
+
+/// `body`, with every data frame charged to `fuel` as it passes.
+fn metered(body: WasiBody, fuel: HostFuel) -> WasiBody {
+    body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            fuel.charge_bytes(data.len());
+        }
+        frame
+    })
+    .boxed_unsync()
 }
 
 /// `asked`, or what is left, whichever is shorter (at least 1 ms, so a
@@ -73,6 +89,8 @@ impl WasiHttpHooks for Outbound {
             first_byte_timeout: bounded(asked.first_byte_timeout, left),
             between_bytes_timeout: bounded(asked.between_bytes_timeout, left),
         };
+        let fuel = self.fuel.clone();
+        let request = request.map(|body| metered(body, fuel.clone()));
         let sent = Box::into_pin(wasmtime_wasi_http::default_hooks().send_request(
             request,
             Some(options),
@@ -90,7 +108,7 @@ impl WasiHttpHooks for Outbound {
             {
                 cut.get_or_insert(target);
             }
-            answer
+            answer.map(|(response, io)| (response.map(|body| metered(body, fuel)), io))
         })
     }
 }

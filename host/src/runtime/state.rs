@@ -140,7 +140,7 @@ impl StepState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             budget,
-            fuel,
+            fuel: fuel.clone(),
             attributes,
             attribute_sizes,
             attributes_total,
@@ -162,6 +162,7 @@ impl StepState {
                     .filter_map(|h| OutboundHost::parse(h).ok())
                     .collect(),
                 deadline,
+                fuel.clone(),
             ),
             sql_grant: step.sql.clone(),
             step_tx: None,
