@@ -12,7 +12,7 @@ use super::state::{Refusal, StagedJob, StepState, cap};
 use crate::error::Error;
 use crate::run::{ErrorKind, derived_key};
 use crate::sql::{Access, Dialects};
-use crate::store::{GuestLimits, RunFilter, SqlRows, SqlValue};
+use crate::store::{GuestLimits, SqlRows, SqlValue};
 
 /// Longest workflow name a step may stage (as long as a registered name may be).
 const MAX_WORKFLOW_NAME: usize = 128;
@@ -264,14 +264,22 @@ impl staging::Host for StepState {
         if !self.charge(0) {
             return Vec::new();
         }
-        let filter = RunFilter {
-            parent: Some(self.run_id),
-            limit: 10_000,
-            ..RunFilter::default()
-        };
-        let runs = match tokio::time::timeout(self.time_left(), self.store.list_runs(&filter)).await
-        {
-            Ok(Ok(runs)) => runs,
+        // What the guest receives must fit what is left of its budget (the
+        // host's copy lives until it is lowered into the guest's memory,
+        // which then counts it): the store stops reading once it does not.
+        let room = self.budget.room();
+        let read = self.store.children(self.run_id, room);
+        let runs = match tokio::time::timeout(self.time_left(), read).await {
+            Ok(Ok(Some(runs))) => runs,
+            Ok(Ok(None)) => {
+                self.budget.hit = true;
+                let message = format!(
+                    "the staged runs' results are over the step's memory budget of {} bytes",
+                    self.budget.max()
+                );
+                self.note_refusal(Refusal::new(ErrorKind::MemoryLimit, message));
+                return Vec::new();
+            }
             Ok(Err(e)) => {
                 // The guest cannot act on a host database error; it sees no
                 // children, and the step's commit (same database) will fail too.
@@ -285,32 +293,16 @@ impl staging::Host for StepState {
             }
         };
         let mut children = Vec::with_capacity(runs.len());
-        // What the guest receives must fit what is left of its budget (the
-        // host's copy lives until it is lowered into the guest's memory,
-        // which then counts it), and costs fuel.
-        let room = self.budget.room();
-        let mut size = 0;
-        for r in runs.into_iter().rev() {
-            let output = r.result.map(|v| v.to_string());
-            let one = r.key.len() + output.as_ref().map_or(0, String::len) + VALUE_OVERHEAD;
-            size += one;
+        for r in runs {
+            let one = r.key.len() + r.result.as_ref().map_or(0, String::len) + VALUE_OVERHEAD;
             if !self.charge(one) {
-                break;
-            }
-            if size > room {
-                self.budget.hit = true;
-                let message = format!(
-                    "the staged runs' results are over the step's memory budget of {} bytes",
-                    self.budget.max()
-                );
-                self.note_refusal(Refusal::new(ErrorKind::MemoryLimit, message));
                 break;
             }
             children.push(staging::Child {
                 workflow: r.workflow,
                 key: r.key,
-                status: r.status.to_string(),
-                output,
+                status: r.status,
+                output: r.result,
             });
         }
         children

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use super::{CancelOutcome, Claim, InsertOutcome, RunFilter};
+use super::{CancelOutcome, ChildRun, Claim, InsertOutcome, RunFilter};
 use crate::error::Result;
 use crate::run::{
     CommitOutcome, FailureRecord, Lease, NewRun, ParentFailure, RunRecord, StartOutcome,
@@ -91,6 +91,10 @@ pub(crate) trait Backend {
 
     /// Runs matching `filter`, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>>;
+
+    /// The runs `parent` staged, as a step reads them, while they fit in
+    /// `max_bytes`; `None` once they do not.
+    async fn children(&self, parent: i64, max_bytes: usize) -> Result<Option<Vec<ChildRun>>>;
 
     /// The step timeline of run `id`, oldest first.
     async fn step_events(&self, id: i64) -> Result<Vec<StepEvent>>;

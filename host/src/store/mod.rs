@@ -76,6 +76,19 @@ pub enum CancelOutcome {
     },
 }
 
+/// A run staged by another, as a step reads it (`staging.children`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildRun {
+    /// Its workflow.
+    pub workflow: String,
+    /// Its idempotency key.
+    pub key: String,
+    /// Its status, as stored.
+    pub status: String,
+    /// Its result as JSON text, once it succeeded.
+    pub result: Option<String>,
+}
+
 /// Which runs to list.
 #[derive(Debug, Clone)]
 pub struct RunFilter {
@@ -294,6 +307,12 @@ impl Store {
     /// Runs matching a filter.
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         forward!(self, s => Backend::list_runs(s, filter).await)
+    }
+
+    /// The runs `parent` staged, as a step reads them, while they fit in
+    /// `max_bytes`; `None` once they do not.
+    pub async fn children(&self, parent: i64, max_bytes: usize) -> Result<Option<Vec<ChildRun>>> {
+        forward!(self, s => Backend::children(s, parent, max_bytes).await)
     }
 
     /// A run's step timeline.

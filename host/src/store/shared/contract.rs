@@ -67,6 +67,10 @@ impl super::backend::Backend for Backend {
         Backend::list_runs(self, filter).await
     }
 
+    async fn children(&self, parent: i64, max_bytes: usize) -> Result<Option<Vec<ChildRun>>> {
+        Backend::children(self, parent, max_bytes).await
+    }
+
     async fn step_events(&self, id: i64) -> Result<Vec<StepEvent>> {
         Backend::step_events(self, id).await
     }

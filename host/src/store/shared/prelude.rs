@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use sqlx::Row;
 
-use super::{CancelOutcome, Claim, InsertOutcome, RunFilter};
+use super::{CancelOutcome, ChildRun, Claim, InsertOutcome, RunFilter};
 use crate::error::{Error, Result};
 use crate::manifest::FINISHED;
 use crate::run::{

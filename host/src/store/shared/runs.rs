@@ -244,6 +244,39 @@ impl Backend {
         rows.iter().map(run_from_row).collect()
     }
 
+    /// What a step may read of the runs run `parent` staged, oldest first:
+    /// each one's workflow, key, status and result, read one row at a time
+    /// while they fit in `max_bytes`; `None` once they do not.
+    pub(super) async fn children(
+        &self,
+        parent: i64,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<ChildRun>>> {
+        use futures_util::TryStreamExt;
+        let mut rows = sqlx::query(
+            "SELECT workflow, idempotency_key, status, result FROM runs \
+             WHERE parent_run_id = $1 ORDER BY id LIMIT 10000",
+        )
+        .bind(parent)
+        .fetch(&self.pool);
+        let (mut children, mut held) = (Vec::new(), 0usize);
+        while let Some(row) = rows.try_next().await? {
+            let child = ChildRun {
+                workflow: row.try_get("workflow")?,
+                key: row.try_get("idempotency_key")?,
+                status: row.try_get("status")?,
+                result: row.try_get("result")?,
+            };
+            held += 64 + child.workflow.len() + child.key.len();
+            held += child.result.as_ref().map_or(0, String::len);
+            if held > max_bytes {
+                return Ok(None);
+            }
+            children.push(child);
+        }
+        Ok(Some(children))
+    }
+
     /// The step timeline of run `id`, oldest first.
     pub(super) async fn step_events(&self, id: i64) -> Result<Vec<StepEvent>> {
         let rows = sqlx::query(
