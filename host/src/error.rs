@@ -169,6 +169,10 @@ pub enum Error {
     #[error("wasm engine: {0}")]
     Engine(String),
 
+    /// `acidic serve` cannot start as configured (its address, its tokens).
+    #[error("serve: {0}")]
+    Serve(String),
+
     /// Stored data is not what this host wrote; it needs a person to look at it.
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),

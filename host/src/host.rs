@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ use crate::run::{
     Lease, NewRun, RunRecord, RunStatus, StartOutcome, StepEvent, StepFailure, derived_key,
 };
 use crate::runtime::{Metrics, Runtime};
-use crate::store::{InsertOutcome, RunFilter, Store};
+use crate::store::{InsertOutcome, RunFilter, Store, WorkflowVersion};
+use crate::telemetry::Telemetry;
 use crate::workflow::{Definition, Workflow};
 
 /// Default lease: how long a claimed run stays locked without progress (as rocket-rides).
@@ -78,6 +80,10 @@ pub struct RunRequest {
     pub args: Value,
     /// Idempotency key; `None` derives one from workflow and args.
     pub key: Option<String>,
+    /// The caller whose keys this one is among: the run is stored under
+    /// `caller:key`, so two callers' equal keys are two runs. `None`: the
+    /// key as given.
+    pub caller: Option<String>,
 }
 
 impl RunRequest {
@@ -87,7 +93,14 @@ impl RunRequest {
             workflow: workflow.into(),
             args,
             key: None,
+            caller: None,
         }
+    }
+
+    /// The same request in `caller`'s scope of keys.
+    pub fn for_caller(mut self, caller: impl Into<String>) -> RunRequest {
+        self.caller = Some(caller.into());
+        self
     }
 
     /// The same request with an explicit key.
@@ -181,6 +194,27 @@ pub struct Enqueued {
     pub new: bool,
 }
 
+/// A run [`Host::start`] found or created.
+pub enum Started {
+    /// Leased to this host: [`Host::drive_started`] runs it.
+    Claimed(ClaimedRun),
+    /// Finished (or waiting for the runs it awaits): nothing to run.
+    Final(Box<RunRecord>),
+}
+
+/// A run leased to this host, not yet driven.
+pub struct ClaimedRun {
+    run: Box<RunRecord>,
+    lease: Lease,
+}
+
+impl ClaimedRun {
+    /// The run as claimed.
+    pub fn run(&self) -> &RunRecord {
+        &self.run
+    }
+}
+
 /// The acidic host: a database, a wasm engine, and the step executor.
 pub struct Host {
     pub(crate) store: Store,
@@ -189,6 +223,7 @@ pub struct Host {
     worker: String,
     pub(crate) lease: Duration,
     pub(crate) stopping: AtomicBool,
+    pub(crate) telemetry: Telemetry,
 }
 
 impl Host {
@@ -216,6 +251,7 @@ impl Host {
             worker,
             lease: config.lease,
             stopping: AtomicBool::new(false),
+            telemetry: Telemetry::default(),
         })
     }
 
@@ -235,6 +271,11 @@ impl Host {
         &self.worker
     }
 
+    /// The host's Prometheus metrics.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
     /// The runtime's counters (compiles, cache loads, instantiations).
     pub fn metrics(&self) -> &Metrics {
         &self.runtime.metrics
@@ -247,8 +288,19 @@ impl Host {
     /// another worker is [`Error::Locked`]. A failed step is not an error:
     /// the report carries it, and the run stays resumable.
     pub async fn run(&self, request: RunRequest) -> Result<RunReport> {
+        match self.start(request).await? {
+            Started::Claimed(claimed) => self.drive_started(claimed).await,
+            Started::Final(run) => Ok(RunReport::from_record(&run, true)),
+        }
+    }
+
+    /// Finds or creates `request`'s run and leases it to this host, without
+    /// running a step: [`Host::drive_started`] does that (in another task, if
+    /// the caller may stop waiting). A run leased by another worker is
+    /// [`Error::Locked`]; a key in use with other args [`Error::ArgsMismatch`].
+    pub async fn start(&self, request: RunRequest) -> Result<Started> {
         let workflow = self.latest(&request.workflow).await?;
-        let new = new_run(
+        let mut new = new_run(
             &workflow,
             request.key,
             request.args,
@@ -256,10 +308,13 @@ impl Host {
             "default",
             None,
         )?;
+        if let Some(caller) = &request.caller {
+            new.key = scoped_key(caller, &new.key);
+        }
         let lease = self.lease_for(&workflow.definition);
         match self.store.start_run(&new, &lease).await? {
-            StartOutcome::Claimed(run) => self.drive(*run, lease).await,
-            StartOutcome::Final(run) => Ok(RunReport::from_record(&run, true)),
+            StartOutcome::Claimed(run) => Ok(Started::Claimed(ClaimedRun { run, lease })),
+            StartOutcome::Final(run) => Ok(Started::Final(run)),
             StartOutcome::Locked {
                 locked_by,
                 remaining_ms,
@@ -275,6 +330,11 @@ impl Host {
         }
     }
 
+    /// Runs a run [`Host::start`] claimed until it finishes or a step fails.
+    pub async fn drive_started(&self, claimed: ClaimedRun) -> Result<RunReport> {
+        self.drive(*claimed.run, claimed.lease).await
+    }
+
     /// Creates `request`'s run as pending, without running it; a worker (or
     /// `run`/`retry` with its key) runs it later.
     pub async fn enqueue(
@@ -284,7 +344,10 @@ impl Host {
         queue: &str,
     ) -> Result<Enqueued> {
         let workflow = self.latest(&request.workflow).await?;
-        let new = new_run(&workflow, request.key, request.args, delay, queue, None)?;
+        let mut new = new_run(&workflow, request.key, request.args, delay, queue, None)?;
+        if let Some(caller) = &request.caller {
+            new.key = scoped_key(caller, &new.key);
+        }
         match self.store.insert_run(&new).await? {
             InsertOutcome::Created(run_id) => Ok(Enqueued {
                 run_id,
@@ -457,6 +520,21 @@ impl Host {
         self.store.list_runs(filter).await
     }
 
+    /// The store this host keeps its state in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Every version of workflow `name` (of every workflow if `None`).
+    pub async fn workflow_versions(&self, name: Option<&str>) -> Result<Vec<WorkflowVersion>> {
+        self.store.workflow_versions(name).await
+    }
+
+    /// Version `version` of workflow `name`.
+    pub async fn workflow_version(&self, name: &str, version: u32) -> Result<Arc<Workflow>> {
+        self.version(name, version).await
+    }
+
     async fn resume(&self, run_id: i64, workflow: &str, version: u32) -> Result<RunReport> {
         let workflow = self.version(workflow, version).await?;
         let lease = self.lease_for(&workflow.definition);
@@ -490,6 +568,12 @@ impl Host {
         let ttl = self.lease.max(definition.max_timeout() + LEASE_MARGIN);
         Lease::new(&self.worker, ttl)
     }
+}
+
+/// The key a run of `caller`'s is stored under: `caller:key`. Callers'
+/// names hold no `:`, so two callers' keys never meet.
+pub fn scoped_key(caller: &str, key: &str) -> String {
+    format!("{caller}:{key}")
 }
 
 /// The run to create for `workflow` with `key` (or one derived from the

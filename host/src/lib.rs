@@ -25,15 +25,17 @@ pub mod manifest;
 mod registry;
 pub mod run;
 pub mod runtime;
+pub mod serve;
 pub mod sql;
 pub mod store;
+pub mod telemetry;
 mod worker;
 pub mod workflow;
 
 pub use error::{Error, ManifestError, Result};
 pub use host::{
-    DEFAULT_LEASE, Enqueued, Host, HostConfig, Registration, RunDetail, RunReport, RunRequest,
-    StagedRef,
+    ClaimedRun, DEFAULT_LEASE, Enqueued, Host, HostConfig, Registration, RunDetail, RunReport,
+    RunRequest, StagedRef, Started, scoped_key,
 };
 pub use run::{RunRecord, RunStatus, StepEvent, StepFailure};
 pub use store::RunFilter;

@@ -15,20 +15,24 @@ use cli::commands::exit;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = cli::args::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("ACIDIC_LOG").unwrap_or_else(|_| {
         // Postgres warns "there is no transaction in progress" when the
         // driver rolls back a transaction a failed COMMIT already ended.
         tracing_subscriber::EnvFilter::new("warn,acidic::guest=info,sqlx::postgres::notice=error")
     });
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .without_time()
-        .init();
+        .with_target(false);
+    if cli.command.logs_json() {
+        log.json().init();
+    } else {
+        log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .without_time()
+            .init();
+    }
 
-    let cli = cli::args::Cli::parse();
     let json = cli.json;
     if !cli.command.runs_long() {
         // A closed pipe (`acidic runs list | head -1`) ends a short command

@@ -12,5 +12,6 @@ mod polyglot;
 mod postgres;
 mod registry;
 mod sandbox;
+mod serve;
 mod sql;
 mod workers;

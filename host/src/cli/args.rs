@@ -103,6 +103,11 @@ pub enum Command {
         #[arg(long, env = "USER", default_value = "unknown")]
         by: String,
     },
+    /// Serve the HTTP API (and work runs): POST runs with an Idempotency-Key, inspect, retry, cancel; /metrics.
+    Serve {
+        #[command(flatten)]
+        options: ServeArgs,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -150,9 +155,33 @@ pub struct WorkerArgs {
 }
 
 impl Command {
+    /// Whether log lines are to be JSON objects.
+    pub fn logs_json(&self) -> bool {
+        matches!(self, Command::Serve { options } if options.log_format == LogFormat::Json)
+    }
+
     /// Whether the command runs until it is stopped (workers, completers).
     pub fn runs_long(&self) -> bool {
-        matches!(self, Command::Worker { .. } | Command::Complete { .. })
+        matches!(
+            self,
+            Command::Worker { .. } | Command::Complete { .. } | Command::Serve { .. }
+        )
+    }
+}
+
+impl ServeArgs {
+    /// The embedded workers' options, `None` for an API-only process.
+    pub fn worker_options(&self) -> Option<WorkerOptions> {
+        if self.workers == Some(0) {
+            return None;
+        }
+        let mut o = WorkerOptions::default();
+        if let Some(n) = self.workers {
+            o.concurrency = n;
+        }
+        o.queues = self.queues.clone();
+        o.retention = (!self.retention.is_zero()).then_some(self.retention);
+        Some(o)
     }
 }
 
@@ -199,6 +228,57 @@ pub enum RunsCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
     },
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on; beyond loopback only with --tokens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Runs the embedded workers drive at once; 0 serves the API only (default: number of cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// File of `caller:token` lines: every request then needs `Authorization: Bearer <token>`.
+    #[arg(long, conflicts_with = "tokens_env")]
+    pub tokens: Option<PathBuf>,
+    /// The same entries as --tokens, inline (lines or commas).
+    #[arg(
+        long = "tokens-env",
+        env = "ACIDIC_TOKENS",
+        hide_env_values = true,
+        hide = true
+    )]
+    pub tokens_env: Option<String>,
+    /// How long a POST waits for its run when it sends no `Prefer: wait=N`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub wait: Duration,
+    /// The longest wait a request may ask for.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub max_wait: Duration,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_body: usize,
+    /// Only claim runs on these queues (repeatable; default: all).
+    #[arg(long = "queue")]
+    pub queues: Vec<String>,
+    /// Lease length for claimed runs (raised to the longest step deadline plus 5s).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "90s")]
+    pub lease: Duration,
+    /// How long finished runs, and so their keys' stored answers, are kept ("0s" keeps them all).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "72h")]
+    pub retention: Duration,
+    /// Log lines as text or as JSON objects.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Args)]

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use acidic::{Error, Host, HostConfig, RunFilter, RunReport, RunRequest, RunStatus, WorkerOptions};
 
-use super::args::{BenchArgs, Cli, Command, RunsCommand, Target};
+use super::args::{BenchArgs, Cli, Command, RunsCommand, ServeArgs, Target};
 use super::render::{describe, emit, print_detail, print_json, print_runs};
 
 /// Exit codes scripts can tell apart.
@@ -39,6 +39,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Command::Worker { options, .. } | Command::Complete { options } = &cli.command {
         config.lease = options.lease;
         config.max_connections = Some(options.options().connections());
+    }
+    if let Command::Serve { options } = &cli.command {
+        config.lease = options.lease;
+        // Runs driven for requests and by the workers, plus the API's reads.
+        let workers = options.worker_options().map_or(0, |w| w.connections());
+        config.max_connections = Some(workers.saturating_add(16));
     }
     let host = Host::open(config)
         .await
@@ -106,6 +112,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             })?;
             Ok(0)
         }
+        Command::Serve { options } => serve(host, &options).await,
         Command::Bench { options } => bench(&options, &cli.database_url, json).await,
         Command::Completions { .. } => Ok(0),
     }
@@ -168,8 +175,8 @@ async fn runs(host: &Host, command: RunsCommand, json: bool) -> anyhow::Result<u
             let filter = RunFilter {
                 status,
                 workflow,
-                parent: None,
                 limit,
+                ..RunFilter::default()
             };
             let runs = host.runs(&filter).await?;
             emit(json, &runs, |runs| print_runs(runs))?;
@@ -241,6 +248,7 @@ async fn request(host: &Host, target: &Target) -> anyhow::Result<RunRequest> {
         workflow,
         args,
         key: target.key.clone(),
+        caller: None,
     })
 }
 
@@ -298,6 +306,50 @@ async fn bench(options: &BenchArgs, database_url: &str, json: bool) -> anyhow::R
     }
     let report = acidic::bench::run(&options.manifest, options.runs, Some(database_url)).await?;
     emit(json, &report, |r| print!("{r}"))?;
+    Ok(0)
+}
+
+async fn serve(host: Host, options: &ServeArgs) -> anyhow::Result<u8> {
+    use acidic::serve::{ServeConfig, Tokens};
+    let tokens = match (&options.tokens, &options.tokens_env) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --tokens {}", path.display()))?;
+            Some(Tokens::parse(&text, &path.display().to_string())?)
+        }
+        (None, Some(text)) if !text.trim().is_empty() => {
+            Some(Tokens::parse(text, "ACIDIC_TOKENS")?)
+        }
+        _ => None,
+    };
+    let listener = acidic::serve::bind(&options.listen, tokens.as_ref()).await?;
+    let addr = listener.local_addr()?;
+    let config = ServeConfig {
+        tokens,
+        default_wait: options.wait.min(options.max_wait),
+        max_wait: options.max_wait,
+        max_body: options.max_body,
+        workers: options.worker_options(),
+        retention: options.retention,
+    };
+    let host = Arc::new(host);
+    // Scripts wait for this line (with --listen 127.0.0.1:0, it names the port).
+    println!("acidic serve: listening on http://{addr}");
+    eprintln!(
+        "serving {} as {}: {}, {}",
+        host.store().backend(),
+        host.worker_name(),
+        match config.workers.as_ref() {
+            Some(w) => format!("{} embedded workers", w.concurrency),
+            None => "API only (no workers)".to_string(),
+        },
+        match config.tokens.as_ref() {
+            Some(t) => format!("{} callers by bearer token", t.len()),
+            None => "no tokens (loopback only)".to_string(),
+        }
+    );
+    acidic::serve::serve(host, listener, config, shutdown_signal()).await?;
+    eprintln!("acidic serve: stopped");
     Ok(0)
 }
 

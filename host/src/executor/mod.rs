@@ -8,6 +8,7 @@ use futures_util::FutureExt;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::telemetry::Telemetry;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::host::{Host, RunReport, StagedRef};
@@ -60,6 +61,7 @@ pub(crate) struct Executor<'a> {
     runtime: &'a Runtime,
     registry: Registry<'a>,
     stopping: &'a AtomicBool,
+    telemetry: &'a Telemetry,
 }
 
 impl Host {
@@ -70,6 +72,7 @@ impl Host {
             runtime: &self.runtime,
             registry: self.registry(),
             stopping: &self.stopping,
+            telemetry: &self.telemetry,
         }
     }
 
@@ -118,6 +121,9 @@ impl Executor<'_> {
         let definition = &workflow.definition;
         let mut report = RunReport::from_record(&run, false);
         report.error = None;
+        if run.attempts == 0 && run.step_attempt == 0 {
+            self.telemetry.first_claim(&run.workflow, run.created_at);
+        }
         loop {
             if self.stopping.load(Ordering::SeqCst) {
                 // Shutting down between steps: hand the run back, resumable at once.
@@ -143,8 +149,15 @@ impl Executor<'_> {
             };
             tracing::debug!(run = %run.key, step = %step.name, attempt = call.attempt, worker = %lease.owner, "step started");
 
-            let called = contain_panic(&run.key, &step.name, self.call_step(&call)).await;
-            match called? {
+            let called = contain_panic(&run.key, &step.name, self.call_step(&call)).await?;
+            let seconds = (now_ms() - call.started_at).max(0) as f64 / 1000.0;
+            let outcome = match &called {
+                Ok(_) => "ok",
+                Err(failed) => failed.kind.as_str(),
+            };
+            self.telemetry
+                .step(&run.workflow, &step.name, outcome, seconds);
+            match called {
                 Ok(done) => {
                     report.steps_committed += 1;
                     report.staged.extend(done.staged.iter().map(|s| StagedRef {

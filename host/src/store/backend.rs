@@ -13,7 +13,10 @@
 
 use std::time::Duration;
 
-use super::{CancelOutcome, ChildRun, Claim, InsertOutcome, RunFilter};
+use super::{
+    CancelOutcome, ChildRun, Claim, InsertOutcome, RunCount, RunFilter, StoredResponse,
+    WorkflowVersion,
+};
 use crate::error::Result;
 use crate::run::{
     CommitOutcome, FailureRecord, Lease, NewRun, ParentFailure, RunRecord, StartOutcome,
@@ -98,6 +101,25 @@ pub(crate) trait Backend {
 
     /// The step timeline of run `id`, oldest first.
     async fn step_events(&self, id: i64) -> Result<Vec<StepEvent>>;
+
+    /// Every version of workflow `name` (of all workflows if `None`), by
+    /// name, then version.
+    async fn workflow_versions(&self, name: Option<&str>) -> Result<Vec<WorkflowVersion>>;
+
+    /// The answer stored for finished run `id`; if none is stored yet,
+    /// stores `make(run)` unless another caller stored one first, and
+    /// returns what is stored. `None` while the run is not finished.
+    async fn response(
+        &self,
+        id: i64,
+        make: &(dyn Fn(&RunRecord) -> StoredResponse + Sync),
+    ) -> Result<Option<StoredResponse>>;
+
+    /// Runs counted by workflow, queue and status.
+    async fn run_counts(&self) -> Result<Vec<RunCount>>;
+
+    /// A round trip to the database.
+    async fn ping(&self) -> Result<()>;
 
     /// Commits a step: attributes, staged runs, timeline entry and the new
     /// recovery point, in one transaction fenced on the lease. If the step

@@ -98,6 +98,12 @@ pub struct RunFilter {
     pub workflow: Option<String>,
     /// Only runs staged by this run.
     pub parent: Option<i64>,
+    /// Only runs on this queue.
+    pub queue: Option<String>,
+    /// Only runs whose idempotency key starts with this (a caller's scope).
+    pub key_prefix: Option<String>,
+    /// Only runs older than the run with this id (the next page, newest first).
+    pub before: Option<i64>,
     /// At most this many, newest first.
     pub limit: u32,
 }
@@ -108,9 +114,50 @@ impl Default for RunFilter {
             status: None,
             workflow: None,
             parent: None,
+            queue: None,
+            key_prefix: None,
+            before: None,
             limit: 50,
         }
     }
+}
+
+/// One stored version of a workflow.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WorkflowVersion {
+    /// Workflow name.
+    pub name: String,
+    /// Version number.
+    pub version: u32,
+    /// SHA-256 of the definition.
+    pub definition_hash: String,
+    /// Registered (ms since epoch).
+    pub created_at: i64,
+}
+
+/// The answer stored for a finished run, replayed byte for byte to every
+/// caller that asks again with its key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResponse {
+    /// HTTP status code.
+    pub code: u16,
+    /// Body.
+    pub body: String,
+}
+
+/// How many runs stand in one (workflow, queue, status), for metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunCount {
+    /// Workflow.
+    pub workflow: String,
+    /// Queue.
+    pub queue: String,
+    /// Status.
+    pub status: String,
+    /// Runs.
+    pub count: i64,
+    /// For pending runs: the earliest `available_at` (ms) among those due now.
+    pub oldest_due: Option<i64>,
 }
 
 /// A database the host stores its state in.
@@ -318,6 +365,32 @@ impl Store {
     /// A run's step timeline.
     pub async fn step_events(&self, id: i64) -> Result<Vec<StepEvent>> {
         forward!(self, s => Backend::step_events(s, id).await)
+    }
+
+    /// Every version of workflow `name` (all workflows' if `None`), by name then version.
+    pub async fn workflow_versions(&self, name: Option<&str>) -> Result<Vec<WorkflowVersion>> {
+        forward!(self, s => Backend::workflow_versions(s, name).await)
+    }
+
+    /// The answer stored for finished run `id`, storing `make()`'s first if
+    /// none is: every later caller gets the same bytes. `None` if the run is
+    /// not finished (or gone).
+    pub async fn response(
+        &self,
+        id: i64,
+        make: impl Fn(&RunRecord) -> StoredResponse + Sync,
+    ) -> Result<Option<StoredResponse>> {
+        forward!(self, s => Backend::response(s, id, &make).await)
+    }
+
+    /// Runs by workflow, queue and status, with the oldest due pending run.
+    pub async fn run_counts(&self) -> Result<Vec<RunCount>> {
+        forward!(self, s => Backend::run_counts(s).await)
+    }
+
+    /// True if the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        forward!(self, s => Backend::ping(s).await)
     }
 }
 

@@ -90,4 +90,27 @@ impl Backend {
         })
         .transpose()
     }
+
+    /// Every version of workflow `name` (of all workflows if `None`).
+    pub(super) async fn workflow_versions(&self, name: Option<&str>) -> Result<Vec<WorkflowVersion>> {
+        let rows = sqlx::query(
+            "SELECT name, version, definition_hash, created_at FROM workflows \
+             WHERE ($1 IS NULL OR name = $2) ORDER BY name, version",
+        )
+        .bind(name)
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(WorkflowVersion {
+                    name: row.try_get("name")?,
+                    version: u32::try_from(row.try_get::<i64, _>("version")?)
+                        .map_err(|_| Error::Corrupt("a workflow version out of range".into()))?,
+                    definition_hash: row.try_get("definition_hash")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
 }

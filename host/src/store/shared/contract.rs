@@ -87,4 +87,24 @@ impl super::backend::Backend for Backend {
         Backend::baseline_run(self, workflow, key, steps).await
     }
 
+
+    async fn workflow_versions(&self, name: Option<&str>) -> Result<Vec<WorkflowVersion>> {
+        Backend::workflow_versions(self, name).await
+    }
+
+    async fn response(
+        &self,
+        id: i64,
+        make: &(dyn Fn(&RunRecord) -> StoredResponse + Sync),
+    ) -> Result<Option<StoredResponse>> {
+        Backend::response(self, id, make).await
+    }
+
+    async fn run_counts(&self) -> Result<Vec<RunCount>> {
+        Backend::run_counts(self).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Backend::ping(self).await
+    }
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use sqlx::Row;
 
-use super::{CancelOutcome, ChildRun, Claim, InsertOutcome, RunFilter};
+use super::{
+    CancelOutcome, ChildRun, Claim, InsertOutcome, RunCount, RunFilter, StoredResponse, WorkflowVersion,
+};
 use crate::error::{Error, Result};
 use crate::manifest::FINISHED;
 use crate::run::{

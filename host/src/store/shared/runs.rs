@@ -191,7 +191,8 @@ impl Backend {
         let now = now_ms();
         let updated = sqlx::query(
             "UPDATE runs SET step_attempt_base = CASE WHEN status = 'failed' THEN step_attempt ELSE step_attempt_base END, \
-               status = 'pending', available_at = $1, finished_at = NULL, updated_at = $2 \
+               status = 'pending', available_at = $1, finished_at = NULL, updated_at = $2, \
+               response_code = NULL, response_body = NULL \
              WHERE id = $3 AND (status = 'failed' OR (status IN ('pending', 'running') \
                AND (locked_until IS NULL OR locked_until < $4)))",
         )
@@ -228,9 +229,13 @@ impl Backend {
     pub(super) async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE ($1 IS NULL OR status = $2) AND ($3 IS NULL OR workflow = $4) \
-               AND ($5 IS NULL OR parent_run_id = $6) ORDER BY id DESC LIMIT $7"
+               AND ($5 IS NULL OR parent_run_id = $6) AND ($7 IS NULL OR queue = $8) \
+               AND ($9 IS NULL OR id < $10) \
+               AND ($11 IS NULL OR substr(idempotency_key, 1, length($12)) = $13) \
+             ORDER BY id DESC LIMIT $14"
         );
         let status = filter.status.map(RunStatus::as_str);
+        let prefix = filter.key_prefix.as_deref();
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(status)
             .bind(status)
@@ -238,10 +243,89 @@ impl Backend {
             .bind(filter.workflow.as_deref())
             .bind(filter.parent)
             .bind(filter.parent)
+            .bind(filter.queue.as_deref())
+            .bind(filter.queue.as_deref())
+            .bind(filter.before)
+            .bind(filter.before)
+            .bind(prefix)
+            .bind(prefix)
+            .bind(prefix)
             .bind(i64::from(filter.limit))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(run_from_row).collect()
+    }
+
+    /// The answer stored for finished run `id`, storing `make(run)` first if
+    /// none is (the first writer wins); `None` while the run is unfinished.
+    pub(super) async fn response(
+        &self,
+        id: i64,
+        make: &(dyn Fn(&RunRecord) -> StoredResponse + Sync),
+    ) -> Result<Option<StoredResponse>> {
+        let mut conn = self.pool.acquire().await?;
+        let Some(run) = fetch_run(&mut conn, By::Id(id)).await? else {
+            return Ok(None);
+        };
+        if !run.status.is_final() {
+            return Ok(None);
+        }
+        let made = make(&run);
+        sqlx::query(
+            "UPDATE runs SET response_code = $1, response_body = $2 \
+             WHERE id = $3 AND response_code IS NULL AND status IN ('succeeded', 'failed', 'cancelled')",
+        )
+        .bind(i64::from(made.code))
+        .bind(&made.body)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+        let row = sqlx::query("SELECT response_code, response_body FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let code: Option<i64> = row.try_get("response_code")?;
+        let body: Option<String> = row.try_get("response_body")?;
+        match (code, body) {
+            (Some(code), Some(body)) => Ok(Some(StoredResponse {
+                code: u16::try_from(code)
+                    .map_err(|_| Error::Corrupt(format!("run {id}: response code {code}")))?,
+                body,
+            })),
+            // Retried between the two statements: it is not finished any more.
+            _ => Ok(None),
+        }
+    }
+
+    /// Runs counted by workflow, queue and status; for pending runs, the
+    /// earliest `available_at` among those already due.
+    pub(super) async fn run_counts(&self) -> Result<Vec<RunCount>> {
+        let rows = sqlx::query(
+            "SELECT workflow, queue, status, COUNT(*) AS n, \
+               MIN(CASE WHEN status = 'pending' AND available_at <= $1 THEN available_at END) AS oldest \
+             FROM runs GROUP BY workflow, queue, status ORDER BY workflow, queue, status",
+        )
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(RunCount {
+                    workflow: row.try_get("workflow")?,
+                    queue: row.try_get("queue")?,
+                    status: row.try_get("status")?,
+                    count: row.try_get("n")?,
+                    oldest_due: row.try_get("oldest")?,
+                })
+            })
+            .collect()
+    }
+
+    /// A round trip to the database.
+    pub(super) async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     /// What a step may read of the runs run `parent` staged, oldest first:

@@ -1,0 +1,181 @@
+//! What the API shows of runs and workflows, as JSON. Keys are shown as the
+//! caller sent them (without the caller's scope); times are RFC 3339.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::host::RunDetail;
+use crate::run::{RunRecord, StepEvent, StepFailure};
+use crate::workflow::Definition;
+
+/// An RFC 3339 time of `ms` since the epoch.
+pub fn time(ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// `key` as its caller knows it: without the `caller:` scope.
+pub fn unscoped<'a>(key: &'a str, caller: Option<&str>) -> &'a str {
+    match caller {
+        Some(c) => key
+            .strip_prefix(c)
+            .and_then(|k| k.strip_prefix(':'))
+            .unwrap_or(key),
+        None => key,
+    }
+}
+
+/// What a path segment leaves as is: RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `text` as one percent-encoded path segment.
+pub fn segment(text: &str) -> percent_encoding::PercentEncode<'_> {
+    percent_encoding::utf8_percent_encode(text, SEGMENT)
+}
+
+/// Where a run is found: `/v1/runs/{workflow}/{key}`, both percent-encoded.
+pub fn location(workflow: &str, key: &str) -> String {
+    format!("/v1/runs/{}/{}", segment(workflow), segment(key))
+}
+
+/// A run, as listed.
+#[derive(Serialize)]
+pub struct RunSummary {
+    workflow: String,
+    workflow_version: u32,
+    key: String,
+    status: String,
+    recovery_point: String,
+    attempts: u32,
+    queue: String,
+    last_error: Option<StepFailure>,
+    created_at: String,
+    updated_at: String,
+    finished_at: Option<String>,
+    href: String,
+}
+
+impl RunSummary {
+    /// `run` as `caller` sees it.
+    pub fn new(run: &RunRecord, caller: Option<&str>) -> RunSummary {
+        let key = unscoped(&run.key, caller).to_string();
+        RunSummary {
+            href: location(&run.workflow, &key),
+            workflow: run.workflow.clone(),
+            workflow_version: run.workflow_version,
+            key,
+            status: run.status.to_string(),
+            recovery_point: run.recovery_point.clone(),
+            attempts: run.attempts,
+            queue: run.queue.clone(),
+            last_error: run.last_error.clone(),
+            created_at: time(run.created_at),
+            updated_at: time(run.updated_at),
+            finished_at: run.finished_at.map(time),
+        }
+    }
+}
+
+/// One step call of a run's timeline.
+#[derive(Serialize)]
+pub struct TimelineEntry {
+    step: String,
+    attempt: u32,
+    outcome: String,
+    error_kind: Option<String>,
+    message: Option<String>,
+    started_at: String,
+    finished_at: String,
+    duration_ms: i64,
+}
+
+impl From<&StepEvent> for TimelineEntry {
+    fn from(e: &StepEvent) -> TimelineEntry {
+        TimelineEntry {
+            step: e.step.clone(),
+            attempt: e.attempt,
+            outcome: e.outcome.clone(),
+            error_kind: e.error_kind.clone(),
+            message: e.message.clone(),
+            started_at: time(e.started_at),
+            finished_at: time(e.finished_at),
+            duration_ms: (e.finished_at - e.started_at).max(0),
+        }
+    }
+}
+
+/// A run staged by another.
+#[derive(Serialize)]
+pub struct StagedEntry {
+    workflow: String,
+    key: String,
+    status: String,
+    recovery_point: String,
+}
+
+/// A run in full: what `GET /v1/runs/{workflow}/{key}` answers.
+#[derive(Serialize)]
+pub struct RunResource {
+    #[serde(flatten)]
+    summary: RunSummary,
+    step_attempt: u32,
+    attributes: Map<String, Value>,
+    result: Option<Value>,
+    available_at: String,
+    locked_by: Option<String>,
+    locked_until: Option<String>,
+    cancelled_by: Option<String>,
+    timeline: Vec<TimelineEntry>,
+    staged: Vec<StagedEntry>,
+}
+
+impl RunResource {
+    /// `detail` as `caller` sees it.
+    pub fn new(detail: &RunDetail, caller: Option<&str>) -> RunResource {
+        let run = &detail.run;
+        RunResource {
+            summary: RunSummary::new(run, caller),
+            step_attempt: run.step_attempt,
+            attributes: run.attributes.clone(),
+            result: run.result.clone(),
+            available_at: time(run.available_at),
+            locked_by: run.locked_by.clone(),
+            locked_until: run.locked_until.map(time),
+            cancelled_by: run.cancelled_by.clone(),
+            timeline: detail.timeline.iter().map(TimelineEntry::from).collect(),
+            staged: detail
+                .children
+                .iter()
+                .map(|c| StagedEntry {
+                    workflow: c.workflow.clone(),
+                    key: c.key.clone(),
+                    status: c.status.to_string(),
+                    recovery_point: c.recovery_point.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A workflow's definition as the API shows it: environment variable
+/// names, not their values.
+pub fn definition(definition: &Definition) -> Value {
+    let mut value = serde_json::to_value(definition).unwrap_or(Value::Null);
+    if let Some(steps) = value.get_mut("steps").and_then(Value::as_array_mut) {
+        for step in steps {
+            if let Some(step) = step.as_object_mut()
+                && let Some(Value::Object(env)) = step.remove("env")
+            {
+                let names: Vec<Value> = env.keys().cloned().map(Value::String).collect();
+                step.insert("env".into(), Value::Array(names));
+            }
+        }
+    }
+    value
+}
