@@ -272,6 +272,17 @@ pub struct StepEvent {
     pub started_at: i64,
     /// Commit or failure (ms).
     pub finished_at: i64,
+    /// What the call logged: its log lines, stdout and stderr, oldest first.
+    pub logs: Vec<LogLine>,
+}
+
+/// One line a step logged.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct LogLine {
+    /// `trace`, `debug`, `info`, `warn`, `error`, or `stdout` / `stderr` for what it printed.
+    pub level: String,
+    /// The line.
+    pub message: String,
 }
 
 /// A run to create: by `run`, `enqueue`, or a step's staging.
@@ -356,6 +367,8 @@ pub struct StepCommit {
     pub staged: Vec<NewRun>,
     /// Call start (ms).
     pub started_at: i64,
+    /// What the call logged, as stored (JSON), if anything.
+    pub logs: Option<String>,
 }
 
 /// A failed step call, as the executor records it.
@@ -374,6 +387,8 @@ pub struct FailureRecord {
     /// When the run fails for good and a waiting parent awaits it: how the
     /// parent's awaiting step fails, in the same transaction.
     pub parent: Option<ParentFailure>,
+    /// What the call logged, as stored (JSON), if anything.
+    pub logs: Option<String>,
 }
 
 /// The failure of a waiting parent's step because an awaited run failed for good.

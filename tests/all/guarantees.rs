@@ -308,6 +308,7 @@ async fn worker_that_lost_its_lease_cannot_commit(env) {
         attributes: attributes.clone(),
         staged: vec![new_run_blocking_child(&new)],
         started_at: 0,
+        logs: None,
     };
     assert_eq!(
         store.commit_step(&commit(&old)).await.expect("commit"),

@@ -15,6 +15,8 @@ use crate::harness::{Env, FakePayments, component, on_each_backend, ride_tables,
 struct Server {
     child: Child,
     client: Client,
+    /// Its stderr so far (drained as it comes, so the server never blocks on a full pipe).
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl std::ops::Deref for Server {
@@ -101,17 +103,30 @@ impl Server {
             .spawn()
             .map_err(|e| format!("spawn acidic serve: {e}"))?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        if let Some(pipe) = child.stderr.take() {
+            let into = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Ok(mut text) = into.lock()
+                        && text.len() < 1 << 20
+                    {
+                        text.push_str(&line);
+                        text.push('\n');
+                    }
+                }
+            });
+        }
         let mut line = String::new();
         BufReader::new(stdout)
             .read_line(&mut line)
             .map_err(|e| e.to_string())?;
         let Some(base) = line.trim().strip_prefix("acidic serve: listening on ") else {
             let _ = child.kill();
-            let out = child.wait_with_output().map_err(|e| e.to_string())?;
-            return Err(format!(
-                "acidic serve did not start: {line}{}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+            let err = stderr.lock().map(|t| t.clone()).unwrap_or_default();
+            return Err(format!("acidic serve did not start: {line}{err}"));
         };
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -120,6 +135,7 @@ impl Server {
             .into();
         Ok(Server {
             child,
+            stderr,
             client: Client {
                 base: base.to_string(),
                 agent,
@@ -143,10 +159,8 @@ impl Server {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
+                std::thread::sleep(Duration::from_millis(100));
+                let err = self.stderr.lock().map(|t| t.clone()).unwrap_or_default();
                 return (status, err);
             }
             assert!(
@@ -782,5 +796,56 @@ fn rides_survive_kill_9_of_the_server(env) {
     assert_eq!(payments.charges(), RIDES, "one charge per ride");
     let distinct = env.app_sql("SELECT CAST(COUNT(DISTINCT run_key) AS TEXT) FROM rides");
     assert_eq!(distinct, [RIDES.to_string()]);
+}
+}
+
+on_each_backend! {
+/// A step's log lines and what it printed are stored with its timeline
+/// entry (committed or failed), capped per call with the oldest kept, and
+/// shown by the API and by `acidic runs show`.
+#[test]
+fn step_logs_are_stored_with_the_timeline(env) {
+    scripted(&env);
+    let server = Server::start(&env, &["--workers", "0"]);
+    let args = json!({ "script": {
+        "a": { "log": ["charging card", "charged"], "print": "hello from stdout" },
+        "b": { "log": ["about to fail"], "fail": "retryable", "fail_attempts": 1 },
+        "c": { "log": [&"x".repeat(100)], "log_times": 2000 },
+    }});
+    assert_eq!(server.post("trip", "logged", &args, &[]).status, 503);
+    assert_eq!(server.post("trip", "logged", &args, &[]).status, 201);
+    let run = server.get("/v1/runs/trip/logged").json();
+    let timeline = run["timeline"].as_array().expect("timeline");
+    let lines = |i: usize| -> Vec<(String, String)> {
+        timeline[i]["logs"]
+            .as_array()
+            .expect("logs")
+            .iter()
+            .map(|l| (l["level"].as_str().unwrap_or("").into(), l["message"].as_str().unwrap_or("").into()))
+            .collect()
+    };
+    let pair = |l: &str, m: &str| (l.to_string(), m.to_string());
+    assert_eq!(
+        lines(0),
+        [pair("info", "charging card"), pair("info", "charged"), pair("stdout", "hello from stdout")]
+    );
+    assert_eq!(timeline[1]["outcome"], "failed");
+    assert_eq!(lines(1), [pair("info", "about to fail")]);
+    assert_eq!(lines(2), [pair("info", "about to fail")]);
+    let flood = lines(3);
+    let stored: usize = flood.iter().map(|(l, m)| l.len() + m.len()).sum();
+    assert!(flood.len() > 100 && stored <= 64 << 10, "{} lines, {stored} bytes", flood.len());
+    assert_eq!(flood[0].1, "x".repeat(100), "the oldest lines are kept");
+    let last = &flood[flood.len() - 1];
+    assert!(last.1.contains("more lines not stored"), "{last:?}");
+
+    let shown = Command::new(env!("CARGO_BIN_EXE_acidic"))
+        .args(["runs", "show", "logged"])
+        .env("DATABASE_URL", env.db())
+        .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
+        .output()
+        .expect("runs show");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("charging card") && text.contains("hello from stdout"), "{text}");
 }
 }

@@ -142,6 +142,9 @@ pub fn print_detail(d: &RunDetail) {
                 e.finished_at - e.started_at,
                 first_line(&detail)
             );
+            for line in &e.logs {
+                println!("      {:<6} {}", line.level, line.message);
+            }
         }
     }
     if !d.children.is_empty() {

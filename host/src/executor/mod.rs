@@ -210,6 +210,7 @@ impl Executor<'_> {
                         retry_in,
                         started_at: call.started_at,
                         parent,
+                        logs: failed.logs.clone(),
                     };
                     if !self.store.record_failure(&record).await? {
                         return Err(Error::LeaseLost(run.key));
@@ -284,7 +285,14 @@ impl Executor<'_> {
             .call(&prepared, state, &input, &call.step.policy)
             .await;
         let mut step_tx = state.take_step_tx();
-        let settled = self.settle(call, state, outcome, &mut step_tx).await;
+        let logs = state.take_logs();
+        let settled = match self
+            .settle(call, state, outcome, &mut step_tx, logs.clone())
+            .await
+        {
+            Ok(Err(failed)) => Ok(Err(Failed { logs, ..failed })),
+            other => other,
+        };
         // A step that did not commit rolls its transaction back here, and
         // waits for it: a statement cut off at the deadline may still be
         // ending on the connection, which must be clean before the pool hands
@@ -312,6 +320,7 @@ impl Executor<'_> {
         state: StepState,
         outcome: CallOutcome,
         step_tx: &mut Option<StepTx>,
+        logs: Option<String>,
     ) -> Result<std::result::Result<Committed, Failed>> {
         let run = call.run;
         let deadline = state.deadline();
@@ -380,6 +389,7 @@ impl Executor<'_> {
             attributes: state.attributes,
             staged,
             started_at: call.started_at,
+            logs,
         };
         // Nothing a step did commits after its deadline: a host call that
         // finished late (a statement, a response) does not make it count.

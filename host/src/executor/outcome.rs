@@ -15,6 +15,8 @@ pub(super) struct Failed {
     pub(super) kind: ErrorKind,
     pub(super) message: String,
     pub(super) retryable: bool,
+    /// What the call logged, as stored.
+    pub(super) logs: Option<String>,
 }
 
 impl Failed {
@@ -23,6 +25,7 @@ impl Failed {
             kind,
             message: message.into(),
             retryable,
+            logs: None,
         }
     }
 }

@@ -36,6 +36,14 @@ impl context::Host for StepState {
         } else {
             &message
         };
+        let name = match level {
+            context::Level::Trace => "trace",
+            context::Level::Debug => "debug",
+            context::Level::Info => "info",
+            context::Level::Warn => "warn",
+            context::Level::Error => "error",
+        };
+        self.logs.push(name, message);
         let (key, step) = (&self.run_key, &self.step);
         match level {
             context::Level::Trace => {

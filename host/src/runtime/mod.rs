@@ -359,7 +359,7 @@ impl Runtime {
         let finished = tokio::time::timeout_at(cut_off, work).await;
         let fuel_left = store.get_fuel().unwrap_or(0);
         let host_fuel_gone = store.data_mut().fuel.settle(fuel_left).is_none();
-        let state = store.into_data();
+        let mut state = store.into_data();
         state.emit_output();
         let fuel_message = || {
             format!(

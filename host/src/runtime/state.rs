@@ -85,6 +85,8 @@ pub struct StepState {
     pub(super) step: String,
     pub(super) policy: StepPolicy,
     pub(super) log_bytes: usize,
+    /// What the call logged, to be stored with its timeline entry.
+    pub(super) logs: StoredLogs,
     stdout: Capture,
     stderr: Capture,
     http: WasiHttpCtx,
@@ -152,6 +154,7 @@ impl StepState {
             step: step.name.clone(),
             policy,
             log_bytes: 0,
+            logs: StoredLogs::default(),
             stdout,
             stderr,
             http: WasiHttpCtx::new(),
@@ -242,12 +245,20 @@ impl StepState {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
-    /// Writes what the guest printed to the host's log, tagged with the run and step.
-    pub(super) fn emit_output(&self) {
+    /// What the call logged, as JSON to store with its timeline entry
+    /// (`None` if nothing); empties it.
+    pub fn take_logs(&mut self) -> Option<String> {
+        std::mem::take(&mut self.logs).into_json()
+    }
+
+    /// Writes what the guest printed to the host's log, tagged with the run
+    /// and step, and keeps it with the call's log lines.
+    pub(super) fn emit_output(&mut self) {
         for (stream, capture) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
             let (text, dropped) = capture.take();
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
                 tracing::info!(target: "acidic::guest", run = %self.run_key, step = %self.step, stream = %stream, "{line}");
+                self.logs.push(stream, line);
             }
             if dropped > 0 {
                 tracing::warn!(target: "acidic::guest", run = %self.run_key, step = %self.step, stream = %stream,
@@ -273,5 +284,48 @@ impl WasiView for StepState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+/// Most bytes of log lines stored with one step call (at most its max_log).
+pub const MAX_STORED_LOG: usize = 64 << 10;
+
+/// The lines a call logged, kept for its timeline entry up to
+/// [`MAX_STORED_LOG`]: the oldest are kept, the rest counted.
+#[derive(Default)]
+pub(super) struct StoredLogs {
+    lines: Vec<crate::run::LogLine>,
+    bytes: usize,
+    dropped: usize,
+}
+
+impl StoredLogs {
+    /// Keeps `message` at `level` if it fits.
+    pub(super) fn push(&mut self, level: &str, message: &str) {
+        let size = level.len() + message.len() + 24;
+        if self.dropped > 0 || self.bytes + size > MAX_STORED_LOG {
+            self.dropped += 1;
+            return;
+        }
+        self.bytes += size;
+        self.lines.push(crate::run::LogLine {
+            level: level.to_string(),
+            message: message.to_string(),
+        });
+    }
+
+    fn into_json(mut self) -> Option<String> {
+        if self.dropped > 0 {
+            self.lines.push(crate::run::LogLine {
+                level: "warn".into(),
+                message: format!(
+                    "{} more lines not stored ({} bytes are kept per step call)",
+                    self.dropped, MAX_STORED_LOG
+                ),
+            });
+        }
+        (!self.lines.is_empty())
+            .then(|| serde_json::to_string(&self.lines).ok())
+            .flatten()
     }
 }

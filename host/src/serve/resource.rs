@@ -93,6 +93,7 @@ pub struct TimelineEntry {
     started_at: String,
     finished_at: String,
     duration_ms: i64,
+    logs: Vec<crate::run::LogLine>,
 }
 
 impl From<&StepEvent> for TimelineEntry {
@@ -106,6 +107,7 @@ impl From<&StepEvent> for TimelineEntry {
             started_at: time(e.started_at),
             finished_at: time(e.finished_at),
             duration_ms: (e.finished_at - e.started_at).max(0),
+            logs: e.logs.clone(),
         }
     }
 }

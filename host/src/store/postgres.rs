@@ -42,6 +42,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "lineage_depth",
         include_str!("../../../migrations/postgres/0002_lineage_depth.sql"),
     ),
+    (
+        3,
+        "step_logs",
+        include_str!("../../../migrations/postgres/0003_step_logs.sql"),
+    ),
 ];
 
 /// Any number: it only has to be the same in every process that migrates.

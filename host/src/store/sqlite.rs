@@ -41,6 +41,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "lineage_depth",
         include_str!("../../../migrations/sqlite/0002_lineage_depth.sql"),
     ),
+    (
+        3,
+        "step_logs",
+        include_str!("../../../migrations/sqlite/0003_step_logs.sql"),
+    ),
 ];
 
 /// The SQLite store.

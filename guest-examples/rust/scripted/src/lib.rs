@@ -3,6 +3,7 @@
 //! Args: `{"script": {"<step>": <action>, ...}}`; a step without an action
 //! continues. An action is an object whose keys apply in this order:
 //! - `"set": {"name": value}` sets attributes;
+//! - `"log": [line, ..]` logs each line (`"log_times": n` times over), `"print": text` prints it;
 //! - `"count": true` increments attribute `calls_<step>`;
 //! - `"sql": [{"execute": s, "params": [..]} | {"query": s, "params": [..], "into": name}]`
 //!   runs statements in the step's transaction (`into` sets attribute `name`
@@ -34,6 +35,17 @@ impl Step for Scripted {
             for (name, value) in attrs {
                 cx.set(name, value)?;
             }
+        }
+        if let Some(Value::Array(lines)) = action.get("log") {
+            let times = action.get("log_times").and_then(Value::as_u64).unwrap_or(1);
+            for _ in 0..times {
+                for line in lines.iter().filter_map(Value::as_str) {
+                    cx.info(line);
+                }
+            }
+        }
+        if let Some(text) = action.get("print").and_then(Value::as_str) {
+            println!("{text}");
         }
         let counter = format!("calls_{step}");
         let mut calls = cx.get::<u64>(&counter)?.unwrap_or(0);

@@ -63,6 +63,7 @@ async fn child_succeeded(conn: &mut Conn, id: i64, now: i64) -> Result<()> {
             None,
             now,
             now,
+            None,
         )
         .await?;
         if !finished {
@@ -110,6 +111,7 @@ async fn fail_waiting_parent(conn: &mut Conn, p: &ParentFailure, now: i64) -> Re
             Some((p.kind.as_str(), &p.message)),
             now,
             now,
+            None,
         )
         .await?;
         if p.retry_in.is_none() {

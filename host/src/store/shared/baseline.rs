@@ -57,7 +57,7 @@ impl Backend {
             .bind(step)
             .execute(&mut *tx)
             .await?;
-            insert_event(&mut tx, id, step, 1, StepOutcome::Committed, None, now, now_ms()).await?;
+            insert_event(&mut tx, id, step, 1, StepOutcome::Committed, None, now, now_ms(), None).await?;
             tx.commit().await?;
         }
         Ok(())

@@ -51,6 +51,7 @@ impl Backend {
             Some((&f.failure.kind, &f.failure.message)),
             f.started_at,
             now,
+            f.logs.as_deref(),
         )
         .await?;
         if let Some(parent) = &f.parent {
@@ -144,6 +145,7 @@ async fn commit_step_in(tx: &mut Transaction<'static, Db>, c: &StepCommit) -> Re
             None,
             c.started_at,
             now,
+            c.logs.as_deref(),
         )
         .await?;
     } else {
@@ -156,6 +158,7 @@ async fn commit_step_in(tx: &mut Transaction<'static, Db>, c: &StepCommit) -> Re
             None,
             c.started_at,
             now,
+            c.logs.as_deref(),
         )
         .await?;
         if done {

@@ -364,7 +364,7 @@ impl Backend {
     /// The step timeline of run `id`, oldest first.
     pub(super) async fn step_events(&self, id: i64) -> Result<Vec<StepEvent>> {
         let rows = sqlx::query(
-            "SELECT step, attempt, outcome, error_kind, message, started_at, finished_at \
+            "SELECT step, attempt, outcome, error_kind, message, started_at, finished_at, logs \
              FROM step_events WHERE run_id = $1 ORDER BY id",
         )
         .bind(id)
@@ -380,6 +380,10 @@ impl Backend {
                     message: r.try_get("message")?,
                     started_at: r.try_get("started_at")?,
                     finished_at: r.try_get("finished_at")?,
+                    logs: r
+                        .try_get::<Option<String>, _>("logs")?
+                        .and_then(|text| serde_json::from_str(&text).ok())
+                        .unwrap_or_default(),
                 })
             })
             .collect()
@@ -474,10 +478,11 @@ async fn insert_event(
     error: Option<(&str, &str)>,
     started_at: i64,
     finished_at: i64,
+    logs: Option<&str>,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO step_events (run_id, step, attempt, outcome, error_kind, message, started_at, finished_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO step_events (run_id, step, attempt, outcome, error_kind, message, started_at, finished_at, logs) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(run_id)
     .bind(step)
@@ -487,6 +492,7 @@ async fn insert_event(
     .bind(error.map(|e| e.1))
     .bind(started_at)
     .bind(finished_at)
+    .bind(logs)
     .execute(&mut *conn)
     .await?;
     Ok(())
