@@ -54,6 +54,8 @@ demo: setup
 	@echo "== what the payment API saw: ride-bob's charge step ran twice with one idempotency key, so 3 requests and 2 charges (0 and 0 when the demo only replays)"
 	python3 $(PAYMENTS) --stats
 	@if [ -f .payments.pid ]; then kill $$(cat .payments.pid) 2>/dev/null; rm -f .payments.pid; fi
+	@echo "== the same rides over HTTP: acidic serve, with Idempotency-Key semantics"
+	$(GUESTS)/ride-create/http_demo.sh $(ACIDIC) "$(DB)"
 	@echo "== fan-out / fan-in: an order charges each item in its own awaited run, then totals"
 	$(ACIDIC) --database-url $(DB) register $(ORDER) $(ITEM)
 	$(ACIDIC) --database-url $(DB) run order --key order-1 --follow --args $(ITEMS)

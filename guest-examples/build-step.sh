@@ -14,7 +14,7 @@ set -eu
 G=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$G")
 TC=$ROOT/.toolchains
-WIT=$ROOT/wit/step@0.2.0
+WIT=$ROOT/wit/step@0.3.0
 WASM_TOOLS=$TC/py/bin/wasm-tools
 
 [ $# -ge 1 ] && [ -e "$1" ] || {

@@ -11,7 +11,7 @@ WASM_TOOLS := $(PYBIN)/wasm-tools
 GO       := $(PYBIN)/go
 WIT_BINDGEN := $(TC)/cargo/bin/wit-bindgen
 WIT_BINDGEN_VERSION := 0.63.0
-WIT      := wit/step@0.2.0
+WIT      := wit/step@0.3.0
 WIT_FILES := $(wildcard $(WIT)/*.wit)
 
 PY_STAMP   := $(TC)/py/.installed

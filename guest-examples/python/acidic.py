@@ -233,6 +233,12 @@ class Ctx:
             raise _sql_error(e)
         return [dict(zip(rows.columns, map(_from_sql, r))) for r in rows.rows]
 
+    def set_http_status(self, status: int) -> None:
+        """Sets the HTTP status `acidic serve` answers this run's request with,
+        if this step commits (a finished run's default is 201) or fails the run
+        for good (default 500): 402 for a declined card, say. 200 to 599."""
+        context.set_http_status(int(status) & 0xFFFF)
+
     def log(self, level: str, message: str) -> None:
         """Writes a log line: 'trace', 'debug', 'info', 'warn' or 'error'."""
         lvl = context.Level.__members__.get(str(level).upper(), context.Level.INFO)

@@ -236,6 +236,10 @@ pub struct RunRecord {
     pub parent_run_id: Option<i64>,
     /// How many runs stand above it in the chain that staged it (0: none).
     pub depth: u32,
+    /// The HTTP status its committed steps set for its answer, if any.
+    pub http_status: Option<u16>,
+    /// The HTTP status the step that failed it for good set, if any.
+    pub failure_http_status: Option<u16>,
     /// Who cancelled it, if cancelled.
     pub cancelled_by: Option<String>,
     /// Whether its parent's step waits for it.
@@ -369,6 +373,8 @@ pub struct StepCommit {
     pub started_at: i64,
     /// What the call logged, as stored (JSON), if anything.
     pub logs: Option<String>,
+    /// The HTTP status the step set for its run's answer, if any.
+    pub http_status: Option<u16>,
 }
 
 /// A failed step call, as the executor records it.
@@ -389,6 +395,8 @@ pub struct FailureRecord {
     pub parent: Option<ParentFailure>,
     /// What the call logged, as stored (JSON), if anything.
     pub logs: Option<String>,
+    /// The HTTP status the step set for its run's answer, if any.
+    pub http_status: Option<u16>,
 }
 
 /// The failure of a waiting parent's step because an awaited run failed for good.

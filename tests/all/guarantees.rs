@@ -309,6 +309,7 @@ async fn worker_that_lost_its_lease_cannot_commit(env) {
         staged: vec![new_run_blocking_child(&new)],
         started_at: 0,
         logs: None,
+        http_status: None,
     };
     assert_eq!(
         store.commit_step(&commit(&old)).await.expect("commit"),

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Env, FakePayments, component, on_each_backend, ride_tables, root};
+use crate::harness::{
+    Env, FakePayments, component, on_each_backend, polyglot_guests, ride_tables, root,
+};
 
 /// A running `acidic serve` on a free port of 127.0.0.1, killed when dropped.
 struct Server {
@@ -848,4 +850,114 @@ fn step_logs_are_stored_with_the_timeline(env) {
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(text.contains("charging card") && text.contains("hello from stdout"), "{text}");
 }
+}
+
+/// A POST of the ride example's args for `card`.
+fn ride(i: usize, card: &str) -> Value {
+    json!({
+        "user": format!("rider{i}@example.com"),
+        "origin": [0.0, i as f64],
+        "target": [1.0, i as f64],
+        "card": card,
+    })
+}
+
+on_each_backend! {
+/// Rocket Rides over HTTP: a ride is created (201), replayed, a declined card
+/// answers the 402 its step set (and replays 402), and a charge whose answer
+/// was lost is a 503 whose retry resumes at `charge_card`.
+#[test]
+fn rocket_rides_over_http(env) {
+    let payments = FakePayments::start();
+    ride_tables(&env);
+    let manifest = ride_manifest(&env, &payments);
+    register(&env, &env.dir.path().join("receipt.toml"));
+    register(&env, &manifest);
+    let server = Server::start(&env, &[]);
+
+    let created = server.post("ride-create", "ride-ok", &ride(1, "tok_visa"), &[]);
+    assert_eq!(created.status, 201, "{}", created.body);
+    let replay = server.post("ride-create", "ride-ok", &ride(1, "tok_visa"), &[]);
+    assert_eq!((replay.status, replay.body.as_str()), (201, created.body.as_str()));
+
+    let declined = server.post("ride-create", "ride-declined", &ride(2, "tok_chargeDeclined"), &[]);
+    assert_eq!(declined.status, 402, "{}", declined.body);
+    assert_eq!(declined.problem(), "/problems/run-failed");
+    assert_eq!(declined.json()["step"], "charge_card");
+    let again = server.post("ride-create", "ride-declined", &ride(2, "tok_chargeDeclined"), &[]);
+    assert_eq!((again.status, again.body.as_str()), (402, declined.body.as_str()));
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+
+    let flaky = server.post("ride-create", "ride-flaky", &ride(3, "tok_flaky"), &[]);
+    assert_eq!(flaky.status, 503, "{}", flaky.body);
+    assert_eq!(flaky.json()["recovery_point"], "charge_card");
+    std::thread::sleep(Duration::from_millis(300));
+    let resumed = server.post("ride-create", "ride-flaky", &ride(3, "tok_flaky"), &[]);
+    assert_eq!(resumed.status, 201, "{}", resumed.body);
+    let run = server.get("/v1/runs/ride-create/ride-flaky").json();
+    let created_once = run["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter(|e| e["step"] == "create_ride")
+        .count();
+    assert_eq!(created_once, 1, "{run}");
+    assert_eq!(env.app_count("rides", "1 = 1"), 3);
+    assert_eq!(payments.charges(), 2, "the declined card was never charged");
+}
+}
+
+on_each_backend! {
+/// A component built against WIT 0.2.0 runs beside 0.3.0 ones, with its
+/// logs, attributes and SQL.
+#[test]
+fn a_0_2_0_guest_still_runs(env) {
+    let manifest = env.workflow("legacy-v0-2", "legacy", "", &[("only", "sql = \"read-only\"")]);
+    register(&env, &manifest);
+    let server = Server::start(&env, &[]);
+    let r = server.post("legacy", "old", &json!({}), &[]);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json(), json!({ "version": "0.2.0", "sum": 2 }));
+    let run = server.get("/v1/runs/legacy/old").json();
+    assert_eq!(run["attributes"]["seen"], "0.2.0");
+    assert_eq!(run["timeline"][0]["logs"][0]["message"], "0.2.0 guest at step only");
+}
+}
+
+/// Every SDK sets the answer's status: the JavaScript, Python and Go ride
+/// examples answer a declined card with 402, the polyglot workflow's C step
+/// its report with 200.
+#[test]
+fn every_sdk_sets_the_http_status() {
+    polyglot_guests();
+    let env = Env::new();
+    ride_tables(&env);
+    for manifest in [
+        "guest-examples/js/ride-create/workflow.toml",
+        "guest-examples/python/ride-create/workflow.toml",
+        "guest-examples/go/ride-create/workflow.toml",
+        "guest-examples/polyglot/workflow.toml",
+        "guest-examples/polyglot/notify.toml",
+    ] {
+        register(&env, &root().join(manifest));
+    }
+    let server = Server::start(&env, &[]);
+    let workflows = server.get("/v1/workflows").json();
+    let names: Vec<&str> = workflows["workflows"]
+        .as_array()
+        .expect("workflows")
+        .iter()
+        .filter_map(|w| w["name"].as_str())
+        .filter(|n| n.starts_with("ride-create"))
+        .collect();
+    assert_eq!(names.len(), 3, "{workflows}");
+    for (i, name) in names.iter().enumerate() {
+        let r = server.post(name, "declined", &ride(i, "tok_chargeDeclined"), &[]);
+        assert_eq!(r.status, 402, "{name}: {}", r.body);
+        assert_eq!(r.json()["step"], "charge_card", "{name}");
+    }
+    let words = json!({ "text": "the cat and the hat", "top": 1 });
+    let r = server.post("polyglot", "words", &words, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["summary"]["top_word"], "the", "{}", r.body);
 }

@@ -11,6 +11,8 @@ static acidic_outcome report(const acidic_ctx *cx) {
     if (!summary || !top) return acidic_fatal("`summary` and `top` must be set by the earlier steps");
     char *notify = acidic_get("notify_run");
     acidic_info("reporting %s", summary);
+    /* Over HTTP a report answers 200 OK (it creates nothing). */
+    acidic_set_http_status(200);
     return acidic_finish(acidic_format("{\"summary\":%s,\"top\":%s,\"notify_run\":%s,\"steps\":%d}",
                                        summary, top, notify ? notify : "null", 5));
 }

@@ -69,6 +69,10 @@ acidic_outcome acidic_retryable(const char *fmt, ...) {
     return o;
 }
 
+void acidic_set_http_status(uint16_t status) {
+    acidic_step_context_set_http_status(status);
+}
+
 void acidic_log(int level, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

@@ -82,6 +82,11 @@ bool acidic_query(const char *statement, const acidic_value *params, size_t n,
                   acidic_step_sql_rows_t *rows, char **error);
 
 enum { ACIDIC_TRACE, ACIDIC_DEBUG, ACIDIC_INFO, ACIDIC_WARN, ACIDIC_ERROR };
+/* The HTTP status `acidic serve` answers this run's request with, if this
+ * step commits (a finished run's default is 201) or fails the run for good
+ * (default 500): 402 for a declined card, say. 200 to 599. */
+void acidic_set_http_status(uint16_t status);
+
 /* A line in the host's log, tagged with the run and step. printf-style. */
 void acidic_log(int level, const char *fmt, ...);
 #define acidic_info(...) acidic_log(ACIDIC_INFO, __VA_ARGS__)

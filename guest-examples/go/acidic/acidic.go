@@ -260,6 +260,11 @@ func (cx *Ctx) Log(level uint32, format string, a ...any) {
 // Info writes an info line.
 func (cx *Ctx) Info(format string, a ...any) { cx.Log(Info, format, a...) }
 
+// SetHTTPStatus sets the HTTP status `acidic serve` answers this run's
+// request with, if this step commits (a finished run's default is 201) or
+// fails the run for good (default 500): 402 for a declined card, say. 200 to 599.
+func (cx *Ctx) SetHTTPStatus(status uint16) { hostSetHttpStatus(status) }
+
 // A Handler runs one step.
 type Handler func(cx *Ctx) (Outcome, error)
 

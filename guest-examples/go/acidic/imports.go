@@ -1,6 +1,6 @@
 package acidic
 
-// The host's functions (WIT `acidic:step@0.2.0`), in their canonical-ABI
+// The host's functions (WIT `acidic:step@0.3.0`), in their canonical-ABI
 // core signatures, and wrappers that lower Go values and lift the answers.
 
 import (
@@ -9,31 +9,34 @@ import (
 	"unsafe"
 )
 
-//go:wasmimport acidic:step/context@0.2.0 log
+//go:wasmimport acidic:step/context@0.3.0 log
 func importLog(level, ptr, n uint32)
 
-//go:wasmimport acidic:step/attributes@0.2.0 get
+//go:wasmimport acidic:step/context@0.3.0 set-http-status
+func importSetHttpStatus(status uint32)
+
+//go:wasmimport acidic:step/attributes@0.3.0 get
 func importGet(ptr, n, ret uint32)
 
-//go:wasmimport acidic:step/attributes@0.2.0 set
+//go:wasmimport acidic:step/attributes@0.3.0 set
 func importSet(namePtr, nameLen, valuePtr, valueLen, ret uint32)
 
-//go:wasmimport acidic:step/attributes@0.2.0 delete
+//go:wasmimport acidic:step/attributes@0.3.0 delete
 func importDelete(ptr, n uint32)
 
-//go:wasmimport acidic:step/attributes@0.2.0 names
+//go:wasmimport acidic:step/attributes@0.3.0 names
 func importNames(ret uint32)
 
-//go:wasmimport acidic:step/staging@0.2.0 enqueue
+//go:wasmimport acidic:step/staging@0.3.0 enqueue
 func importEnqueue(wfPtr, wfLen, argsPtr, argsLen, hasKey, keyPtr, keyLen, hasDelay uint32, delay uint64, hasQueue, queuePtr, queueLen, awaits, ret uint32)
 
-//go:wasmimport acidic:step/staging@0.2.0 children
+//go:wasmimport acidic:step/staging@0.3.0 children
 func importChildren(ret uint32)
 
-//go:wasmimport acidic:step/sql@0.2.0 execute
+//go:wasmimport acidic:step/sql@0.3.0 execute
 func importExecute(stmtPtr, stmtLen, paramsPtr, paramsLen, ret uint32)
 
-//go:wasmimport acidic:step/sql@0.2.0 query
+//go:wasmimport acidic:step/sql@0.3.0 query
 func importQuery(stmtPtr, stmtLen, paramsPtr, paramsLen, ret uint32)
 
 func hostLog(level uint32, msg string) {
@@ -41,6 +44,10 @@ func hostLog(level uint32, msg string) {
 	p, n := strArgs(msg)
 	importLog(level, p, n)
 	runtime.KeepAlive(msg)
+}
+
+func hostSetHttpStatus(status uint16) {
+	importSetHttpStatus(uint32(status))
 }
 
 func hostGet(name string) (string, bool) {

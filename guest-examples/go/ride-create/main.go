@@ -78,6 +78,8 @@ func chargeCard(cx *acidic.Ctx, r *ride) error {
 		return err
 	}
 	if r.Card == "tok_chargeDeclined" {
+		// Over HTTP the run answers 402 Payment Required (and replays it).
+		cx.SetHTTPStatus(402)
 		return acidic.Fatal("card declined")
 	}
 	chargeID := "ch_" + cx.StepKey

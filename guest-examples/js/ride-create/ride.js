@@ -38,7 +38,11 @@ function audit(cx, rideId, action, detail) {
 function chargeCard(cx, ride) {
   const rideId = cx.require('ride_id');
   const amount = cx.require('amount_cents');
-  if (ride.card === 'tok_chargeDeclined') throw fatal('card declined');
+  if (ride.card === 'tok_chargeDeclined') {
+    // Over HTTP the run answers 402 Payment Required (and replays it).
+    cx.setHttpStatus(402);
+    throw fatal('card declined');
+  }
   const chargeId = `ch_${cx.stepKey}`;
   if (ride.card === 'tok_flaky' && cx.attempt === 1) throw retryable('payment gateway timed out');
   cx.execute('UPDATE rides SET charge_id = $1 WHERE id = $2', [chargeId, rideId]);

@@ -15,10 +15,10 @@
 // retryable error (the step's retry policy applies). Built with
 // `jco componentize --backend quickjs` against the WIT world `acidic:step/step`.
 
-import * as context from 'acidic:step/context@0.2.0';
-import * as attributes from 'acidic:step/attributes@0.2.0';
-import * as staging from 'acidic:step/staging@0.2.0';
-import * as sqlApi from 'acidic:step/sql@0.2.0';
+import * as context from 'acidic:step/context@0.3.0';
+import * as attributes from 'acidic:step/attributes@0.3.0';
+import * as staging from 'acidic:step/staging@0.3.0';
+import * as sqlApi from 'acidic:step/sql@0.3.0';
 
 /** A step error: `retryable` errors are retried per policy, others fail the run. */
 export class StepError extends Error {
@@ -204,6 +204,13 @@ export class Ctx {
   }
   /** Writes an info log line. */
   info(message) { context.log('info', String(message)); }
+
+  /**
+   * Sets the HTTP status `acidic serve` answers this run's request with, if
+   * this step commits (a finished run's default is 201) or fails the run for
+   * good (default 500): 402 for a declined card, say. 200 to 599.
+   */
+  setHttpStatus(status) { context.setHttpStatus(Number(status) & 0xffff); }
   /** The outcome that ends the run now with `result`. */
   finish(result) { return { tag: 'finish', val: jsonText(result, 'the result') }; }
   /** The outcome that commits and runs this step again. */

@@ -48,6 +48,8 @@ def charge_card(cx, ride):
     ride_id = cx.require("ride_id")
     amount = cx.require("amount_cents")
     if ride["card"] == "tok_chargeDeclined":
+        # Over HTTP the run answers 402 Payment Required (and replays it).
+        cx.set_http_status(402)
         raise acidic.Fatal("card declined")
     charge_id = f"ch_{cx.step_key}"
     if ride["card"] == "tok_flaky" and cx.attempt == 1:

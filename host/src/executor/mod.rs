@@ -211,6 +211,7 @@ impl Executor<'_> {
                         started_at: call.started_at,
                         parent,
                         logs: failed.logs.clone(),
+                        http_status: failed.http_status,
                     };
                     if !self.store.record_failure(&record).await? {
                         return Err(Error::LeaseLost(run.key));
@@ -286,11 +287,16 @@ impl Executor<'_> {
             .await;
         let mut step_tx = state.take_step_tx();
         let logs = state.take_logs();
+        let http_status = state.http_status;
         let settled = match self
             .settle(call, state, outcome, &mut step_tx, logs.clone())
             .await
         {
-            Ok(Err(failed)) => Ok(Err(Failed { logs, ..failed })),
+            Ok(Err(failed)) => Ok(Err(Failed {
+                logs,
+                http_status,
+                ..failed
+            })),
             other => other,
         };
         // A step that did not commit rolls its transaction back here, and
@@ -324,6 +330,7 @@ impl Executor<'_> {
     ) -> Result<std::result::Result<Committed, Failed>> {
         let run = call.run;
         let deadline = state.deadline();
+        let http_status = state.http_status;
 
         let facts = CallFacts {
             refusal: state.refusal(),
@@ -390,6 +397,7 @@ impl Executor<'_> {
             staged,
             started_at: call.started_at,
             logs,
+            http_status,
         };
         // Nothing a step did commits after its deadline: a host call that
         // finished late (a statement, a response) does not make it count.

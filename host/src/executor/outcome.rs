@@ -17,6 +17,8 @@ pub(super) struct Failed {
     pub(super) retryable: bool,
     /// What the call logged, as stored.
     pub(super) logs: Option<String>,
+    /// The HTTP status the step set, for the run's answer if it fails for good.
+    pub(super) http_status: Option<u16>,
 }
 
 impl Failed {
@@ -26,6 +28,7 @@ impl Failed {
             message: message.into(),
             retryable,
             logs: None,
+            http_status: None,
         }
     }
 }

@@ -26,6 +26,10 @@ pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
 pub const MAX_STATEMENT: usize = 64 << 10;
 
 impl context::Host for StepState {
+    fn set_http_status(&mut self, status: u16) {
+        StepState::set_http_status(self, status)
+    }
+
     fn log(&mut self, level: context::Level, message: String) {
         if !self.charge(message.len()) || self.log_bytes >= cap(self.policy.max_log) {
             return;
@@ -66,6 +70,21 @@ impl context::Host for StepState {
 }
 
 impl StepState {
+    /// `set-http-status`: the status of the run's answer, if this step
+    /// commits or fails the run for good.
+    pub(super) fn set_http_status(&mut self, status: u16) {
+        if !self.charge(0) {
+            return;
+        }
+        if (200..=599).contains(&status) {
+            self.http_status = Some(status);
+        } else {
+            let message = format!("set-http-status({status}) ignored: only 200 to 599");
+            tracing::warn!(target: "acidic::guest", run = %self.run_key, step = %self.step, "{message}");
+            self.logs.push("warn", &message);
+        }
+    }
+
     /// Sets attribute `name` to the JSON text `value` within every cap: value
     /// size, name length, count, total size and the memory budget.
     fn set_attribute(&mut self, name: String, value: String) -> Result<(), String> {

@@ -37,10 +37,10 @@ pub use state::{Refusal, StagedJob, StepState};
 
 mod bindings {
     // The world guests build against today. Its `run` has the same type in
-    // 0.1.0, so one pre-instantiated form serves guests of either version;
-    // only the imports differ by version, and the linker has both.
+    // 0.1.0 and 0.2.0, so one pre-instantiated form serves guests of every
+    // version; only the imports differ by version, and the linker has all.
     wasmtime::component::bindgen!({
-        path: "../wit/step@0.2.0",
+        path: "../wit/step@0.3.0",
         world: "step",
         imports: {
             "acidic:step/staging.children": async,
@@ -49,6 +49,20 @@ mod bindings {
         },
         exports: { default: async },
     });
+
+    /// `acidic:step@0.2.0`, for guests built before `set-http-status` existed.
+    pub mod v0_2 {
+        wasmtime::component::bindgen!({
+            path: "../wit/step@0.2.0",
+            world: "step",
+            imports: {
+                "acidic:step/staging.children": async,
+                "acidic:step/sql.execute": async,
+                "acidic:step/sql.query": async,
+            },
+            exports: { default: async },
+        });
+    }
 
     /// `acidic:step@0.1.0`, for guests built before `sql` existed.
     pub mod v0_1 {
@@ -140,6 +154,8 @@ impl Runtime {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| Error::Engine(e.to_string()))?;
         Step::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| Error::Engine(e.to_string()))?;
+        bindings::v0_2::Step::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| Error::Engine(e.to_string()))?;
         bindings::v0_1::Step::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| Error::Engine(e.to_string()))?;

@@ -87,6 +87,8 @@ pub struct StepState {
     pub(super) log_bytes: usize,
     /// What the call logged, to be stored with its timeline entry.
     pub(super) logs: StoredLogs,
+    /// The HTTP status the step asked its run's answer to have.
+    pub http_status: Option<u16>,
     stdout: Capture,
     stderr: Capture,
     http: WasiHttpCtx,
@@ -155,6 +157,7 @@ impl StepState {
             policy,
             log_bytes: 0,
             logs: StoredLogs::default(),
+            http_status: None,
             stdout,
             stderr,
             http: WasiHttpCtx::new(),

@@ -343,7 +343,7 @@ fn final_response(run: &RunRecord, caller: Option<&str>) -> StoredResponse {
     let problem = match run.status {
         RunStatus::Succeeded => {
             return StoredResponse {
-                code: 201,
+                code: run.http_status.unwrap_or(201),
                 body: canonical_json(run.result.as_ref().unwrap_or(&Value::Null)),
             };
         }
@@ -369,9 +369,16 @@ fn final_response(run: &RunRecord, caller: Option<&str>) -> StoredResponse {
             p
         }
     };
-    let problem = problem
+    let mut problem = problem
         .with("workflow", run.workflow.as_str())
         .with("key", key);
+    if run.status == RunStatus::Failed
+        && let Some(status) = run
+            .failure_http_status
+            .and_then(|s| StatusCode::from_u16(s).ok())
+    {
+        problem = problem.with_status(status);
+    }
     StoredResponse {
         code: problem.status().as_u16(),
         body: problem.body(),

@@ -47,6 +47,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "step_logs",
         include_str!("../../../migrations/postgres/0003_step_logs.sql"),
     ),
+    (
+        4,
+        "http_status",
+        include_str!("../../../migrations/postgres/0004_http_status.sql"),
+    ),
 ];
 
 /// Any number: it only has to be the same in every process that migrates.

@@ -46,6 +46,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "step_logs",
         include_str!("../../../migrations/sqlite/0003_step_logs.sql"),
     ),
+    (
+        4,
+        "http_status",
+        include_str!("../../../migrations/sqlite/0004_http_status.sql"),
+    ),
 ];
 
 /// The SQLite store.

@@ -30,7 +30,7 @@ use serde_json::Value;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../../wit/step@0.2.0",
+        path: "../../../wit/step@0.3.0",
         world: "step",
         pub_export_macro: true,
         default_bindings_module: "acidic_guest::bindings",
@@ -376,6 +376,13 @@ impl Ctx {
     /// Writes an info line to the host's log.
     pub fn info(&self, message: &str) {
         self.log(Level::Info, message)
+    }
+
+    /// Sets the HTTP status `acidic serve` answers this run's request with,
+    /// if this step commits (a finished run's default is 201) or fails the
+    /// run for good (default 500): 402 for a declined card, say. 200 to 599.
+    pub fn set_http_status(&self, status: u16) {
+        context::set_http_status(status)
     }
 }
 

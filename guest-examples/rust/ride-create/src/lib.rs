@@ -94,6 +94,8 @@ fn charge_card(cx: &mut Ctx, ride: &Ride) -> Result<Outcome, StepError> {
     let ride_id: String = cx.require("ride_id")?;
     let amount: u64 = cx.require("amount_cents")?;
     if ride.card == "tok_chargeDeclined" {
+        // Over HTTP the run answers 402 Payment Required (and replays it).
+        cx.set_http_status(402);
         return Err(StepError::fatal("card declined"));
     }
     let charge_id = match std::env::var("PAYMENTS_API") {

@@ -42,6 +42,15 @@ impl Backend {
             tx.rollback().await?;
             return Ok(false);
         }
+        if f.retry_in.is_none()
+            && let Some(status) = f.http_status
+        {
+            sqlx::query("UPDATE runs SET failure_http_status = $1 WHERE id = $2")
+                .bind(i64::from(status))
+                .bind(f.run_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         insert_event(
             &mut tx,
             f.run_id,
@@ -116,6 +125,13 @@ async fn commit_step_in(tx: &mut Transaction<'static, Db>, c: &StepCommit) -> Re
     }
 
     // What this step awaits replaces whatever an earlier attempt awaited.
+    if let Some(status) = c.http_status {
+        sqlx::query("UPDATE runs SET http_status = $1 WHERE id = $2")
+            .bind(i64::from(status))
+            .bind(c.run_id)
+            .execute(&mut **tx)
+            .await?;
+    }
     sqlx::query("UPDATE runs SET awaited = FALSE WHERE parent_run_id = $1 AND awaited = TRUE")
         .bind(c.run_id)
         .execute(&mut **tx)

@@ -192,7 +192,7 @@ impl Backend {
         let updated = sqlx::query(
             "UPDATE runs SET step_attempt_base = CASE WHEN status = 'failed' THEN step_attempt ELSE step_attempt_base END, \
                status = 'pending', available_at = $1, finished_at = NULL, updated_at = $2, \
-               response_code = NULL, response_body = NULL \
+               response_code = NULL, response_body = NULL, failure_http_status = NULL \
              WHERE id = $3 AND (status = 'failed' OR (status IN ('pending', 'running') \
                AND (locked_until IS NULL OR locked_until < $4)))",
         )
