@@ -529,3 +529,307 @@ async fn ride_tables(root: &Path, db: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// One side of `acidic bench --http` at one concurrency.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpRow {
+    /// `embedded` (the library's `Host::run`) or `http` (`POST /v1/workflows/{w}/runs`).
+    pub via: &'static str,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Requests made.
+    pub requests: u32,
+    /// Requests per second.
+    pub per_sec: f64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency, ms.
+    pub p99_ms: f64,
+}
+
+/// `acidic bench --http`: the HTTP API against the embedded library, in the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpReport {
+    /// The database both sides ran on.
+    pub database: String,
+    /// Steps per run.
+    pub steps_per_run: u32,
+    /// Embedded and HTTP rows, per concurrency.
+    pub rows: Vec<HttpRow>,
+}
+
+impl fmt::Display for HttpReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "acidic bench --http: {}-step runs, new key per request, {}",
+            self.steps_per_run, self.database
+        )?;
+        writeln!(
+            f,
+            "{:<10} {:>11} {:>9} {:>9} {:>9} {:>9}",
+            "via", "concurrency", "requests", "req/s", "p50 ms", "p99 ms"
+        )?;
+        for r in &self.rows {
+            writeln!(
+                f,
+                "{:<10} {:>11} {:>9} {:>9.1} {:>9.2} {:>9.2}",
+                r.via, r.concurrency, r.requests, r.per_sec, r.p50_ms, r.p99_ms
+            )?;
+        }
+        for c in self.concurrencies() {
+            let side = |via| {
+                self.rows
+                    .iter()
+                    .find(|r| r.via == via && r.concurrency == c)
+            };
+            if let (Some(e), Some(h)) = (side("embedded"), side("http")) {
+                writeln!(
+                    f,
+                    "concurrency {c}: http/embedded throughput {:.2}x, p50 +{:.2} ms",
+                    h.per_sec / e.per_sec,
+                    h.p50_ms - e.p50_ms
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl HttpReport {
+    fn concurrencies(&self) -> Vec<usize> {
+        let mut c: Vec<usize> = self.rows.iter().map(|r| r.concurrency).collect();
+        c.dedup();
+        c
+    }
+}
+
+/// Latencies to a row.
+fn row(
+    via: &'static str,
+    concurrency: usize,
+    mut latencies: Vec<Duration>,
+    wall: Duration,
+) -> HttpRow {
+    latencies.sort();
+    let at = |q: f64| {
+        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
+        latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    HttpRow {
+        via,
+        concurrency,
+        requests: latencies.len() as u32,
+        per_sec: latencies.len() as f64 / wall.as_secs_f64(),
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+    }
+}
+
+/// `POST`s `count` runs of `workflow` over one kept-alive connection to
+/// `addr`, keys `{tag}-{i}`; the latency of each.
+async fn post_runs(
+    addr: std::net::SocketAddr,
+    workflow: &str,
+    tag: &str,
+    count: u32,
+) -> Result<Vec<Duration>> {
+    use http_body_util::BodyExt;
+    let fail = |e: &dyn std::fmt::Display| Error::Serve(format!("bench client: {e}"));
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| fail(&e))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| fail(&e))?;
+    let driver = tokio::spawn(connection);
+    let mut latencies = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let body = json!({ "i": i, "tag": tag }).to_string();
+        let request = http::Request::post(format!("/v1/workflows/{workflow}/runs"))
+            .header("host", addr.to_string())
+            .header("idempotency-key", format!("{tag}-{i}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(axum::body::Bytes::from(body)))
+            .map_err(|e| fail(&e))?;
+        let start = Instant::now();
+        // The connection takes the next request once it is done with the last.
+        sender.ready().await.map_err(|e| fail(&e))?;
+        let response = sender.send_request(request).await.map_err(|e| fail(&e))?;
+        let status = response.status();
+        response.into_body().collect().await.map_err(|e| fail(&e))?;
+        latencies.push(start.elapsed());
+        if status != http::StatusCode::CREATED {
+            return Err(fail(&format!("run {tag}-{i} answered {status}")));
+        }
+    }
+    driver.abort();
+    Ok(latencies)
+}
+
+/// Runs `runs` runs of the 3-step workflow in `manifest` through the
+/// embedded library and through `acidic serve`'s `POST` on the same host and
+/// database, at each concurrency in `concurrencies`.
+pub async fn http(
+    manifest: &Path,
+    runs: u32,
+    database_url: Option<&str>,
+    concurrencies: &[usize],
+) -> Result<HttpReport> {
+    let tag = format!("acidic_bench_{}_{}", std::process::id(), fastrand::u32(..));
+    let dir = std::env::temp_dir().join(&tag);
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Cache {
+        path: dir.clone(),
+        source,
+    })?;
+    let postgres = database_url.filter(|u| u.starts_with("postgres"));
+    let url = match postgres {
+        Some(url) => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}schema={tag}_http")
+        }
+        None => dir.join("acidic.db").display().to_string(),
+    };
+    let result = measure_http(&dir, &url, manifest, runs, concurrencies).await;
+    if postgres.is_some()
+        && let Ok(Store::Postgres(s)) = Store::open(&url).await
+        && let Err(e) = s.drop_schema().await
+    {
+        tracing::warn!("could not drop the bench schema: {e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn measure_http(
+    dir: &Path,
+    url: &str,
+    manifest: &Path,
+    runs: u32,
+    concurrencies: &[usize],
+) -> Result<HttpReport> {
+    use std::sync::Arc;
+    let mut config = HostConfig::new(url);
+    config.cache_dir = Some(dir.join("cache"));
+    config.max_connections = Some(32);
+    let host = Arc::new(Host::open(config).await?);
+    let database = match host.store.backend() {
+        "postgres" => "Postgres (SERIALIZABLE)".to_string(),
+        _ => "SQLite (WAL, synchronous=FULL)".to_string(),
+    };
+    let registration = host.register(manifest).await?;
+    let workflow = registration.workflow.clone();
+    let steps_per_run = registration.steps as u32;
+
+    let listener = crate::serve::bind("127.0.0.1:0", None).await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Serve(format!("bench: {e}")))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = crate::serve::ServeConfig {
+        workers: None,
+        ..crate::serve::ServeConfig::default()
+    };
+    let server = tokio::spawn(crate::serve::serve(
+        Arc::clone(&host),
+        listener,
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    // Warm up both paths: the component prepared, connections open.
+    for i in 0..5 {
+        host.run(RunRequest::new(&workflow, json!({ "warmup": i })))
+            .await?;
+    }
+    post_runs(addr, &workflow, "warmup-http", 5).await?;
+
+    let mut rows = Vec::new();
+    for &concurrency in concurrencies {
+        let concurrency = concurrency.max(1);
+        // Two rounds per side, alternating (embedded, http, http, embedded),
+        // so neither side gains from running second on a warmer database.
+        let each = (runs / concurrency as u32 / 2).max(1);
+        let (mut embedded, mut over_http) = (Measured::default(), Measured::default());
+        for round in 0..4 {
+            let via_http = round == 1 || round == 2;
+            let start = Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for t in 0..concurrency {
+                let (host, workflow) = (Arc::clone(&host), workflow.clone());
+                let tag = format!("r{round}-c{concurrency}-t{t}");
+                tasks.spawn(async move {
+                    if via_http {
+                        return post_runs(addr, &workflow, &tag, each).await;
+                    }
+                    let mut latencies = Vec::with_capacity(each as usize);
+                    for i in 0..each {
+                        let started = Instant::now();
+                        let request = RunRequest::new(&workflow, json!({ "i": i, "tag": tag }))
+                            .with_key(format!("{tag}-{i}"));
+                        let report = host.run(request).await?;
+                        if report.status != RunStatus::Succeeded {
+                            return Err(Error::Engine(format!(
+                                "bench run did not succeed: {:?}",
+                                report.error
+                            )));
+                        }
+                        latencies.push(started.elapsed());
+                    }
+                    Ok(latencies)
+                });
+            }
+            let latencies = join_latencies(tasks).await?;
+            let side = if via_http {
+                &mut over_http
+            } else {
+                &mut embedded
+            };
+            side.latencies.extend(latencies);
+            side.wall += start.elapsed();
+        }
+        rows.push(row(
+            "embedded",
+            concurrency,
+            embedded.latencies,
+            embedded.wall,
+        ));
+        rows.push(row(
+            "http",
+            concurrency,
+            over_http.latencies,
+            over_http.wall,
+        ));
+    }
+    let _ = stop.send(());
+    match server.await {
+        Ok(r) => r?,
+        Err(e) => return Err(Error::Serve(format!("bench server: {e}"))),
+    }
+    Ok(HttpReport {
+        database,
+        steps_per_run,
+        rows,
+    })
+}
+
+/// Latencies and wall time of one side's rounds.
+#[derive(Default)]
+struct Measured {
+    latencies: Vec<Duration>,
+    wall: Duration,
+}
+
+async fn join_latencies(
+    mut tasks: tokio::task::JoinSet<Result<Vec<Duration>>>,
+) -> Result<Vec<Duration>> {
+    let mut all = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let latencies = done.map_err(|e| Error::Engine(format!("bench task: {e}")))??;
+        all.extend(latencies);
+    }
+    Ok(all)
+}

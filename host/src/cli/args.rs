@@ -293,6 +293,11 @@ pub struct BenchArgs {
     /// compile and cached-load time, fresh instance + call, and steps/s of its
     /// ride example on SQLite, with Rust as the baseline. Run from the
     /// repository root after `make guests`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "http")]
     pub languages: bool,
+    /// Instead: requests/s and p50/p99 of `POST /v1/workflows/{w}/runs` on
+    /// an in-process `acidic serve`, at concurrency 1 and 8, against the
+    /// same workflow through the embedded library in the same run.
+    #[arg(long)]
+    pub http: bool,
 }

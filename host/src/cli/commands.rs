@@ -304,6 +304,13 @@ async fn bench(options: &BenchArgs, database_url: &str, json: bool) -> anyhow::R
         emit(json, &report, |r| print!("{r}"))?;
         return Ok(0);
     }
+    if options.http {
+        let report =
+            acidic::bench::http(&options.manifest, options.runs, Some(database_url), &[1, 8])
+                .await?;
+        emit(json, &report, |r| print!("{r}"))?;
+        return Ok(0);
+    }
     let report = acidic::bench::run(&options.manifest, options.runs, Some(database_url)).await?;
     emit(json, &report, |r| print!("{r}"))?;
     Ok(0)

@@ -153,9 +153,14 @@ pub async fn create_run(
     let workflow = path(workflow)?;
     let key = idempotency_key(&headers)?;
     let wait = prefer_wait(&headers, &api);
-    // An unknown workflow is a 404 whatever the body.
-    api.host.workflow(&workflow).await?;
-    let args = args(body)?;
+    let args = match args(body) {
+        Ok(args) => args,
+        Err(problem) => {
+            // An unknown workflow is a 404 whatever the body.
+            api.host.workflow(&workflow).await?;
+            return Err(problem);
+        }
+    };
     let mut request = RunRequest::new(&workflow, args).with_key(&key);
     if let Some(c) = caller.name() {
         request = request.for_caller(c);
@@ -182,7 +187,7 @@ pub async fn create_run(
             Ok(Started::Final(run)) => {
                 api.metrics
                     .outcome(if latched { "latched" } else { "replayed" });
-                break record_answer(&api, &caller, &run, true).await?;
+                break final_answer(&api, &caller, &Finished::of(&run), true).await?;
             }
             Err(Error::Locked { remaining_ms, .. }) => {
                 if Instant::now() >= deadline || *api.draining.borrow() {
@@ -262,13 +267,12 @@ async fn work_answer(
 async fn report_answer(api: &Api, caller: &Caller, report: &RunReport, replayed: bool) -> Answer {
     match report.status {
         RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled => {
-            let run = api
-                .host
-                .store()
-                .run(report.run_id)
-                .await?
-                .ok_or_else(|| Error::RunNotFound(report.key.clone()))?;
-            record_answer(api, caller, &run, replayed).await
+            let finished = Finished {
+                id: report.run_id,
+                workflow: &report.workflow,
+                key: &report.key,
+            };
+            final_answer(api, caller, &finished, replayed).await
         }
         RunStatus::Pending => {
             let retry = retry_seconds(report.retry_at.unwrap_or_else(now_ms) - now_ms());
@@ -298,12 +302,26 @@ async fn report_answer(api: &Api, caller: &Caller, report: &RunReport, replayed:
     }
 }
 
-/// The answer for a run as stored: its stored response once it is finished
-/// (stored on the first answer, so every replay is the same bytes).
-async fn record_answer(api: &Api, caller: &Caller, run: &RunRecord, replayed: bool) -> Answer {
-    if !run.status.is_final() {
-        return in_progress(api, caller, run.id).await;
+/// A run to answer for with its stored response.
+struct Finished<'a> {
+    id: i64,
+    workflow: &'a str,
+    key: &'a str,
+}
+
+impl Finished<'_> {
+    fn of(run: &RunRecord) -> Finished<'_> {
+        Finished {
+            id: run.id,
+            workflow: &run.workflow,
+            key: &run.key,
+        }
     }
+}
+
+/// The answer for a finished run: its stored response (stored with its
+/// last commit, or on its first answer), so every replay is the same bytes.
+async fn final_answer(api: &Api, caller: &Caller, run: &Finished<'_>, replayed: bool) -> Answer {
     let scope = caller.name().map(str::to_string);
     let stored = api
         .host
@@ -311,7 +329,7 @@ async fn record_answer(api: &Api, caller: &Caller, run: &RunRecord, replayed: bo
         .response(run.id, |run| final_response(run, scope.as_deref()))
         .await?;
     let Some(stored) = stored else {
-        // Retried between the two reads: it is running again.
+        // Not finished (waiting, or retried since): the run as it stands.
         return in_progress(api, caller, run.id).await;
     };
     let status = StatusCode::from_u16(stored.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -320,11 +338,11 @@ async fn record_answer(api: &Api, caller: &Caller, run: &RunRecord, replayed: bo
     } else {
         "application/json"
     };
-    let key = unscoped(&run.key, caller.name());
+    let key = unscoped(run.key, caller.name());
     let mut response = (status, stored.body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
-    if let Ok(at) = HeaderValue::from_str(&location(&run.workflow, key)) {
+    if let Ok(at) = HeaderValue::from_str(&location(run.workflow, key)) {
         headers.insert(header::LOCATION, at);
     }
     if replayed {
@@ -556,7 +574,7 @@ pub async fn retry_run(
     let wait = prefer_wait(&headers, &api);
     let run = find(&api, &caller, &workflow, &key).await?;
     if run.status == RunStatus::Succeeded {
-        return record_answer(&api, &caller, &run, true).await;
+        return final_answer(&api, &caller, &Finished::of(&run), true).await;
     }
     let requeued = api.host.requeue(&run.key, Some(&run.workflow)).await?;
     let host = Arc::clone(&api.host);

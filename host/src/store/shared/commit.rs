@@ -102,7 +102,10 @@ async fn commit_step_in(tx: &mut Transaction<'static, Db>, c: &StepCommit) -> Re
            attempts = attempts + 1, step_attempt = 0, step_attempt_base = 0, \
            locked_by = CASE WHEN $5 THEN NULL ELSE locked_by END, \
            locked_until = CASE WHEN $6 THEN NULL ELSE $7 END, \
-           updated_at = $8, finished_at = CASE WHEN $9 THEN $10 ELSE NULL END \
+           updated_at = $8, finished_at = CASE WHEN $9 THEN $10 ELSE NULL END, \
+           http_status = COALESCE($14, http_status), \
+           response_code = CASE WHEN $9 THEN COALESCE($14, http_status, 201) ELSE NULL END, \
+           response_body = CASE WHEN $9 THEN $4 ELSE NULL END \
          WHERE id = $11 AND locked_by = $12 AND recovery_point = $13 AND status = 'running'",
     )
     .bind(recovery_point)
@@ -118,6 +121,7 @@ async fn commit_step_in(tx: &mut Transaction<'static, Db>, c: &StepCommit) -> Re
     .bind(c.run_id)
     .bind(&c.lease.owner)
     .bind(&c.step)
+    .bind(c.http_status.map(i64::from))
     .execute(&mut **tx)
     .await?;
     if updated.rows_affected() == 0 {
@@ -125,13 +129,6 @@ async fn commit_step_in(tx: &mut Transaction<'static, Db>, c: &StepCommit) -> Re
     }
 
     // What this step awaits replaces whatever an earlier attempt awaited.
-    if let Some(status) = c.http_status {
-        sqlx::query("UPDATE runs SET http_status = $1 WHERE id = $2")
-            .bind(i64::from(status))
-            .bind(c.run_id)
-            .execute(&mut **tx)
-            .await?;
-    }
     sqlx::query("UPDATE runs SET awaited = FALSE WHERE parent_run_id = $1 AND awaited = TRUE")
         .bind(c.run_id)
         .execute(&mut **tx)

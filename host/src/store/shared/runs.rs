@@ -264,11 +264,33 @@ impl Backend {
         make: &(dyn Fn(&RunRecord) -> StoredResponse + Sync),
     ) -> Result<Option<StoredResponse>> {
         let mut conn = self.pool.acquire().await?;
-        let Some(run) = fetch_run(&mut conn, By::Id(id)).await? else {
+        let stored = |row: &DbRow| -> Result<Option<StoredResponse>> {
+            let code: Option<i64> = row.try_get("response_code")?;
+            let body: Option<String> = row.try_get("response_body")?;
+            Ok(match (code, body) {
+                (Some(code), Some(body)) => Some(StoredResponse {
+                    code: u16::try_from(code)
+                        .map_err(|_| Error::Corrupt(format!("run {id}: response code {code}")))?,
+                    body,
+                }),
+                _ => None,
+            })
+        };
+        let sql = format!("SELECT {RUN_COLUMNS}, response_code, response_body FROM runs WHERE id = $1");
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+        else {
             return Ok(None);
         };
+        let run = run_from_row(&row)?;
         if !run.status.is_final() {
             return Ok(None);
+        }
+        // Stored with the run's last commit (a finished run), or by an earlier answer.
+        if let Some(response) = stored(&row)? {
+            return Ok(Some(response));
         }
         let made = make(&run);
         sqlx::query(
@@ -284,17 +306,9 @@ impl Backend {
             .bind(id)
             .fetch_optional(&mut *conn)
             .await?;
-        let Some(row) = row else { return Ok(None) };
-        let code: Option<i64> = row.try_get("response_code")?;
-        let body: Option<String> = row.try_get("response_body")?;
-        match (code, body) {
-            (Some(code), Some(body)) => Ok(Some(StoredResponse {
-                code: u16::try_from(code)
-                    .map_err(|_| Error::Corrupt(format!("run {id}: response code {code}")))?,
-                body,
-            })),
-            // Retried between the two statements: it is not finished any more.
-            _ => Ok(None),
+        match row {
+            Some(row) => stored(&row),
+            None => Ok(None),
         }
     }
 
