@@ -179,7 +179,7 @@ impl StepOutcome {
 }
 
 /// A failed step call, as recorded on the run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StepFailure {
     /// The step.
     pub step: String,
@@ -281,7 +281,7 @@ pub struct StepEvent {
 }
 
 /// One line a step logged.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct LogLine {
     /// `trace`, `debug`, `info`, `warn`, `error`, or `stdout` / `stderr` for what it printed.
     pub level: String,

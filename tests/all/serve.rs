@@ -961,3 +961,104 @@ fn every_sdk_sets_the_http_status() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["summary"]["top_word"], "the", "{}", r.body);
 }
+
+/// `GET /openapi.json` is a valid OpenAPI 3.1 document (checked by
+/// openapi-spec-validator, from the toolchains `make` installs) that covers
+/// every route, each with its problem responses.
+#[test]
+fn openapi_is_valid_and_covers_every_route() {
+    polyglot_guests();
+    let env = Env::new();
+    let tokens = env.write("tokens.txt", "alice:alice-secret-0123456789\n");
+    let server = Server::start(&env, &["--tokens", &tokens.display().to_string()]);
+    // Served without a token, like the probes.
+    let doc = server.get("/openapi.json");
+    assert_eq!(doc.status, 200, "{}", doc.body);
+    let file = env.write("openapi.json", &doc.body);
+    let out = Command::new(root().join(".toolchains/py/bin/python"))
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&file)
+        .output()
+        .expect("run openapi-spec-validator");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = doc.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut routes: Vec<String> = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("a path item").keys() {
+            routes.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    routes.sort();
+    let mut expected = vec![
+        "POST /v1/workflows/{workflow}/runs",
+        "GET /v1/runs/{workflow}/{key}",
+        "GET /v1/runs",
+        "POST /v1/runs/{workflow}/{key}/retry",
+        "POST /v1/runs/{workflow}/{key}/cancel",
+        "GET /v1/workflows",
+        "GET /v1/workflows/{workflow}",
+        "GET /metrics",
+        "GET /healthz",
+        "GET /readyz",
+        "GET /problems/{slug}",
+        "GET /openapi.json",
+    ];
+    expected.sort();
+    assert_eq!(routes, expected);
+    let post = &doc["paths"]["/v1/workflows/{workflow}/runs"]["post"];
+    for status in [
+        "201", "202", "400", "401", "404", "409", "413", "422", "500", "503",
+    ] {
+        assert!(post["responses"][status].is_object(), "POST lacks {status}");
+    }
+    assert!(post["responses"]["422"]["content"]["application/problem+json"].is_object());
+    let header = post["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header" && p["required"] == true);
+    assert!(header, "{post}");
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // Every documented route answers as documented: one that needs a token refuses without.
+    assert_eq!(server.get("/v1/workflows").status, 401);
+    assert_eq!(server.get("/healthz").status, 200);
+}
+
+/// A client that sends its body too slowly is cut off with a 408 problem;
+/// the server goes on answering others.
+#[test]
+fn a_slow_body_is_cut_off() {
+    use std::io::{Read, Write};
+    let env = Env::new();
+    scripted(&env);
+    let server = Server::start(&env, &["--request-timeout", "1s"]);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST /v1/workflows/trip/runs HTTP/1.1\r\nhost: {addr}\r\nidempotency-key: slow\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"a\":"
+    )
+    .expect("write");
+    let started = Instant::now();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("application/problem+json") && answer.contains("/problems/request-timeout"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        server.post("trip", "fast", &finish(json!(1)), &[]).status,
+        201
+    );
+}

@@ -258,6 +258,9 @@ pub struct ServeArgs {
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub max_body: usize,
+    /// The longest a request may take, its body included (default: --max-wait plus 30s); then 408.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub request_timeout: Option<Duration>,
     /// Only claim runs on these queues (repeatable; default: all).
     #[arg(long = "queue")]
     pub queues: Vec<String>,

@@ -338,6 +338,9 @@ async fn serve(host: Host, options: &ServeArgs) -> anyhow::Result<u8> {
         max_body: options.max_body,
         workers: options.worker_options(),
         retention: options.retention,
+        request_timeout: options
+            .request_timeout
+            .unwrap_or(options.max_wait + acidic::serve::REQUEST_MARGIN),
     };
     let host = Arc::new(host);
     // Scripts wait for this line (with --listen 127.0.0.1:0, it names the port).

@@ -8,6 +8,7 @@
 //! its current step, and hands the runs back.
 
 mod auth;
+pub mod openapi;
 pub mod problem;
 mod resource;
 mod routes;
@@ -36,6 +37,9 @@ use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::worker::WorkerOptions;
 
+/// How much longer than the longest wait a request may take by default, body included.
+pub const REQUEST_MARGIN: Duration = Duration::from_secs(30);
+
 /// How `serve` behaves.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -51,6 +55,8 @@ pub struct ServeConfig {
     pub workers: Option<WorkerOptions>,
     /// How long finished runs (and so their keys' stored answers) are kept.
     pub retention: Duration,
+    /// The longest a request may take, its body included (at least `max_wait`).
+    pub request_timeout: Duration,
 }
 
 impl Default for ServeConfig {
@@ -62,6 +68,7 @@ impl Default for ServeConfig {
             max_body: 1024 * 1024,
             workers: Some(WorkerOptions::default()),
             retention: Duration::from_secs(72 * 3600),
+            request_timeout: Duration::from_secs(60) + REQUEST_MARGIN,
         }
     }
 }
@@ -247,10 +254,19 @@ fn router(api: Arc<Api>) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/problems/{slug}", get(routes::problem_type))
+        .route("/openapi.json", get(openapi::openapi_json))
         .merge(protected)
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(api.config.max_body))
+        // A request (its body included) that outlasts the longest wait a
+        // client may ask for is cut off: a slow client cannot hold a
+        // connection and its task forever.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            api.config.request_timeout,
+        ))
+        .layer(axum::middleware::from_fn(problem_bodies))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&api),
             count_request,
@@ -323,4 +339,38 @@ async fn count_request(State(api): State<Arc<Api>>, request: Request, next: Next
         .get_or_create(&RouteLabels { route })
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// Makes every error answer `application/problem+json`, including those a
+/// layer makes on its own (a request cut off by the timeout, say).
+async fn problem_bodies(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(problem::PROBLEM_JSON.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let slug = match status.as_u16() {
+        400 => "invalid-request",
+        404 => "not-found",
+        405 => "method-not-allowed",
+        408 => "request-timeout",
+        413 => "body-too-large",
+        503 => "unavailable",
+        _ => "internal",
+    };
+    let reason = status.canonical_reason().unwrap_or("error");
+    let (mut parts, _) = response.into_parts();
+    let mut problem = Problem::new(slug, format!("{} {reason}", status.as_u16()))
+        .with_status(status)
+        .into_response();
+    for name in [axum::http::header::ALLOW, axum::http::header::RETRY_AFTER] {
+        if let Some(v) = parts.headers.remove(&name) {
+            problem.headers_mut().insert(name, v);
+        }
+    }
+    problem
 }

@@ -57,6 +57,20 @@ pub const KINDS: &[(&str, u16, &str)] = &[
     ("unavailable", 503, "The service cannot answer now"),
 ];
 
+/// An `application/problem+json` body, as documented (RFC 9457).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProblemDoc {
+    /// `/problems/<kind>`: what kind of problem (described at that path).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The kind's title.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What exactly was wrong.
+    pub detail: String,
+}
+
 /// A problem to answer with.
 #[derive(Debug, Clone)]
 pub struct Problem {

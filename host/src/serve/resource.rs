@@ -5,6 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::host::RunDetail;
 use crate::run::{RunRecord, StepEvent, StepFailure};
@@ -45,7 +46,7 @@ pub fn location(workflow: &str, key: &str) -> String {
 }
 
 /// A run, as listed.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RunSummary {
     workflow: String,
     workflow_version: u32,
@@ -83,7 +84,7 @@ impl RunSummary {
 }
 
 /// One step call of a run's timeline.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TimelineEntry {
     step: String,
     attempt: u32,
@@ -113,7 +114,7 @@ impl From<&StepEvent> for TimelineEntry {
 }
 
 /// A run staged by another.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct StagedEntry {
     workflow: String,
     key: String,
@@ -122,11 +123,12 @@ pub struct StagedEntry {
 }
 
 /// A run in full: what `GET /v1/runs/{workflow}/{key}` answers.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RunResource {
     #[serde(flatten)]
     summary: RunSummary,
     step_attempt: u32,
+    #[schema(value_type = Object)]
     attributes: Map<String, Value>,
     result: Option<Value>,
     available_at: String,
@@ -180,4 +182,87 @@ pub fn definition(definition: &Definition) -> Value {
         }
     }
     value
+}
+
+/// A page of runs.
+#[derive(Serialize, ToSchema)]
+pub struct RunPage {
+    /// Newest first.
+    pub runs: Vec<RunSummary>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// What cancelling did.
+#[derive(Serialize, ToSchema)]
+pub struct Cancelled {
+    /// Runs cancelled: the run and its unfinished staged runs.
+    pub cancelled: u64,
+    /// The run now.
+    pub run: RunResource,
+}
+
+/// A registered workflow, as listed.
+#[derive(Serialize, ToSchema)]
+pub struct WorkflowSummary {
+    /// Its name.
+    pub name: String,
+    /// Its latest version.
+    pub version: u32,
+    /// How many versions are stored.
+    pub versions: usize,
+    /// The author's version label.
+    pub label: Option<String>,
+    /// What it does.
+    pub description: Option<String>,
+    /// Its steps, in order.
+    pub steps: Vec<String>,
+    /// When its latest version was registered.
+    pub registered_at: String,
+    /// Where it is described.
+    pub href: String,
+}
+
+/// The workflows.
+#[derive(Serialize, ToSchema)]
+pub struct WorkflowList {
+    /// By name.
+    pub workflows: Vec<WorkflowSummary>,
+}
+
+/// One stored version of a workflow.
+#[derive(Serialize, ToSchema)]
+pub struct VersionEntry {
+    /// Its number.
+    pub version: u32,
+    /// SHA-256 of the definition.
+    pub definition_hash: String,
+    /// When it was registered.
+    pub registered_at: String,
+}
+
+/// A workflow: its versions and its latest definition.
+#[derive(Serialize, ToSchema)]
+pub struct WorkflowDetail {
+    /// Its name.
+    pub name: String,
+    /// Its latest version.
+    pub version: u32,
+    /// SHA-256 of the latest definition.
+    pub definition_hash: String,
+    /// The latest definition: steps with component digests, policies and
+    /// grants (environment variable names, not values).
+    pub definition: Value,
+    /// Every version, oldest first.
+    pub versions: Vec<VersionEntry>,
+}
+
+/// A probe's answer.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `ready`.
+    pub status: String,
+    /// The backend, on `/readyz`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }

@@ -14,10 +14,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::problem::{KINDS, PROBLEM_JSON, Problem, retry_seconds};
-use super::resource::{RunResource, RunSummary, definition, location, segment, time, unscoped};
+use super::problem::{KINDS, PROBLEM_JSON, Problem, ProblemDoc, retry_seconds};
+use super::resource::{
+    Cancelled, Health, RunPage, RunResource, RunSummary, VersionEntry, WorkflowDetail,
+    WorkflowList, WorkflowSummary, definition, location, segment, time, unscoped,
+};
 use super::{Api, Caller};
 use crate::error::Error;
 use crate::host::{RunReport, RunRequest, Started, scoped_key};
@@ -142,7 +145,27 @@ fn path<T>(p: std::result::Result<Path<T>, PathRejection>) -> std::result::Resul
         .map_err(|e| Problem::new("invalid-request", e.body_text()))
 }
 
-/// `POST /v1/workflows/{workflow}/runs`.
+/// `POST /v1/workflows/{workflow}/runs`: starts (or replays) the caller's
+/// run for its `Idempotency-Key`.
+#[utoipa::path(post, path = "/v1/workflows/{workflow}/runs", tag = "runs",
+    params(
+        ("workflow" = String, Path, description = "A registered workflow"),
+        ("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters, bare or as an RFC 8941 string; the same on every retry"),
+        ("Prefer" = Option<String>, Header, description = "`wait=<seconds>`: how long to wait for the answer (default 10, capped)"),
+    ),
+    request_body(content = Object, description = "The run's args: a JSON object", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Finished: the run's result (or the status a step set); replays carry `Idempotent-Replayed: true`", body = Value),
+        (status = 202, description = "Still running after the wait; poll `Location`", body = RunResource),
+        (status = 400, description = "Missing or malformed key, or a body that is not a JSON object", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown bearer token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown workflow", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "In flight for longer than the wait, or cancelled", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "The key was used with other args", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "The run failed (stored, replayed)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A step failed and will be retried: retry with the same key", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn create_run(
     State(api): State<Arc<Api>>,
     Extension(caller): Extension<Caller>,
@@ -472,6 +495,17 @@ fn parse_wait(wait: Option<&str>, api: &Api) -> std::result::Result<Duration, Pr
 
 /// `GET /v1/runs/{workflow}/{key}`: the run, its timeline and staged runs;
 /// with `?wait=`, once it is finished or the wait is over.
+#[utoipa::path(get, path = "/v1/runs/{workflow}/{key}", tag = "runs",
+    params(
+        ("workflow" = String, Path, description = "The run's workflow"),
+        ("key" = String, Path, description = "Its Idempotency-Key (percent-encoded)"),
+        ("wait" = Option<String>, Query, description = "Long-poll until it is finished: `30` or `30s` (capped)"),
+    ),
+    responses(
+        (status = 200, description = "The run, its timeline with stored step logs, and its staged runs", body = RunResource),
+        (status = 400, description = "A bad `wait`", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No run of the caller's has this key", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn show_run(
     State(api): State<Arc<Api>>,
     Extension(caller): Extension<Caller>,
@@ -511,6 +545,18 @@ const MAX_PAGE: u32 = 500;
 
 /// `GET /v1/runs`: the caller's runs, newest first, a page at a time
 /// (`next_cursor` asks for the next).
+#[utoipa::path(get, path = "/v1/runs", tag = "runs",
+    params(
+        ("workflow" = Option<String>, Query, description = "Only this workflow's runs"),
+        ("status" = Option<String>, Query, description = "pending, running, waiting, succeeded, failed or cancelled"),
+        ("queue" = Option<String>, Query, description = "Only runs on this queue"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "The caller's runs, newest first", body = RunPage),
+        (status = 400, description = "A bad filter or cursor", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn list_runs(
     State(api): State<Arc<Api>>,
     Extension(caller): Extension<Caller>,
@@ -558,12 +604,30 @@ pub async fn list_runs(
         .iter()
         .map(|r| RunSummary::new(r, caller.name()))
         .collect();
-    Ok(axum::Json(json!({ "runs": runs, "next_cursor": next })).into_response())
+    Ok(axum::Json(RunPage {
+        runs,
+        next_cursor: next,
+    })
+    .into_response())
 }
 
 /// `POST /v1/runs/{workflow}/{key}/retry`: runs a failed or pending run
 /// again from its recovery point (a failed one with a fresh budget of
 /// attempts), answering as the first POST does.
+#[utoipa::path(post, path = "/v1/runs/{workflow}/{key}/retry", tag = "runs",
+    params(
+        ("workflow" = String, Path, description = "The run's workflow"),
+        ("key" = String, Path, description = "Its Idempotency-Key"),
+        ("Prefer" = Option<String>, Header, description = "`wait=<seconds>`"),
+    ),
+    responses(
+        (status = 201, description = "Finished (a succeeded run is replayed)", body = Value),
+        (status = 202, description = "Still running after the wait", body = RunResource),
+        (status = 404, description = "No such run", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Cancelled, waiting, or in a step right now", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "It failed again", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A step failed and will be retried", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn retry_run(
     State(api): State<Arc<Api>>,
     Extension(caller): Extension<Caller>,
@@ -588,6 +652,16 @@ pub async fn retry_run(
 
 /// `POST /v1/runs/{workflow}/{key}/cancel`: cancels a pending or waiting
 /// run and its unfinished staged runs.
+#[utoipa::path(post, path = "/v1/runs/{workflow}/{key}/cancel", tag = "runs",
+    params(
+        ("workflow" = String, Path, description = "The run's workflow"),
+        ("key" = String, Path, description = "Its Idempotency-Key"),
+    ),
+    responses(
+        (status = 200, description = "Cancelled, with its unfinished staged runs", body = Cancelled),
+        (status = 404, description = "No such run", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Already finished, or in a step right now", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn cancel_run(
     State(api): State<Arc<Api>>,
     Extension(caller): Extension<Caller>,
@@ -598,14 +672,16 @@ pub async fn cancel_run(
     let by = caller.name().unwrap_or("api");
     let cancelled = api.host.cancel(&run.key, Some(&run.workflow), by).await?;
     let detail = detail_of(&api, run.id).await?;
-    Ok(axum::Json(json!({
-        "cancelled": cancelled,
-        "run": RunResource::new(&detail, caller.name()),
-    }))
+    Ok(axum::Json(Cancelled {
+        cancelled,
+        run: RunResource::new(&detail, caller.name()),
+    })
     .into_response())
 }
 
 /// `GET /v1/workflows`: every registered workflow, its latest version and steps.
+#[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
+    responses((status = 200, description = "Every registered workflow", body = WorkflowList)))]
 pub async fn list_workflows(State(api): State<Arc<Api>>) -> Answer {
     let versions = api.host.workflow_versions(None).await?;
     let mut workflows = Vec::new();
@@ -616,53 +692,59 @@ pub async fn list_workflows(State(api): State<Arc<Api>>) -> Answer {
         let latest = &versions[i + count - 1];
         let workflow = api.host.workflow_version(name, latest.version).await?;
         let d = &workflow.definition;
-        workflows.push(json!({
-            "name": name,
-            "version": latest.version,
-            "versions": count,
-            "label": d.label,
-            "description": d.description,
-            "steps": d.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-            "registered_at": time(latest.created_at),
-            "href": format!("/v1/workflows/{}", segment(name)),
-        }));
+        workflows.push(WorkflowSummary {
+            name: name.clone(),
+            version: latest.version,
+            versions: count,
+            label: d.label.clone(),
+            description: d.description.clone(),
+            steps: d.steps.iter().map(|s| s.name.clone()).collect(),
+            registered_at: time(latest.created_at),
+            href: format!("/v1/workflows/{}", segment(name)),
+        });
         i += count;
     }
-    Ok(axum::Json(json!({ "workflows": workflows })).into_response())
+    Ok(axum::Json(WorkflowList { workflows }).into_response())
 }
 
 /// `GET /v1/workflows/{workflow}`: its versions, and the latest definition
 /// (steps, component digests, policies, grants).
+#[utoipa::path(get, path = "/v1/workflows/{workflow}", tag = "workflows",
+    params(("workflow" = String, Path, description = "A registered workflow")),
+    responses(
+        (status = 200, description = "Its versions and latest definition", body = WorkflowDetail),
+        (status = 404, description = "Not registered", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn show_workflow(
     State(api): State<Arc<Api>>,
     name: std::result::Result<Path<String>, PathRejection>,
 ) -> Answer {
     let name = path(name)?;
     let latest = api.host.workflow(&name).await?;
-    let versions: Vec<Value> = api
+    let versions = api
         .host
         .workflow_versions(Some(&name))
         .await?
         .iter()
-        .map(|v| {
-            json!({
-                "version": v.version,
-                "definition_hash": v.definition_hash,
-                "registered_at": time(v.created_at),
-            })
+        .map(|v| VersionEntry {
+            version: v.version,
+            definition_hash: v.definition_hash.clone(),
+            registered_at: time(v.created_at),
         })
         .collect();
-    Ok(axum::Json(json!({
-        "name": name,
-        "version": latest.version,
-        "definition_hash": latest.hash,
-        "definition": definition(&latest.definition),
-        "versions": versions,
-    }))
+    Ok(axum::Json(WorkflowDetail {
+        name,
+        version: latest.version,
+        definition_hash: latest.hash.clone(),
+        definition: definition(&latest.definition),
+        versions,
+    })
     .into_response())
 }
 
 /// `GET /metrics`: Prometheus text.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(api): State<Arc<Api>>) -> Answer {
     let text = api.host.telemetry().encode(api.host.store()).await?;
     let mut response = text.into_response();
@@ -674,19 +756,31 @@ pub async fn metrics(State(api): State<Arc<Api>>) -> Answer {
 }
 
 /// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "The process answers", body = Health)))]
 pub async fn healthz() -> Response {
-    axum::Json(json!({ "status": "ok" })).into_response()
+    axum::Json(Health {
+        status: "ok".into(),
+        database: None,
+    })
+    .into_response()
 }
 
 /// `GET /readyz`: the database answers and the server is not draining.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "The database answers", body = Health),
+        (status = 503, description = "Draining, or the database does not answer", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn readyz(State(api): State<Arc<Api>>) -> Answer {
     if *api.draining.borrow() {
         return Err(Problem::new("unavailable", "the server is draining").retry_after(1));
     }
     match api.host.store().ping().await {
-        Ok(()) => Ok(axum::Json(
-            json!({ "status": "ready", "database": api.host.store().backend() }),
-        )
+        Ok(()) => Ok(axum::Json(Health {
+            status: "ready".into(),
+            database: Some(api.host.store().backend().into()),
+        })
         .into_response()),
         Err(e) => Err(
             Problem::new("unavailable", format!("the database does not answer: {e}"))
@@ -696,6 +790,12 @@ pub async fn readyz(State(api): State<Arc<Api>>) -> Answer {
 }
 
 /// `GET /problems/{slug}`: what a problem `type` means.
+#[utoipa::path(get, path = "/problems/{slug}", tag = "operations", security(()),
+    params(("slug" = String, Path, description = "The last part of a problem's `type`")),
+    responses(
+        (status = 200, description = "What the problem type means", body = ProblemDoc),
+        (status = 404, description = "No such type", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn problem_type(slug: std::result::Result<Path<String>, PathRejection>) -> Answer {
     let slug = path(slug)?;
     let Some((slug, status, title)) = KINDS.iter().find(|(s, _, _)| *s == slug) else {
@@ -704,12 +804,13 @@ pub async fn problem_type(slug: std::result::Result<Path<String>, PathRejection>
             format!("no problem type `{slug}`"),
         ));
     };
-    Ok(
-        axum::Json(
-            json!({ "type": format!("/problems/{slug}"), "status": status, "title": title }),
-        )
-        .into_response(),
-    )
+    Ok(axum::Json(ProblemDoc {
+        kind: format!("/problems/{slug}"),
+        title: title.to_string(),
+        status: *status,
+        detail: format!("answered with status {status}: {title}"),
+    })
+    .into_response())
 }
 
 /// Any other path.
