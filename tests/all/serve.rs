@@ -1062,3 +1062,61 @@ fn a_slow_body_is_cut_off() {
         201
     );
 }
+
+on_each_backend! {
+/// Two `serve` processes on one database: a key in flight on one is
+/// latched by the other, which answers with the stored result; the run
+/// ran once.
+#[test]
+fn two_servers_share_one_database(env) {
+    scripted(&env);
+    let one = Server::start(&env, &["--workers", "0"]);
+    let two = Server::start(&env, &["--workers", "0"]);
+    let slow = json!({ "script": { "a": { "sleep_ms": 1000, "count": true }, "c": { "finish": "once" } } });
+    let first = one.post("trip", "shared", &slow, &[("prefer", "wait=0")]);
+    assert_eq!(first.status, 202, "{}", first.body);
+    let latched = two.post("trip", "shared", &slow, &[("prefer", "wait=20")]);
+    assert_eq!(latched.status, 201, "{}", latched.body);
+    assert_eq!(latched.json(), json!("once"));
+    assert_eq!(latched.header("idempotent-replayed"), Some("true"));
+    let run = one.get("/v1/runs/trip/shared").json();
+    assert_eq!(run["attributes"]["calls_a"], 1, "{run}");
+    assert_eq!(run["attempts"], 3, "{run}");
+}
+}
+
+/// `--log-format json` writes every log line as a JSON object.
+#[test]
+fn logs_can_be_json() {
+    let env = Env::new();
+    scripted(&env);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_acidic"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env("DATABASE_URL", env.db())
+        .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
+        .env("ACIDIC_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn acidic serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the listening line");
+    assert!(line.starts_with("acidic serve: listening on"), "{line}");
+    // SAFETY: signals the child this test started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let json_lines: Vec<Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        json_lines.iter().any(|l| l["level"] == "INFO"),
+        "no JSON log line in:\n{stderr}"
+    );
+}

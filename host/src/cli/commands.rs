@@ -329,6 +329,9 @@ async fn serve(host: Host, options: &ServeArgs) -> anyhow::Result<u8> {
         }
         _ => None,
     };
+    // The signal handlers go in before the server says it listens, so a
+    // SIGTERM right after that drains instead of killing the process.
+    let shutdown = shutdown_signal();
     let listener = acidic::serve::bind(&options.listen, tokens.as_ref()).await?;
     let addr = listener.local_addr()?;
     let config = ServeConfig {
@@ -358,7 +361,7 @@ async fn serve(host: Host, options: &ServeArgs) -> anyhow::Result<u8> {
             None => "no tokens (loopback only)".to_string(),
         }
     );
-    acidic::serve::serve(host, listener, config, shutdown_signal()).await?;
+    acidic::serve::serve(host, listener, config, shutdown).await?;
     eprintln!("acidic serve: stopped");
     Ok(0)
 }
