@@ -330,6 +330,12 @@ impl Host {
         }
     }
 
+    /// Hands a run [`Host::start`] claimed back without running it: it is
+    /// runnable again at once, by anyone.
+    pub async fn release_started(&self, claimed: ClaimedRun) -> Result<()> {
+        self.store.release(claimed.run.id, &claimed.lease).await
+    }
+
     /// Runs a run [`Host::start`] claimed until it finishes or a step fails.
     pub async fn drive_started(&self, claimed: ClaimedRun) -> Result<RunReport> {
         self.drive(*claimed.run, claimed.lease).await

@@ -1120,3 +1120,27 @@ fn logs_can_be_json() {
         "no JSON log line in:\n{stderr}"
     );
 }
+
+on_each_backend! {
+/// At most --max-in-flight runs are driven for requests at once: beyond, a
+/// request waits for a free slot within its wait, then gets 503 and its run
+/// is handed back, pending, for its next request (or a worker).
+#[test]
+fn runs_in_flight_are_bounded(env) {
+    scripted(&env);
+    let server = Server::start(&env, &["--workers", "0", "--max-in-flight", "1"]);
+    let slow = json!({ "script": { "a": { "sleep_ms": 1500 } } });
+    assert_eq!(server.post("trip", "busy", &slow, &[("prefer", "wait=0")]).status, 202);
+    let shed = server.post("trip", "next", &finish(json!("next")), &[("prefer", "wait=0")]);
+    assert_eq!(shed.status, 503, "{}", shed.body);
+    assert_eq!(shed.problem(), "/problems/unavailable");
+    assert!(shed.header("retry-after").is_some());
+    let pending = server.get("/v1/runs/trip/next").json();
+    assert_eq!((pending["status"].as_str(), pending["locked_by"].as_str()), (Some("pending"), None), "{pending}");
+    // Within a longer wait it gets the slot once the first run is done.
+    let done = server.post("trip", "next", &finish(json!("next")), &[("prefer", "wait=20")]);
+    assert_eq!(done.status, 201, "{}", done.body);
+    assert_eq!(done.json(), json!("next"));
+    assert!(server.get("/metrics").body.contains("acidic_idempotent_requests_total{outcome=\"shed\"} 1"));
+}
+}

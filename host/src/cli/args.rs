@@ -258,6 +258,10 @@ pub struct ServeArgs {
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub max_body: usize,
+    /// Runs driven for requests at once; beyond, a request waits for a free
+    /// one within its wait, then gets 503 (its run handed back, pending).
+    #[arg(long, default_value_t = acidic::serve::DEFAULT_IN_FLIGHT)]
+    pub max_in_flight: usize,
     /// The longest a request may take, its body included (default: --max-wait plus 30s); then 408.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub request_timeout: Option<Duration>,

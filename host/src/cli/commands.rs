@@ -44,7 +44,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         config.lease = options.lease;
         // Runs driven for requests and by the workers, plus the API's reads.
         let workers = options.worker_options().map_or(0, |w| w.connections());
-        config.max_connections = Some(workers.saturating_add(16));
+        let requests = u32::try_from(options.max_in_flight).unwrap_or(u32::MAX);
+        config.max_connections = Some(workers.saturating_add(requests).saturating_add(8));
     }
     let host = Host::open(config)
         .await
@@ -344,6 +345,7 @@ async fn serve(host: Host, options: &ServeArgs) -> anyhow::Result<u8> {
         request_timeout: options
             .request_timeout
             .unwrap_or(options.max_wait + acidic::serve::REQUEST_MARGIN),
+        max_in_flight: options.max_in_flight,
     };
     let host = Arc::new(host);
     // Scripts wait for this line (with --listen 127.0.0.1:0, it names the port).

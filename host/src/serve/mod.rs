@@ -40,6 +40,9 @@ use crate::worker::WorkerOptions;
 /// How much longer than the longest wait a request may take by default, body included.
 pub const REQUEST_MARGIN: Duration = Duration::from_secs(30);
 
+/// Runs driven for requests at once, by default.
+pub const DEFAULT_IN_FLIGHT: usize = 32;
+
 /// How `serve` behaves.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -57,6 +60,9 @@ pub struct ServeConfig {
     pub retention: Duration,
     /// The longest a request may take, its body included (at least `max_wait`).
     pub request_timeout: Duration,
+    /// Runs driven for requests at once; a request that finds none free
+    /// within its wait is answered `503` and its run handed back (pending).
+    pub max_in_flight: usize,
 }
 
 impl Default for ServeConfig {
@@ -69,6 +75,7 @@ impl Default for ServeConfig {
             workers: Some(WorkerOptions::default()),
             retention: Duration::from_secs(72 * 3600),
             request_timeout: Duration::from_secs(60) + REQUEST_MARGIN,
+            max_in_flight: DEFAULT_IN_FLIGHT,
         }
     }
 }
@@ -102,6 +109,8 @@ pub(crate) struct Api {
     pub config: ServeConfig,
     /// Runs driven for requests, beyond any one request's wait.
     pub drives: TaskTracker,
+    /// One permit per run driven for a request.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Becomes true when the server starts draining.
     pub draining: watch::Receiver<bool>,
     pub metrics: ApiMetrics,
@@ -160,7 +169,7 @@ impl ApiMetrics {
             );
             r.register(
                 "idempotent_requests",
-                "POSTs of runs by outcome: created, resumed, replayed, latched, conflict, mismatch",
+                "POSTs of runs by outcome: created, resumed, replayed, latched, conflict, mismatch, shed",
                 m.idempotent,
             );
         });
@@ -192,8 +201,9 @@ pub async fn serve(
     let workers = config.workers.clone();
     let api = Arc::new(Api {
         host: Arc::clone(&host),
-        config,
+        config: config.clone(),
         drives: TaskTracker::new(),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
         draining: draining.clone(),
         metrics,
     });

@@ -193,6 +193,17 @@ pub async fn create_run(
     let mut answer = loop {
         match api.host.start(request.clone()).await {
             Ok(Started::Claimed(claimed)) => {
+                let Some(permit) = permit(&api, deadline).await else {
+                    // At capacity: hand the run back (a worker, or this
+                    // key's next request, runs it) and say when to retry.
+                    api.host.release_started(claimed).await?;
+                    api.metrics.outcome("shed");
+                    return Err(Problem::new(
+                        "unavailable",
+                        "the server is running as many runs as it may; retry with the same Idempotency-Key",
+                    )
+                    .retry_after(1));
+                };
                 let run = claimed.run();
                 let fresh = run.attempts == 0 && run.step_attempt == 0;
                 api.metrics.outcome(match (latched, fresh) {
@@ -202,9 +213,10 @@ pub async fn create_run(
                 });
                 let run_id = run.id;
                 let host = Arc::clone(&api.host);
-                let drive = api
-                    .drives
-                    .spawn(async move { host.drive_started(claimed).await });
+                let drive = api.drives.spawn(async move {
+                    let _permit = permit;
+                    host.drive_started(claimed).await
+                });
                 break work_answer(&api, &caller, drive, deadline, run_id, false).await?;
             }
             Ok(Started::Final(run)) => {
@@ -240,6 +252,16 @@ pub async fn create_run(
         );
     }
     Ok(answer)
+}
+
+/// A permit to drive a run, waiting for one until `deadline` (or the drain).
+async fn permit(api: &Api, deadline: Instant) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let mut draining = api.draining.clone();
+    tokio::select! {
+        permit = Arc::clone(&api.in_flight).acquire_owned() => permit.ok(),
+        _ = tokio::time::sleep_until(deadline.into()) => None,
+        _ = draining.wait_for(|d| *d) => None,
+    }
 }
 
 /// Sleeps a poll interval (less if the deadline is nearer), or until the server drains.
@@ -641,13 +663,19 @@ pub async fn retry_run(
         return final_answer(&api, &caller, &Finished::of(&run), true).await;
     }
     let requeued = api.host.requeue(&run.key, Some(&run.workflow)).await?;
+    let deadline = Instant::now() + wait;
+    let Some(permit) = permit(&api, deadline).await else {
+        // Requeued, runnable now: a worker or a later request runs it.
+        return in_progress(&api, &caller, run.id).await;
+    };
     let host = Arc::clone(&api.host);
     let stored_key = requeued.key.clone();
     let workflow = requeued.workflow.clone();
-    let drive = api
-        .drives
-        .spawn(async move { host.retry(&stored_key, Some(&workflow)).await });
-    work_answer(&api, &caller, drive, Instant::now() + wait, run.id, false).await
+    let drive = api.drives.spawn(async move {
+        let _permit = permit;
+        host.retry(&stored_key, Some(&workflow)).await
+    });
+    work_answer(&api, &caller, drive, deadline, run.id, false).await
 }
 
 /// `POST /v1/runs/{workflow}/{key}/cancel`: cancels a pending or waiting
