@@ -1144,3 +1144,27 @@ fn runs_in_flight_are_bounded(env) {
     assert!(server.get("/metrics").body.contains("acidic_idempotent_requests_total{outcome=\"shed\"} 1"));
 }
 }
+
+/// The runs a caller's run staged are the caller's too: it can see them by
+/// the keys its steps gave them; another caller cannot.
+#[test]
+fn a_callers_staged_runs_are_its_own() {
+    let env = Env::new();
+    scripted(&env);
+    let tokens = env.write(
+        "tokens.txt",
+        "alice:alice-secret-0123456789\nbob:bob-secret-0123456789abc\n",
+    );
+    let alice = Server::start(&env, &["--tokens", &tokens.display().to_string()])
+        .authorized("alice-secret-0123456789");
+    let bob = alice.with_token("bob-secret-0123456789abc");
+    let parent = json!({ "script": { "a": { "stage": [{ "workflow": "trip", "key": "child-1", "args": { "script": {} } }] } } });
+    let r = alice.post("trip", "parent", &parent, &[]);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let shown = alice.get("/v1/runs/trip/parent").json();
+    assert_eq!(shown["staged"][0]["key"], "child-1", "{shown}");
+    let child = alice.get("/v1/runs/trip/child-1?wait=20");
+    assert_eq!(child.status, 200, "{}", child.body);
+    assert_eq!(child.json()["status"], "succeeded");
+    assert_eq!(bob.get("/v1/runs/trip/child-1").status, 404);
+}

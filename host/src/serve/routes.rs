@@ -485,12 +485,33 @@ async fn detail_of(api: &Api, id: i64) -> crate::Result<crate::host::RunDetail> 
 }
 
 /// The caller's run of `workflow` with `key`.
+///
+/// A caller's runs are those under its scope, and the runs they staged
+/// (whose keys the staging steps chose): a run found by its bare key is
+/// the caller's if a run up its chain of parents is.
 async fn find(api: &Api, caller: &Caller, workflow: &str, key: &str) -> crate::Result<RunRecord> {
-    let key = match caller.name() {
-        Some(c) => scoped_key(c, key),
-        None => key.to_string(),
+    let Some(name) = caller.name() else {
+        return api.host.find(key, Some(workflow)).await;
     };
-    api.host.find(&key, Some(workflow)).await
+    match api.host.find(&scoped_key(name, key), Some(workflow)).await {
+        Err(Error::RunNotFound(_)) => {}
+        found => return found,
+    }
+    let run = api.host.find(key, Some(workflow)).await?;
+    let scope = scoped_key(name, "");
+    let mut parent = run.parent_run_id;
+    // The chain is at most the lineage cap deep; bound the walk anyway.
+    for _ in 0..64 {
+        let Some(id) = parent else { break };
+        let Some(up) = api.host.store().run(id).await? else {
+            break;
+        };
+        if up.key.starts_with(&scope) {
+            return Ok(run);
+        }
+        parent = up.parent_run_id;
+    }
+    Err(Error::RunNotFound(key.to_string()))
 }
 
 /// `?wait=` of `GET`: seconds (`30`) or a duration (`30s`, `2m`).
