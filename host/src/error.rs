@@ -126,6 +126,22 @@ pub enum Error {
         budget: usize,
     },
 
+    /// The database could not be reached or opened.
+    #[error("cannot open the database {target}: {message}")]
+    Connect {
+        /// Where (a file path, or `host:port/database`; never a password).
+        target: String,
+        /// Why, in the database's or the system's words.
+        message: String,
+    },
+
+    /// A command that only inspects or changes existing runs found no database.
+    #[error(
+        "no database at {0}: acidic creates it on `register`, `run`, `enqueue`, `worker` or `serve` \
+         (is --database-url / DATABASE_URL right?)"
+    )]
+    NoDatabase(String),
+
     /// The database URL is not one this host understands.
     #[error(
         "unsupported database URL `{0}` (use a file path, sqlite://path or postgres://user@host/db[?schema=NAME])"

@@ -42,6 +42,8 @@ pub struct HostConfig {
     pub worker_name: Option<String>,
     /// Database connections this process may hold (Postgres); default 10.
     pub max_connections: Option<u32>,
+    /// Create the database if it does not exist (SQLite); default true.
+    pub create: bool,
 }
 
 impl HostConfig {
@@ -54,6 +56,7 @@ impl HostConfig {
             pooling: true,
             worker_name: None,
             max_connections: None,
+            create: true,
         }
     }
 }
@@ -232,7 +235,7 @@ impl Host {
         let pool = config
             .max_connections
             .unwrap_or(crate::store::DEFAULT_POOL_SIZE);
-        let store = Store::connect(&config.database_url, pool).await?;
+        let store = Store::connect_with(&config.database_url, pool, config.create).await?;
         let cache_dir = config.cache_dir.clone().unwrap_or_else(default_cache_dir);
         let runtime = Runtime::new(&cache_dir, config.pooling)?;
         let worker = config.worker_name.clone().unwrap_or_else(|| {

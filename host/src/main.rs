@@ -54,14 +54,31 @@ async fn main() -> ExitCode {
                 Some(Error::ArgsMismatch { .. }) => exit::MISMATCH,
                 _ => exit::ERROR,
             };
+            let message = message(&e);
             if json {
                 // With --json, errors are JSON too (on stderr, like the text form).
-                let error = serde_json::json!({ "error": format!("{e:#}"), "exit_code": code });
+                let error = serde_json::json!({ "error": message, "exit_code": code });
                 eprintln!("{error}");
             } else {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {message}");
             }
             ExitCode::from(code)
         }
     }
+}
+
+/// `e` and its causes, each said once: a cause whose words the message
+/// already holds (an error that shows its source) adds nothing.
+fn message(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }

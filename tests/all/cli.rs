@@ -399,3 +399,96 @@ fn json_errors_and_replays_are_clean() {
         "no stale error on a replay: {replay}"
     );
 }
+
+/// A database that cannot be opened is one line naming the cause, said
+/// once; a command about existing runs never creates a database file; a
+/// password in the URL is not printed.
+#[test]
+fn database_errors_are_one_line_and_inspecting_creates_nothing() {
+    let env = Env::new();
+    let missing = env.dir.path().join("nothing-here.db");
+    let run = |url: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_acidic"))
+            .args(args)
+            .env("DATABASE_URL", url)
+            .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
+            .output()
+            .expect("run acidic")
+    };
+    for args in [
+        &["runs", "list"][..],
+        &["runs", "show", "k"],
+        &["retry", "k"],
+        &["cancel", "k"],
+        &["reap"],
+    ] {
+        let out = run(&missing.display().to_string(), args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.contains("no database at"), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
+    let nowhere = env.dir.path().join("no/such/folder/acidic.db");
+    let out = run(
+        &nowhere.display().to_string(),
+        &["register", "guest-examples/rust/scripted/workflow.toml"],
+    );
+    let err = stderr(&out);
+    assert!(err.contains("cannot open or create the file"), "{err}");
+
+    let base = crate::harness::postgres_url();
+    let (scheme_user, host_db) = base.split_once('@').expect("a Postgres URL with a user");
+    let cases = [
+        (
+            format!("{scheme_user}:s3cret@127.0.0.1:1/test"),
+            "Connection refused",
+        ),
+        (
+            format!(
+                "{scheme_user}:s3cret@{}",
+                host_db.replace("/test", "/acidic_no_such_db")
+            ),
+            "does not exist",
+        ),
+    ];
+    for (url, cause) in cases {
+        let out = run(&url, &["runs", "list"]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert_eq!(err.matches(cause).count(), 1, "{cause} once in: {err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+}
+
+on_each_backend! {
+/// `runs show` takes the id `runs list` shows, or the unique start of a key
+/// (also as the list cut it, with its ellipsis); an ambiguous start names
+/// the candidates.
+#[test]
+fn runs_show_takes_an_id_or_a_key_prefix(env) {
+    let manifest = env.scripted("trip", "", &[("a", "")]);
+    let manifest = manifest.display().to_string();
+    for key in ["order-2026-12-02-alpha-0001", "order-2026-12-02-beta-0002"] {
+        let out = acidic(&env, &["run", &manifest, "--key", key]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let listed = stdout_json(&acidic(&env, &["--json", "runs", "list"]));
+    let first = listed
+        .as_array()
+        .and_then(|runs| runs.iter().find(|r| r["key"] == "order-2026-12-02-alpha-0001"))
+        .expect("the run listed");
+    let id = first["id"].to_string();
+    for given in [id.as_str(), "order-2026-12-02-al", "order-2026-12-02-al…"] {
+        let shown = stdout_json(&acidic(&env, &["--json", "runs", "show", given]));
+        assert_eq!(shown["run"]["key"], "order-2026-12-02-alpha-0001", "{given}");
+    }
+    let out = acidic(&env, &["runs", "show", "order-2026"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("starts the keys of 2 runs") && err.contains("beta-0002"), "{err}");
+    let out = acidic(&env, &["runs", "show", "nothing-like-it"]);
+    assert!(stderr(&out).contains("no run has the key"), "{}", stderr(&out));
+}
+}

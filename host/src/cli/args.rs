@@ -216,7 +216,7 @@ pub enum RunsCommand {
     },
     /// Show one run: status, recovery point, attributes, attempts, last error, step timeline.
     Show {
-        /// The run's idempotency key.
+        /// The run's idempotency key, its id (as `runs list` shows it), or the unique start of its key.
         key: String,
         /// The workflow, if the key is used by several.
         #[arg(long)]

@@ -36,6 +36,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     let mut config = HostConfig::new(&cli.database_url);
     config.cache_dir = cli.cache_dir.clone();
+    // Commands about existing runs never create a database: a wrong path
+    // says so instead of showing an empty one.
+    config.create = !matches!(
+        cli.command,
+        Command::Runs { .. }
+            | Command::Retry { .. }
+            | Command::Cancel { .. }
+            | Command::Reap { .. }
+    );
     if let Command::Worker { options, .. } | Command::Complete { options } = &cli.command {
         config.lease = options.lease;
         config.max_connections = Some(options.options().connections());
@@ -49,7 +58,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     let host = Host::open(config)
         .await
-        .with_context(|| format!("opening {}", cli.database_url))?;
+        .with_context(|| format!("opening {}", redacted(&cli.database_url)))?;
     match cli.command {
         Command::Register { manifests } => register(&host, &manifests, json).await,
         Command::Run { target, follow } => {
@@ -189,6 +198,7 @@ async fn runs(host: &Host, command: RunsCommand, json: bool) -> anyhow::Result<u
             wait: true,
             timeout,
         } => {
+            let (key, workflow) = resolve(host, &key, workflow).await?;
             let report = host.wait(&key, workflow.as_deref(), timeout).await?;
             if json {
                 print_json(&report)?;
@@ -204,9 +214,58 @@ async fn runs(host: &Host, command: RunsCommand, json: bool) -> anyhow::Result<u
             })
         }
         RunsCommand::Show { key, workflow, .. } => {
+            let (key, workflow) = resolve(host, &key, workflow).await?;
             let detail = host.show(&key, workflow.as_deref()).await?;
             emit(json, &detail, print_detail)?;
             Ok(0)
+        }
+    }
+}
+
+/// The run `given` names, as `runs list` shows it: its key, its id, or
+/// the unique start of its key. Returns its key and workflow.
+async fn resolve(
+    host: &Host,
+    given: &str,
+    workflow: Option<String>,
+) -> anyhow::Result<(String, Option<String>)> {
+    match host.find(given, workflow.as_deref()).await {
+        Err(Error::RunNotFound(_)) => {}
+        _ => return Ok((given.to_string(), workflow)),
+    }
+    // A key as `runs list` cut it short, copied with its ellipsis.
+    let given = given.trim_end_matches('…');
+    if let Ok(id) = given.parse::<i64>()
+        && let Some(run) = host.store().run(id).await?
+        && workflow.as_deref().is_none_or(|w| w == run.workflow)
+    {
+        return Ok((run.key, Some(run.workflow)));
+    }
+    let filter = RunFilter {
+        workflow: workflow.clone(),
+        key_prefix: Some(given.to_string()),
+        limit: 6,
+        ..RunFilter::default()
+    };
+    let mut runs = host.runs(&filter).await?;
+    match runs.len() {
+        0 => Err(Error::RunNotFound(given.to_string()).into()),
+        1 => {
+            let run = runs.remove(0);
+            Ok((run.key, Some(run.workflow)))
+        }
+        n => {
+            let shown: Vec<String> = runs
+                .iter()
+                .take(5)
+                .map(|r| format!("{} ({}, id {})", r.key, r.workflow, r.id))
+                .collect();
+            bail!(
+                "`{given}` starts the keys of {}{} runs: {}; give more of the key, or the id",
+                if n > 5 { "more than " } else { "" },
+                n.min(5),
+                shown.join(", ")
+            )
         }
     }
 }
@@ -420,5 +479,19 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             _ = recv(&mut int) => {}
         }
         eprintln!("stopping: finishing current steps, then handing runs back");
+    }
+}
+
+/// `url` with any password in it replaced by `***`, for messages.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
     }
 }

@@ -207,6 +207,12 @@ impl Store {
     /// [`Store::open`] with a pool of at most `max_connections` (Postgres;
     /// SQLite has one writer whatever the pool).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
+        Store::connect_with(url, max_connections, true).await
+    }
+
+    /// [`Store::connect`]; unless `create`, a SQLite file that does not
+    /// exist is [`Error::NoDatabase`] rather than a new, empty database.
+    pub async fn connect_with(url: &str, max_connections: u32, create: bool) -> Result<Store> {
         if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             return Ok(Store::Postgres(
                 postgres::PostgresStore::open(url, max_connections).await?,
@@ -215,7 +221,7 @@ impl Store {
         if url.contains("://") && !url.starts_with("sqlite:") {
             return Err(Error::DatabaseUrl(url.to_string()));
         }
-        Ok(Store::Sqlite(sqlite::SqliteStore::open(url).await?))
+        Ok(Store::Sqlite(sqlite::SqliteStore::open(url, create).await?))
     }
 
     /// The only schema a step's SQL may name: `main` on SQLite, the

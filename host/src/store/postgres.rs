@@ -73,6 +73,9 @@ pub struct PostgresStore {
     guest_role: Option<String>,
 }
 
+/// How long opening waits for the server's first answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl PostgresStore {
     /// Connects to `url` (`postgres://…`, optionally `?schema=NAME`) with a
     /// pool of at most `max_connections`, and migrates the schema.
@@ -87,6 +90,35 @@ impl PostgresStore {
                 ("idle_in_transaction_session_timeout", "60s"),
             ])
             .application_name("acidic");
+        // One connection first, for its error: the pool would only say it
+        // timed out (after 10 s) when the server refuses or rejects it.
+        let target = format!(
+            "{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("")
+        );
+        let connect_error = |message: String| Error::Connect {
+            target: target.clone(),
+            message,
+        };
+        match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(connect_error(format!(
+                    "no answer within {CONNECT_TIMEOUT:?}"
+                )));
+            }
+            Ok(Err(sqlx::Error::Database(db))) => return Err(connect_error(db.message().into())),
+            Ok(Err(e)) => return Err(connect_error(e.to_string())),
+            Ok(Ok(probe)) => {
+                let _ = sqlx::Connection::close(probe).await;
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10))

@@ -60,15 +60,22 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `url` (a path, or `sqlite://path`) and migrates it.
-    pub async fn open(url: &str) -> Result<SqliteStore> {
+    /// Opens the database at `url` (a path, or `sqlite://path`), creating
+    /// it if `create` (else a missing file is [`Error::NoDatabase`]), and
+    /// migrates it.
+    pub async fn open(url: &str, create: bool) -> Result<SqliteStore> {
         let options = if url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(url)?
         } else {
             SqliteConnectOptions::new().filename(Path::new(url))
         };
+        let file = options.get_filename().to_path_buf();
+        let in_memory = file.as_os_str().is_empty() || file.as_os_str() == ":memory:";
+        if !create && !in_memory && !file.exists() {
+            return Err(Error::NoDatabase(file.display().to_string()));
+        }
         let options = options
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL makes every commit durable across power loss, not just process death.
             .synchronous(SqliteSynchronous::Full)
@@ -77,7 +84,17 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
-            .await?;
+            .await
+            .map_err(|e| Error::Connect {
+                target: file.display().to_string(),
+                message: match &e {
+                    sqlx::Error::Database(db) if db.code().as_deref() == Some("14") => {
+                        "cannot open or create the file (does its folder exist, and may this user write there?)".into()
+                    }
+                    sqlx::Error::Database(db) => db.message().to_string(),
+                    other => other.to_string(),
+                },
+            })?;
         let store = SqliteStore { pool };
         store.migrate().await?;
         Ok(store)
