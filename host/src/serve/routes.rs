@@ -256,8 +256,13 @@ pub async fn create_run(
 
 /// A permit to drive a run, waiting for one until `deadline` (or the drain).
 async fn permit(api: &Api, deadline: Instant) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    // A free slot is taken at once, whatever the wait (even `wait=0`).
+    if let Ok(permit) = Arc::clone(&api.in_flight).try_acquire_owned() {
+        return Some(permit);
+    }
     let mut draining = api.draining.clone();
     tokio::select! {
+        biased;
         permit = Arc::clone(&api.in_flight).acquire_owned() => permit.ok(),
         _ = tokio::time::sleep_until(deadline.into()) => None,
         _ = draining.wait_for(|d| *d) => None,
@@ -286,6 +291,7 @@ async fn work_answer(
 ) -> Answer {
     let mut draining = api.draining.clone();
     let done = tokio::select! {
+        biased;
         done = &mut drive => Some(done),
         _ = tokio::time::sleep_until(deadline.into()) => None,
         _ = draining.wait_for(|d| *d) => None,
