@@ -417,7 +417,7 @@ fn a_missing_attribute_fails_the_run_at_once_in_every_language() {
             &env,
             &["run", &manifest, "--key", lang, "--args", "{}", "--json"],
         );
-        assert_eq!(out.status.code(), Some(3), "{lang}: {}", stderr(&out));
+        assert_eq!(out.status.code(), Some(7), "{lang}: {}", stderr(&out));
         let report = json_of(&out);
         assert_eq!(
             report["status"],

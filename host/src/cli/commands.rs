@@ -16,10 +16,13 @@ use super::render::{describe, emit, print_detail, print_json, print_runs};
 /// Exit codes scripts can tell apart.
 pub mod exit {
     pub const ERROR: u8 = 1;
+    /// A step failed; the run is pending and will be retried.
     pub const STEP_FAILED: u8 = 3;
     pub const LOCKED: u8 = 4;
     pub const MISMATCH: u8 = 5;
     pub const WAITING: u8 = 6;
+    /// The run failed for good (or was cancelled).
+    pub const RUN_FAILED: u8 = 7;
 }
 
 /// Runs the command `cli` asks for; returns the exit code.
@@ -207,10 +210,10 @@ async fn runs(host: &Host, command: RunsCommand, json: bool) -> anyhow::Result<u
             } else {
                 describe(&report, false);
             }
-            Ok(if report.status == RunStatus::Succeeded {
-                0
-            } else {
-                exit::STEP_FAILED
+            Ok(match report.status {
+                RunStatus::Succeeded => 0,
+                RunStatus::Failed | RunStatus::Cancelled => exit::RUN_FAILED,
+                _ => exit::STEP_FAILED,
             })
         }
         RunsCommand::Show { key, workflow, .. } => {
@@ -336,7 +339,8 @@ async fn finish(host: &Host, report: RunReport, follow: bool, json: bool) -> any
     let code = match last.status {
         RunStatus::Succeeded => 0,
         RunStatus::Waiting => exit::WAITING,
-        _ => exit::STEP_FAILED,
+        RunStatus::Failed | RunStatus::Cancelled => exit::RUN_FAILED,
+        RunStatus::Pending | RunStatus::Running => exit::STEP_FAILED,
     };
     if json {
         print_json(&Finished {
