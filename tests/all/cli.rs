@@ -363,6 +363,11 @@ fn completions_are_printed_for_each_shell() {
 #[test]
 fn json_errors_and_replays_are_clean() {
     let env = Env::new();
+    let manifest = env.scripted("flaky-once", "max_attempts = 3", &[("only", "")]);
+    let manifest = manifest.display().to_string();
+    // `runs show` never creates a database: make it first.
+    let out = acidic(&env, &["register", &manifest]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let out = acidic(&env, &["--json", "runs", "show", "no-such-key"]);
     assert_eq!(out.status.code(), Some(1));
     let error: Value = serde_json::from_slice(&out.stderr)
@@ -375,8 +380,6 @@ fn json_errors_and_replays_are_clean() {
     );
     assert_eq!(error["exit_code"], json!(1));
 
-    let manifest = env.scripted("flaky-once", "max_attempts = 3", &[("only", "")]);
-    let manifest = manifest.display().to_string();
     let args = r#"{"script":{"only":{"fail":"retryable","fail_attempts":1}}}"#;
     let out = acidic(&env, &["run", &manifest, "--key", "f1", "--args", args]);
     assert_eq!(
