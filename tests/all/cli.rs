@@ -496,3 +496,109 @@ fn runs_show_takes_an_id_or_a_key_prefix(env) {
     assert!(stderr(&out).contains("no run has the key"), "{}", stderr(&out));
 }
 }
+
+on_each_backend! {
+/// Ctrl-C on `acidic run` stops the run after its current step and hands
+/// its lease back: the process exits 130 saying how to resume, the run is
+/// pending at its next step with no lease, and `retry` finishes it.
+#[test]
+fn ctrl_c_on_run_hands_the_run_back(env) {
+    let manifest = env.scripted("trip", "", &[("a", ""), ("b", ""), ("c", "")]);
+    let manifest = manifest.display().to_string();
+    let args = r#"{"script":{"a":{"sleep_ms":1500,"count":true}}}"#;
+    let child = Command::new(env!("CARGO_BIN_EXE_acidic"))
+        .args(["run", &manifest, "--key", "ctrl-c", "--args", args])
+        .current_dir(root())
+        .env("DATABASE_URL", env.db())
+        .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn acidic run");
+    // Once the run is running, its step has started (and the handlers are in).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = acidic(&env, &["--json", "runs", "show", "ctrl-c"]);
+        if out.status.success() && stdout_json(&out)["run"]["status"] == "running" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // SAFETY: signals the child this test started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("acidic retry ctrl-c"), "{}", stderr(&out));
+    let shown = stdout_json(&acidic(&env, &["--json", "runs", "show", "ctrl-c"]));
+    assert_eq!(shown["run"]["status"], "pending", "{shown}");
+    assert_eq!(shown["run"]["recovery_point"], "b", "{shown}");
+    assert_eq!(shown["run"]["locked_by"], Value::Null, "{shown}");
+    let out = acidic(&env, &["retry", "ctrl-c"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout_json(&acidic(&env, &["--json", "runs", "show", "ctrl-c"]));
+    assert_eq!(shown["run"]["status"], "succeeded");
+    assert_eq!(shown["run"]["attributes"]["calls_a"], 1, "step a ran once: {shown}");
+}
+}
+
+/// A run whose worker died mid-step shows as stalled once its lease has
+/// expired, naming the dead lease, in `runs show` and `runs list`.
+#[test]
+fn a_run_whose_lease_expired_shows_as_stalled() {
+    let env = Env::new();
+    let manifest = env.scripted("trip", "timeout = \"1s\"", &[("a", "")]);
+    let manifest = manifest.display().to_string();
+    let args = r#"{"script":{"a":{"sleep_ms":900}}}"#;
+    let out = acidic(
+        &env,
+        &["enqueue", &manifest, "--key", "orphan", "--args", args],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_acidic"))
+        .args(["worker", "--lease", "1s"])
+        .current_dir(root())
+        .env("DATABASE_URL", env.db())
+        .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn a worker");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while stdout_json(&acidic(&env, &["--json", "runs", "show", "orphan"]))["run"]["status"]
+        != "running"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never claimed it"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    worker.kill().expect("kill -9 the worker");
+    let _ = worker.wait();
+    let out = acidic(&env, &["runs", "show", "orphan"]);
+    assert!(
+        stdout(&out).contains("status      running"),
+        "{}",
+        stdout(&out)
+    );
+    // The lease: the step's deadline (1 s) plus 5 s.
+    std::thread::sleep(std::time::Duration::from_millis(6500));
+    let out = acidic(&env, &["runs", "show", "orphan"]);
+    assert!(
+        stdout(&out).contains("status      stalled"),
+        "{}",
+        stdout(&out)
+    );
+    let out = acidic(&env, &["runs", "list"]);
+    assert!(stdout(&out).contains("stalled"), "{}", stdout(&out));
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -23,6 +23,8 @@ pub mod exit {
     pub const WAITING: u8 = 6;
     /// The run failed for good (or was cancelled).
     pub const RUN_FAILED: u8 = 7;
+    /// Stopped by SIGINT/SIGTERM after the current step, the run handed back.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// Runs the command `cli` asks for; returns the exit code.
@@ -66,7 +68,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Register { manifests } => register(&host, &manifests, json).await,
         Command::Run { target, follow } => {
             let request = request(&host, &target).await?;
-            let report = host.run(request).await?;
+            let (report, interrupted) = interruptible(&host, host.run(request)).await?;
+            if interrupted {
+                return stopped(&report, json);
+            }
             finish(&host, report, follow, json).await
         }
         Command::Retry {
@@ -90,7 +95,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             follow,
             ..
         } => {
-            let report = host.retry(&key, workflow.as_deref()).await?;
+            let (report, interrupted) =
+                interruptible(&host, host.retry(&key, workflow.as_deref())).await?;
+            if interrupted {
+                return stopped(&report, json);
+            }
             finish(&host, report, follow, json).await
         }
         Command::Enqueue {
@@ -458,6 +467,57 @@ async fn work(host: Host, options: WorkerOptions, json: bool) -> anyhow::Result<
         )
     })?;
     Ok(0)
+}
+
+/// Drives a run in the foreground so that SIGINT or SIGTERM (Ctrl-C)
+/// stops it after its current step, its lease handed back, instead of
+/// killing the process while it holds the lease; a second signal exits at
+/// once. Returns the report and whether a signal came.
+async fn interruptible(
+    host: &Host,
+    drive: impl std::future::Future<Output = acidic::Result<RunReport>>,
+) -> anyhow::Result<(RunReport, bool)> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::pin!(drive);
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            report = &mut drive => return Ok((report?, interrupted)),
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        if interrupted {
+            eprintln!("interrupted again: exiting now; the run's lease expires on its own");
+            std::process::exit(i32::from(exit::INTERRUPTED));
+        }
+        interrupted = true;
+        host.stop();
+        eprintln!("stopping after the current step (press Ctrl-C again to quit at once)");
+    }
+}
+
+/// What an interrupted foreground run says: where it stands and how to go on.
+fn stopped(report: &RunReport, json: bool) -> anyhow::Result<u8> {
+    if json {
+        print_json(report)?;
+    }
+    if report.status.is_final() {
+        // It finished (or failed) before it could be stopped.
+        if !json {
+            describe(report, false);
+        }
+        return Ok(match report.status {
+            RunStatus::Succeeded => 0,
+            _ => exit::RUN_FAILED,
+        });
+    }
+    eprintln!(
+        "interrupted: run {} is {} at step `{}`; resume it with `acidic retry {}` (or a worker will)",
+        report.key, report.status, report.recovery_point, report.key
+    );
+    Ok(exit::INTERRUPTED)
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed now, before

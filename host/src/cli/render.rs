@@ -72,7 +72,11 @@ pub fn print_runs(runs: &[RunRecord]) {
             r.id,
             format!("{} v{}", r.workflow, r.workflow_version),
             short(&r.key),
-            r.status.as_str(),
+            if stalled(r) {
+                "stalled"
+            } else {
+                r.status.as_str()
+            },
             r.recovery_point,
             r.attempts,
             r.parent_run_id
@@ -91,6 +95,11 @@ pub fn print_detail(d: &RunDetail) {
         (_, true) if r.available_at > now_ms() => {
             format!("pending (runnable in {})", in_time(r.available_at))
         }
+        _ if stalled(r) => format!(
+            "stalled: running, but the lease of {} expired {} (its worker is gone; a worker or `acidic retry` takes it over)",
+            r.locked_by.as_deref().unwrap_or("?"),
+            ago(r.locked_until.unwrap_or(0))
+        ),
         (s, _) => s.to_string(),
     };
     println!("status      {status}");
@@ -194,4 +203,9 @@ pub fn ago(ms: i64) -> String {
 pub fn in_time(ms: i64) -> String {
     let d = (ms - now_ms()).max(0);
     humantime::format_duration(Duration::from_millis(d as u64)).to_string()
+}
+
+/// A run recorded as running whose lease has expired: nobody is working it.
+fn stalled(r: &acidic::RunRecord) -> bool {
+    r.status == RunStatus::Running && r.locked_until.is_none_or(|until| until < now_ms())
 }
