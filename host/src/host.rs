@@ -238,15 +238,10 @@ impl Host {
         let store = Store::connect_with(&config.database_url, pool, config.create).await?;
         let cache_dir = config.cache_dir.clone().unwrap_or_else(default_cache_dir);
         let runtime = Runtime::new(&cache_dir, config.pooling)?;
-        let worker = config.worker_name.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-            let host = host.trim();
-            format!(
-                "{}:{}",
-                if host.is_empty() { "localhost" } else { host },
-                std::process::id()
-            )
-        });
+        let worker = config
+            .worker_name
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", this_host(), std::process::id()));
         Ok(Host {
             store,
             runtime,
@@ -524,6 +519,38 @@ impl Host {
         })
     }
 
+    /// Breaks the lease of a running run whose worker is gone: the run is
+    /// pending again, runnable at once. Refused while the lease's holder is
+    /// a live process on this machine (stop it: it hands the run back). A
+    /// holder elsewhere that is in fact alive cannot commit its step any
+    /// more: commits are fenced on the lease.
+    pub async fn unlock(&self, key: &str, workflow: Option<&str>) -> Result<RunRecord> {
+        let run = self.find(key, workflow).await?;
+        let (RunStatus::Running, Some(owner)) = (run.status, run.locked_by.clone()) else {
+            return Err(Error::InvalidState {
+                key: run.key,
+                status: run.status.to_string(),
+                hint: "only a running run has a lease to break",
+            });
+        };
+        if live_holder_here(&owner).is_some() {
+            return Err(Error::InvalidState {
+                key: run.key,
+                status: format!("running in {owner}, a live process of this machine"),
+                hint: "stop that process (SIGINT or SIGTERM hands the run back) instead",
+            });
+        }
+        let lease = Lease {
+            owner,
+            ttl: Duration::ZERO,
+        };
+        self.store.release(run.id, &lease).await?;
+        self.store
+            .run(run.id)
+            .await?
+            .ok_or_else(|| Error::RunNotFound(run.key))
+    }
+
     /// Runs matching `filter`, newest first.
     pub async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         self.store.list_runs(filter).await
@@ -577,6 +604,26 @@ impl Host {
         let ttl = self.lease.max(definition.max_timeout() + LEASE_MARGIN);
         Lease::new(&self.worker, ttl)
     }
+}
+
+/// This machine's name, as leases give it (`host:pid/token`).
+fn this_host() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    match host.trim() {
+        "" => "localhost".to_string(),
+        name => name.to_string(),
+    }
+}
+
+/// The process of this machine that holds lease `owner`, if it is alive.
+fn live_holder_here(owner: &str) -> Option<u32> {
+    let worker = owner.split('/').next()?;
+    let (host, pid) = worker.rsplit_once(':')?;
+    let pid: u32 = pid.parse().ok()?;
+    (host == this_host()
+        && pid != std::process::id()
+        && std::path::Path::new("/proc").join(pid.to_string()).exists())
+    .then_some(pid)
 }
 
 /// The key a run of `caller`'s is stored under: `caller:key`. Callers'

@@ -602,3 +602,46 @@ fn a_run_whose_lease_expired_shows_as_stalled() {
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+on_each_backend! {
+/// `runs unlock` breaks the lease of a run whose worker died, refuses while
+/// the holder is a live process of this machine, and refuses a run that is
+/// not running.
+#[test]
+fn runs_unlock_breaks_a_dead_workers_lease(env) {
+    let manifest = env.scripted("trip", "", &[("a", ""), ("b", "")]);
+    let manifest = manifest.display().to_string();
+    let args = r#"{"script":{"a":{"sleep_ms":2500}}}"#;
+    let out = acidic(&env, &["enqueue", &manifest, "--key", "held", "--args", args]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_acidic"))
+        .arg("worker")
+        .current_dir(root())
+        .env("DATABASE_URL", env.db())
+        .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn a worker");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while stdout_json(&acidic(&env, &["--json", "runs", "show", "held"]))["run"]["status"] != "running" {
+        assert!(std::time::Instant::now() < deadline, "the worker never claimed it");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = acidic(&env, &["runs", "unlock", "held"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("a live process of this machine"), "{}", stderr(&out));
+
+    worker.kill().expect("kill -9 the worker");
+    let _ = worker.wait();
+    let out = acidic(&env, &["runs", "unlock", "held"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout_json(&acidic(&env, &["--json", "runs", "show", "held"]));
+    assert_eq!((shown["run"]["status"].as_str(), &shown["run"]["locked_by"]), (Some("pending"), &Value::Null), "{shown}");
+    let out = acidic(&env, &["retry", "held"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = acidic(&env, &["runs", "unlock", "held"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("only a running run"), "{}", stderr(&out));
+}
+}

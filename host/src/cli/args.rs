@@ -214,6 +214,14 @@ pub enum RunsCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Break the lease of a running run whose worker died (refused while its holder lives on this machine).
+    Unlock {
+        /// The run's idempotency key.
+        key: String,
+        /// The workflow, if the key is used by several.
+        #[arg(long)]
+        workflow: Option<String>,
+    },
     /// Show one run: status, recovery point, attributes, attempts, last error, step timeline.
     Show {
         /// The run's idempotency key, its id (as `runs list` shows it), or the unique start of its key.

@@ -225,6 +225,16 @@ async fn runs(host: &Host, command: RunsCommand, json: bool) -> anyhow::Result<u
                 _ => exit::STEP_FAILED,
             })
         }
+        RunsCommand::Unlock { key, workflow } => {
+            let run = host.unlock(&key, workflow.as_deref()).await?;
+            emit(json, &run, |run| {
+                println!(
+                    "unlocked {} run {}: pending at step `{}`, runnable now (`acidic retry {}` runs it here)",
+                    run.workflow, run.key, run.recovery_point, run.key
+                )
+            })?;
+            Ok(0)
+        }
         RunsCommand::Show { key, workflow, .. } => {
             let (key, workflow) = resolve(host, &key, workflow).await?;
             let detail = host.show(&key, workflow.as_deref()).await?;
