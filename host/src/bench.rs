@@ -94,38 +94,68 @@ impl fmt::Display for BenchReport {
 /// dropped afterwards; otherwise each gets a new SQLite file in a temporary
 /// folder.
 pub async fn run(manifest: &Path, runs: u32, database_url: Option<&str>) -> Result<BenchReport> {
-    let tag = format!("acidic_bench_{}_{}", std::process::id(), fastrand::u32(..));
-    let dir = std::env::temp_dir().join(&tag);
-    std::fs::create_dir_all(&dir).map_err(|source| Error::Cache {
-        path: dir.clone(),
-        source,
-    })?;
-    let postgres = database_url.filter(|u| u.starts_with("postgres"));
-    let (host_url, baseline_url) = match postgres {
-        Some(url) => {
-            let sep = if url.contains('?') { '&' } else { '?' };
-            (
-                format!("{url}{sep}schema={tag}_host"),
-                format!("{url}{sep}schema={tag}_base"),
-            )
-        }
-        None => (
-            dir.join("acidic.db").display().to_string(),
-            dir.join("baseline.db").display().to_string(),
-        ),
-    };
-    let result = measure(&dir, &host_url, &baseline_url, manifest, runs).await;
-    if postgres.is_some() {
-        for url in [&host_url, &baseline_url] {
-            if let Ok(crate::store::Store::Postgres(s)) = Store::open(url).await
-                && let Err(e) = s.drop_schema().await
-            {
-                tracing::warn!("could not drop the bench schema: {e}");
+    let scratch = Scratch::new(database_url)?;
+    let (host_url, baseline_url) = (scratch.url("host"), scratch.url("baseline"));
+    let result = measure(&scratch.dir, &host_url, &baseline_url, manifest, runs).await;
+    scratch.remove(&[&host_url, &baseline_url]).await;
+    result
+}
+
+/// The database a bench ran on, with the settings that decide its speed.
+fn described(store: &Store) -> String {
+    match store.backend() {
+        "postgres" => "Postgres (SERIALIZABLE)".to_string(),
+        _ => "SQLite (WAL, synchronous=FULL)".to_string(),
+    }
+}
+
+/// Where one bench run keeps its databases and caches: a temporary folder,
+/// with a SQLite file per name there, or a Postgres schema per name in the
+/// database of `database_url`; removed afterwards.
+struct Scratch {
+    tag: String,
+    dir: std::path::PathBuf,
+    postgres: Option<String>,
+}
+
+impl Scratch {
+    fn new(database_url: Option<&str>) -> Result<Scratch> {
+        let tag = format!("acidic_bench_{}_{}", std::process::id(), fastrand::u32(..));
+        let dir = std::env::temp_dir().join(&tag);
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Cache {
+            path: dir.clone(),
+            source,
+        })?;
+        let postgres = database_url
+            .filter(|u| u.starts_with("postgres"))
+            .map(str::to_string);
+        Ok(Scratch { tag, dir, postgres })
+    }
+
+    /// The URL of the database called `name`.
+    fn url(&self, name: &str) -> String {
+        match &self.postgres {
+            Some(url) => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}schema={}_{name}", self.tag)
             }
+            None => self.dir.join(format!("{name}.db")).display().to_string(),
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+
+    /// Drops the Postgres schemas of `urls` and deletes the folder.
+    async fn remove(self, urls: &[&str]) {
+        if self.postgres.is_some() {
+            for url in urls {
+                if let Ok(Store::Postgres(s)) = Store::open(url).await
+                    && let Err(e) = s.drop_schema().await
+                {
+                    tracing::warn!("could not drop the bench schema: {e}");
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 async fn measure(
@@ -138,10 +168,7 @@ async fn measure(
     let mut config = HostConfig::new(host_url);
     config.cache_dir = Some(dir.join("cache"));
     let host = Host::open(config).await?;
-    let database = match host.store.backend() {
-        "postgres" => "Postgres (SERIALIZABLE)".to_string(),
-        _ => "SQLite (WAL, synchronous=FULL)".to_string(),
-    };
+    let database = described(&host.store);
     let registration = host.register(manifest).await?;
     let workflow = host.latest(&registration.workflow).await?;
     let steps_per_run = workflow.definition.steps.len() as u32;
@@ -677,28 +704,10 @@ pub async fn http(
     database_url: Option<&str>,
     concurrencies: &[usize],
 ) -> Result<HttpReport> {
-    let tag = format!("acidic_bench_{}_{}", std::process::id(), fastrand::u32(..));
-    let dir = std::env::temp_dir().join(&tag);
-    std::fs::create_dir_all(&dir).map_err(|source| Error::Cache {
-        path: dir.clone(),
-        source,
-    })?;
-    let postgres = database_url.filter(|u| u.starts_with("postgres"));
-    let url = match postgres {
-        Some(url) => {
-            let sep = if url.contains('?') { '&' } else { '?' };
-            format!("{url}{sep}schema={tag}_http")
-        }
-        None => dir.join("acidic.db").display().to_string(),
-    };
-    let result = measure_http(&dir, &url, manifest, runs, concurrencies).await;
-    if postgres.is_some()
-        && let Ok(Store::Postgres(s)) = Store::open(&url).await
-        && let Err(e) = s.drop_schema().await
-    {
-        tracing::warn!("could not drop the bench schema: {e}");
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = Scratch::new(database_url)?;
+    let url = scratch.url("http");
+    let result = measure_http(&scratch.dir, &url, manifest, runs, concurrencies).await;
+    scratch.remove(&[&url]).await;
     result
 }
 
@@ -714,10 +723,7 @@ async fn measure_http(
     config.cache_dir = Some(dir.join("cache"));
     config.max_connections = Some(32);
     let host = Arc::new(Host::open(config).await?);
-    let database = match host.store.backend() {
-        "postgres" => "Postgres (SERIALIZABLE)".to_string(),
-        _ => "SQLite (WAL, synchronous=FULL)".to_string(),
-    };
+    let database = described(&host.store);
     let registration = host.register(manifest).await?;
     let workflow = registration.workflow.clone();
     let steps_per_run = registration.steps as u32;

@@ -298,17 +298,7 @@ impl Host {
     /// [`Error::Locked`]; a key in use with other args [`Error::ArgsMismatch`].
     pub async fn start(&self, request: RunRequest) -> Result<Started> {
         let workflow = self.latest(&request.workflow).await?;
-        let mut new = new_run(
-            &workflow,
-            request.key,
-            request.args,
-            Duration::ZERO,
-            "default",
-            None,
-        )?;
-        if let Some(caller) = &request.caller {
-            new.key = scoped_key(caller, &new.key);
-        }
+        let new = requested_run(&workflow, request, Duration::ZERO, "default")?;
         let lease = self.lease_for(&workflow.definition);
         match self.store.start_run(&new, &lease).await? {
             StartOutcome::Claimed(run) => Ok(Started::Claimed(ClaimedRun { run, lease })),
@@ -348,10 +338,7 @@ impl Host {
         queue: &str,
     ) -> Result<Enqueued> {
         let workflow = self.latest(&request.workflow).await?;
-        let mut new = new_run(&workflow, request.key, request.args, delay, queue, None)?;
-        if let Some(caller) = &request.caller {
-            new.key = scoped_key(caller, &new.key);
-        }
+        let new = requested_run(&workflow, request, delay, queue)?;
         match self.store.insert_run(&new).await? {
             InsertOutcome::Created(run_id) => Ok(Enqueued {
                 run_id,
@@ -624,6 +611,20 @@ fn live_holder_here(owner: &str) -> Option<u32> {
         && pid != std::process::id()
         && std::path::Path::new("/proc").join(pid.to_string()).exists())
     .then_some(pid)
+}
+
+/// The run a caller's `request` asks for, its key in the caller's scope.
+fn requested_run(
+    workflow: &Workflow,
+    request: RunRequest,
+    delay: Duration,
+    queue: &str,
+) -> Result<NewRun> {
+    let mut new = new_run(workflow, request.key, request.args, delay, queue, None)?;
+    if let Some(caller) = &request.caller {
+        new.key = scoped_key(caller, &new.key);
+    }
+    Ok(new)
 }
 
 /// The key a run of `caller`'s is stored under: `caller:key`. Callers'

@@ -516,15 +516,7 @@ fn ctrl_c_on_run_hands_the_run_back(env) {
         .spawn()
         .expect("spawn acidic run");
     // Once the run is running, its step has started (and the handlers are in).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let out = acidic(&env, &["--json", "runs", "show", "ctrl-c"]);
-        if out.status.success() && stdout_json(&out)["run"]["status"] == "running" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the run never started");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until_running(&env, "ctrl-c");
     std::thread::sleep(std::time::Duration::from_millis(200));
     // SAFETY: signals the child this test started.
     unsafe {
@@ -560,25 +552,8 @@ fn a_run_whose_lease_expired_shows_as_stalled() {
         &["enqueue", &manifest, "--key", "orphan", "--args", args],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_acidic"))
-        .args(["worker", "--lease", "1s"])
-        .current_dir(root())
-        .env("DATABASE_URL", env.db())
-        .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn a worker");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while stdout_json(&acidic(&env, &["--json", "runs", "show", "orphan"]))["run"]["status"]
-        != "running"
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the worker never claimed it"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut worker = spawn_worker(&env, &["--lease", "1s"]);
+    wait_until_running(&env, "orphan");
     worker.kill().expect("kill -9 the worker");
     let _ = worker.wait();
     let out = acidic(&env, &["runs", "show", "orphan"]);
@@ -614,20 +589,8 @@ fn runs_unlock_breaks_a_dead_workers_lease(env) {
     let args = r#"{"script":{"a":{"sleep_ms":2500}}}"#;
     let out = acidic(&env, &["enqueue", &manifest, "--key", "held", "--args", args]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_acidic"))
-        .arg("worker")
-        .current_dir(root())
-        .env("DATABASE_URL", env.db())
-        .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn a worker");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while stdout_json(&acidic(&env, &["--json", "runs", "show", "held"]))["run"]["status"] != "running" {
-        assert!(std::time::Instant::now() < deadline, "the worker never claimed it");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut worker = spawn_worker(&env, &[]);
+    wait_until_running(&env, "held");
     let out = acidic(&env, &["runs", "unlock", "held"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("a live process of this machine"), "{}", stderr(&out));
@@ -644,4 +607,34 @@ fn runs_unlock_breaks_a_dead_workers_lease(env) {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("only a running run"), "{}", stderr(&out));
 }
+}
+
+/// An `acidic worker` with `args` on the test's database, its output dropped.
+fn spawn_worker(env: &Env, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_acidic"))
+        .arg("worker")
+        .args(args)
+        .current_dir(root())
+        .env("DATABASE_URL", env.db())
+        .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn a worker")
+}
+
+/// Waits (at most 30 s) until the run with `key` is running.
+fn wait_until_running(env: &Env, key: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = acidic(env, &["--json", "runs", "show", key]);
+        if out.status.success() && stdout_json(&out)["run"]["status"] == "running" {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{key} never started running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

@@ -189,6 +189,19 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> Reply {
+        self.try_request(method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Sends a request (with the client's token, and a JSON content type
+    /// for a POST that names none); what went wrong if no answer came.
+    fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Result<Reply, String> {
         let url = format!("{}{path}", self.base);
         let mut builder = http::Request::builder().method(method).uri(&url);
         if let Some(token) = &self.token {
@@ -205,11 +218,8 @@ impl Client {
         {
             builder = builder.header("content-type", "application/json");
         }
-        let request = builder.body(body).expect("a request");
-        let mut response = self
-            .agent
-            .run(request)
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let request = builder.body(body).map_err(|e| e.to_string())?;
+        let mut response = self.agent.run(request).map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response
@@ -217,12 +227,12 @@ impl Client {
             .with_config()
             .limit(64 * 1024 * 1024)
             .read_to_string()
-            .unwrap_or_else(|e| panic!("{method} {url}: reading the body: {e}"));
-        Reply {
+            .map_err(|e| format!("reading the body: {e}"))?;
+        Ok(Reply {
             status,
             headers,
             body,
-        }
+        })
     }
 
     fn get(&self, path: &str) -> Reply {
@@ -237,25 +247,11 @@ impl Client {
         args: &Value,
         headers: &[(&str, &str)],
     ) -> Option<Reply> {
-        let url = format!("{}/v1/workflows/{workflow}/runs", self.base);
-        let mut builder = http::Request::builder()
-            .method("POST")
-            .uri(&url)
-            .header("idempotency-key", key)
-            .header("content-type", "application/json");
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let request = builder.body(args.to_string()).ok()?;
-        let mut response = self.agent.run(request).ok()?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.body_mut().read_to_string().ok()?;
-        Some(Reply {
-            status,
-            headers,
-            body,
-        })
+        let mut all = vec![("idempotency-key", key)];
+        all.extend_from_slice(headers);
+        let path = format!("/v1/workflows/{workflow}/runs");
+        self.try_request("POST", &path, &all, Some(&args.to_string()))
+            .ok()
     }
 
     /// POSTs `args` to `workflow` with `key` (and more headers).

@@ -8,64 +8,75 @@ use super::bindings::v0_1::acidic::step as v0_1;
 use super::bindings::v0_2::acidic::step as v0_2;
 use super::state::StepState;
 
-impl v0_2::context::Host for StepState {
-    fn log(&mut self, level: v0_2::context::Level, message: String) {
-        use v0_2::context::Level as Old;
-        let level = match level {
-            Old::Trace => context::Level::Trace,
-            Old::Debug => context::Level::Debug,
-            Old::Info => context::Level::Info,
-            Old::Warn => context::Level::Warn,
-            Old::Error => context::Level::Error,
-        };
-        context::Host::log(self, level, message)
-    }
+/// The imports every older version shares with the current one, on that
+/// version's types: context's `log`, attributes, and staging.
+macro_rules! shared_imports {
+    ($v:ident) => {
+        impl $v::context::Host for StepState {
+            fn log(&mut self, level: $v::context::Level, message: String) {
+                use $v::context::Level as Old;
+                let level = match level {
+                    Old::Trace => context::Level::Trace,
+                    Old::Debug => context::Level::Debug,
+                    Old::Info => context::Level::Info,
+                    Old::Warn => context::Level::Warn,
+                    Old::Error => context::Level::Error,
+                };
+                context::Host::log(self, level, message)
+            }
+        }
+
+        impl $v::attributes::Host for StepState {
+            fn get(&mut self, name: String) -> Option<String> {
+                attributes::Host::get(self, name)
+            }
+
+            fn set(&mut self, name: String, value: String) -> std::result::Result<(), String> {
+                attributes::Host::set(self, name, value)
+            }
+
+            fn delete(&mut self, name: String) {
+                attributes::Host::delete(self, name)
+            }
+
+            fn names(&mut self) -> Vec<String> {
+                attributes::Host::names(self)
+            }
+        }
+
+        impl $v::staging::Host for StepState {
+            fn enqueue(&mut self, job: $v::staging::Job) -> std::result::Result<String, String> {
+                let job = staging::Job {
+                    workflow: job.workflow,
+                    args: job.args,
+                    key: job.key,
+                    delay_ms: job.delay_ms,
+                    queue: job.queue,
+                    awaits: job.awaits,
+                };
+                staging::Host::enqueue(self, job)
+            }
+
+            async fn children(&mut self) -> Vec<$v::staging::Child> {
+                staging::Host::children(self)
+                    .await
+                    .into_iter()
+                    .map(|c| $v::staging::Child {
+                        workflow: c.workflow,
+                        key: c.key,
+                        status: c.status,
+                        output: c.output,
+                    })
+                    .collect()
+            }
+        }
+    };
 }
 
-impl v0_2::attributes::Host for StepState {
-    fn get(&mut self, name: String) -> Option<String> {
-        attributes::Host::get(self, name)
-    }
+shared_imports!(v0_1);
+shared_imports!(v0_2);
 
-    fn set(&mut self, name: String, value: String) -> std::result::Result<(), String> {
-        attributes::Host::set(self, name, value)
-    }
-
-    fn delete(&mut self, name: String) {
-        attributes::Host::delete(self, name)
-    }
-
-    fn names(&mut self) -> Vec<String> {
-        attributes::Host::names(self)
-    }
-}
-
-impl v0_2::staging::Host for StepState {
-    fn enqueue(&mut self, job: v0_2::staging::Job) -> std::result::Result<String, String> {
-        let job = staging::Job {
-            workflow: job.workflow,
-            args: job.args,
-            key: job.key,
-            delay_ms: job.delay_ms,
-            queue: job.queue,
-            awaits: job.awaits,
-        };
-        staging::Host::enqueue(self, job)
-    }
-
-    async fn children(&mut self) -> Vec<v0_2::staging::Child> {
-        staging::Host::children(self)
-            .await
-            .into_iter()
-            .map(|c| v0_2::staging::Child {
-                workflow: c.workflow,
-                key: c.key,
-                status: c.status,
-                output: c.output,
-            })
-            .collect()
-    }
-}
+// 0.2.0's `sql`: the same calls on its own value types.
 
 fn value_from_0_2(v: v0_2::sql::Value) -> sql::Value {
     use v0_2::sql::Value as Old;
@@ -127,64 +138,5 @@ impl v0_2::sql::Host for StepState {
                 .map(|r| r.into_iter().map(value_to_0_2).collect())
                 .collect(),
         })
-    }
-}
-
-impl v0_1::context::Host for StepState {
-    fn log(&mut self, level: v0_1::context::Level, message: String) {
-        use v0_1::context::Level as Old;
-        let level = match level {
-            Old::Trace => context::Level::Trace,
-            Old::Debug => context::Level::Debug,
-            Old::Info => context::Level::Info,
-            Old::Warn => context::Level::Warn,
-            Old::Error => context::Level::Error,
-        };
-        context::Host::log(self, level, message)
-    }
-}
-
-impl v0_1::attributes::Host for StepState {
-    fn get(&mut self, name: String) -> Option<String> {
-        attributes::Host::get(self, name)
-    }
-
-    fn set(&mut self, name: String, value: String) -> std::result::Result<(), String> {
-        attributes::Host::set(self, name, value)
-    }
-
-    fn delete(&mut self, name: String) {
-        attributes::Host::delete(self, name)
-    }
-
-    fn names(&mut self) -> Vec<String> {
-        attributes::Host::names(self)
-    }
-}
-
-impl v0_1::staging::Host for StepState {
-    fn enqueue(&mut self, job: v0_1::staging::Job) -> std::result::Result<String, String> {
-        let job = staging::Job {
-            workflow: job.workflow,
-            args: job.args,
-            key: job.key,
-            delay_ms: job.delay_ms,
-            queue: job.queue,
-            awaits: job.awaits,
-        };
-        staging::Host::enqueue(self, job)
-    }
-
-    async fn children(&mut self) -> Vec<v0_1::staging::Child> {
-        staging::Host::children(self)
-            .await
-            .into_iter()
-            .map(|c| v0_1::staging::Child {
-                workflow: c.workflow,
-                key: c.key,
-                status: c.status,
-                output: c.output,
-            })
-            .collect()
     }
 }
