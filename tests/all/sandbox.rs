@@ -568,13 +568,36 @@ fn host_memory_for_a_step_is_within_its_budget(env) {
         big < small + margin_kib,
         "the host held {big} KiB for a step budgeted 16 MiB (small query: {small} KiB)"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_acidic"))
-        .args(["runs", "show", "big", "--json"])
-        .env("DATABASE_URL", env.db())
-        .output()
-        .expect("runs show");
-    let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(shown.contains("memory_limit"), "{shown}");
+    // One value of 200 MB in one row: never built in the host (on Postgres
+    // the server refuses to send the row; SQLite's length limit stops its
+    // printf from making it).
+    let huge = match env.backend {
+        Backend::Sqlite => "SELECT printf('%.*c', 200000000, 'x') AS huge",
+        Backend::Postgres => "SELECT lpad('x', 200000000, 'x') AS huge",
+    };
+    let one = json!({ "script": { "q": { "sql": [{ "query": huge, "into": "rows" }] } } });
+    let (single, code) = peak_rss_of_run(&env, &manifest, "huge", &one);
+    if env.backend == Backend::Postgres {
+        assert_ne!(code, 0, "a 200 MB value cannot fit 16 MiB");
+    }
+    eprintln!("peak RSS: one 200 MB value {single} KiB");
+    assert!(
+        single < small + margin_kib,
+        "the host held {single} KiB for one value, budgeted 16 MiB (small query: {small} KiB)"
+    );
+    let keys: &[&str] = match env.backend {
+        Backend::Sqlite => &["big"],
+        Backend::Postgres => &["big", "huge"],
+    };
+    for key in keys.iter().copied() {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_acidic"))
+            .args(["runs", "show", key, "--json"])
+            .env("DATABASE_URL", env.db())
+            .output()
+            .expect("runs show");
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(shown.contains("memory_limit"), "{key}: {shown}");
+    }
 }
 }
 
@@ -676,6 +699,53 @@ async fn host_calls_cost_fuel(env) {
     hostile(&env, &host, "frugal", "continue", "fuel = 50_000_000").await;
     let ok = host.run(RunRequest::new("frugal", json!({}))).await.expect("run");
     assert_eq!(ok.status, RunStatus::Succeeded, "{:?}", ok.error);
+
+    // Random bytes cost fuel too: 25 MiB of them do not fit 50 M units
+    // (the loop's Wasm alone does), and fit 2 G.
+    hostile(&env, &host, "dice", "random_flood", "fuel = 50_000_000").await;
+    let report = beside_a_good_run(&env, &host, RunRequest::new("dice", json!({}))).await;
+    contained(&host, &report, "random_flood", "fuel_exhausted", "fuel").await;
+    hostile(&env, &host, "dice-rich", "random_flood", "fuel = 2_000_000_000").await;
+    let ok = host.run(RunRequest::new("dice-rich", json!({}))).await.expect("run");
+    assert_eq!(ok.status, RunStatus::Succeeded, "{:?}", ok.error);
+
+    // An outbound response of 48 MB: its bytes cost fuel as they pass, so a
+    // budget of 20 M stops the step (its Wasm alone spends far less: the
+    // body is refused as JSON at its first byte).
+    let server = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = server.local_addr().expect("addr");
+    let serving = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut stream, _)) = server.accept() {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let size = 48 << 20;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
+            let _ = stream.write_all(head.as_bytes());
+            let chunk = vec![b'x'; 64 << 10];
+            for _ in 0..size / chunk.len() {
+                if stream.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let path = env.workflow(
+        "charge",
+        "fat-answer",
+        "max_attempts = 1",
+        &[(
+            "charge",
+            &format!("allowed_outbound_hosts = [\"http://{addr}\"]\nfuel = 20_000_000\nmemory = \"256MiB\""),
+        )],
+    );
+    host.register(&path).await.expect("register");
+    let args = json!({ "api": format!("http://{addr}"), "cents": 100 });
+    let report = beside_a_good_run(&env, &host, RunRequest::new("fat-answer", args)).await;
+    let error = report.error.clone().expect("an error");
+    assert_eq!(error.kind, "fuel_exhausted", "{}", error.message);
+    assert_eq!(report.recovery_point, "charge", "nothing committed");
+    let _ = serving.join();
 }
 }
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::manifest::FINISHED;
 use crate::run::{ErrorKind, StepEnd};
-use crate::runtime::limits::guest_json;
+use crate::runtime::limits::{cut_text, guest_json};
 use crate::runtime::{CallOutcome, Outcome, Refusal};
 
 /// A step call that did not commit.
@@ -21,11 +21,15 @@ pub(super) struct Failed {
     pub(super) http_status: Option<u16>,
 }
 
+/// Longest failure message stored: a guest's error text, or a database's
+/// (which can quote a whole value the guest made), is cut here.
+pub(super) const MAX_MESSAGE: usize = 32 << 10;
+
 impl Failed {
     pub(super) fn new(kind: ErrorKind, message: impl Into<String>, retryable: bool) -> Failed {
         Failed {
             kind,
-            message: message.into(),
+            message: cut_text(message.into(), MAX_MESSAGE),
             retryable,
             logs: None,
             http_status: None,
@@ -117,6 +121,21 @@ pub(super) fn classify(facts: CallFacts<'_>, outcome: CallOutcome) -> Result<Ste
 mod tests {
     use super::*;
     use crate::runtime::StepError;
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let failed = Failed::new(ErrorKind::SqlError, "é".repeat(MAX_MESSAGE), false);
+        let (kept, note) = failed.message.split_once('…').expect("a note");
+        assert!(kept.len() <= MAX_MESSAGE && kept.chars().all(|c| c == 'é'));
+        assert_eq!(
+            note,
+            format!(" ({} more bytes not kept)", 2 * MAX_MESSAGE - kept.len())
+        );
+        assert_eq!(
+            Failed::new(ErrorKind::Guest, "short", true).message,
+            "short"
+        );
+    }
 
     fn aborted(kind: ErrorKind) -> CallOutcome {
         CallOutcome::Aborted {

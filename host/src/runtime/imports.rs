@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::bindings::acidic::step::{attributes, context, sql, staging};
-use super::limits::{VALUE_OVERHEAD, guest_json, guest_name, shown};
-use super::state::{Refusal, StagedJob, StepState, cap};
+use super::limits::{VALUE_OVERHEAD, guest_json, guest_name, json_held, shown};
+use super::state::{AttributeSize, Refusal, StagedJob, StepState, cap};
 use crate::error::Error;
 use crate::run::{ErrorKind, derived_key};
 use crate::sql::{Access, Dialects};
@@ -113,9 +113,7 @@ impl StepState {
                 shown(&name)
             ));
         }
-        let parsed = guest_json(&value)
-            .map_err(|e| format!("attribute `{}`: value is {e}", shown(&name)))?;
-        let size = name.len() + value.len();
+        let size = AttributeSize::of(&name, &value);
         let old = self.attribute_sizes.get(&name).copied();
         if old.is_none() && self.attributes.len() as u64 >= policy.max_attributes {
             let message = format!(
@@ -125,7 +123,7 @@ impl StepState {
             );
             return Err(self.refuse(message));
         }
-        let total = self.attributes_total - old.unwrap_or(0) + size;
+        let total = self.attributes_total - old.map_or(0, |o| o.text) + size.text;
         if total as u64 > policy.max_attributes_total {
             let message = format!(
                 "attribute `{}`: the run's attributes would total {total} bytes, over max_attributes_total ({} bytes)",
@@ -134,8 +132,9 @@ impl StepState {
             );
             return Err(self.refuse(message));
         }
-        let held = old.map_or(0, |o| o + VALUE_OVERHEAD);
-        if !self.budget.replace(held, size + VALUE_OVERHEAD) {
+        // Counted before it is parsed: the parse builds what is counted.
+        let held = old.map_or(0, |o| o.held);
+        if !self.budget.replace(held, size.held) {
             let message = format!(
                 "attribute `{}`: the step's memory budget of {} bytes is used up",
                 shown(&name),
@@ -144,6 +143,13 @@ impl StepState {
             self.note_refusal(Refusal::new(ErrorKind::MemoryLimit, message.clone()));
             return Err(message);
         }
+        let parsed = match guest_json(&value) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                let _ = self.budget.replace(size.held, held);
+                return Err(format!("attribute `{}`: value is {e}", shown(&name)));
+            }
+        };
         self.attributes_total = total;
         self.attribute_sizes.insert(name.clone(), size);
         self.attributes.insert(name, parsed);
@@ -183,6 +189,11 @@ impl StepState {
             );
             return Err(self.refuse(message));
         }
+        // What the parsed args will hold, checked before they are parsed.
+        let held = json_held(&job.args) + VALUE_OVERHEAD * 4;
+        if held > self.budget.room() {
+            return Err(self.staged_over_budget(&workflow));
+        }
         let args = guest_json(&job.args)
             .map_err(|e| format!("staged run of `{workflow}`: args are {e}"))?;
         // Counted as stored (canonical JSON), which can be longer than sent.
@@ -211,13 +222,8 @@ impl StepState {
                 MAX_DELAY.as_millis()
             ));
         }
-        if !self.budget.hold(job.args.len() + VALUE_OVERHEAD * 4) {
-            let message = format!(
-                "staged run of `{workflow}`: the step's memory budget of {} bytes is used up",
-                self.budget.max()
-            );
-            self.note_refusal(Refusal::new(ErrorKind::MemoryLimit, message.clone()));
-            return Err(message);
+        if !self.budget.hold(held) {
+            return Err(self.staged_over_budget(&workflow));
         }
         let key = job.key.unwrap_or_else(|| derived_key(&workflow, &args));
         self.staged_total = total;
@@ -230,6 +236,17 @@ impl StepState {
             awaits: job.awaits,
         });
         Ok(key)
+    }
+
+    /// Records and words a staged run refused by the memory budget.
+    fn staged_over_budget(&mut self, workflow: &str) -> String {
+        self.budget.hit = true;
+        let message = format!(
+            "staged run of `{workflow}`: the step's memory budget of {} bytes is used up",
+            self.budget.max()
+        );
+        self.note_refusal(Refusal::new(ErrorKind::MemoryLimit, message.clone()));
+        message
     }
 }
 
@@ -261,8 +278,8 @@ impl attributes::Host for StepState {
         if self.attributes.remove(&name).is_some()
             && let Some(size) = self.attribute_sizes.remove(&name)
         {
-            self.attributes_total -= size;
-            self.budget.release(size + VALUE_OVERHEAD);
+            self.attributes_total -= size.text;
+            self.budget.release(size.held);
         }
     }
 
@@ -414,14 +431,14 @@ impl StepState {
         // checker runs on a thread of its own, never on this fiber's stack.
         let checked =
             crate::sql::check_off_stack(statement, &grant, self.dialect, &self.app_schema).await;
-        let access = match checked {
-            Ok(Access::Read) if want == Access::Write => {
+        let checked = match checked {
+            Ok(c) if c.access == Access::Read && want == Access::Write => {
                 Err("execute runs INSERT, UPDATE or DELETE; use query for SELECT".to_string())
             }
             other => other,
         };
-        let access = match access {
-            Ok(a) => a,
+        let (access, sent) = match &checked {
+            Ok(c) => (c.access, c.guarded.as_deref().unwrap_or(statement)),
             Err(why) => {
                 return Err(self.sql_refused(ErrorKind::SqlRefused, format!("SQL refused: {why}")));
             }
@@ -435,11 +452,11 @@ impl StepState {
             return Err(sql::SqlError::Failed("no step transaction".into()));
         };
         let result = if want == Access::Write && access != Access::Read {
-            tx.execute(statement, &params, &grant, &limits)
+            tx.execute(sent, &params, &grant, &limits)
                 .await
                 .map(GuestSqlDone::Changed)
         } else {
-            tx.query(statement, &params, &grant, &limits)
+            tx.query(sent, &params, &grant, &limits)
                 .await
                 .map(GuestSqlDone::Rows)
         };
@@ -477,6 +494,8 @@ impl StepState {
             }
             other => (other.to_string(), None),
         };
+        // A database's message can quote a whole value the guest made.
+        let message = super::limits::cut_text(message, MAX_SQL_MESSAGE);
         match (self.dialect, code.as_deref()) {
             // SQLITE_AUTH: SQLite's authorizer said no, a refusal like the parser's.
             (Dialects::Sqlite, Some("23")) => {
@@ -518,6 +537,9 @@ impl StepState {
         }
     }
 }
+
+/// Longest database error message a guest is given.
+const MAX_SQL_MESSAGE: usize = 4 << 10;
 
 /// Whether a database error code says the statement may succeed on a later
 /// try: a serialization failure or deadlock, a lost connection, a server out

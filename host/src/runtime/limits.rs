@@ -85,6 +85,13 @@ impl MemoryBudget {
     }
 }
 
+/// Bytes a table element is counted as (a reference and its metadata, at
+/// most, in wasmtime's tables).
+pub const TABLE_ELEMENT: usize = 16;
+
+/// Most elements one table may have, whatever the budget.
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+
 impl ResourceLimiter for MemoryBudget {
     fn memory_growing(
         &mut self,
@@ -101,26 +108,42 @@ impl ResourceLimiter for MemoryBudget {
         Ok(true)
     }
 
+    /// Tables are the guest's memory too: each element counts
+    /// [`TABLE_ELEMENT`] bytes against the same budget.
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+        let linear = self
+            .linear
+            .saturating_sub(current.saturating_mul(TABLE_ELEMENT))
+            .saturating_add(desired.saturating_mul(TABLE_ELEMENT));
+        if desired > MAX_TABLE_ELEMENTS || linear.saturating_add(self.host) > self.max {
+            self.hit = true;
+            return Ok(false);
+        }
+        self.linear = linear;
+        Ok(true)
     }
 }
 
-/// Fuel the host charges for its calls, settled against the store's fuel at
-/// every epoch tick (the host's calls cannot reach the store). A call made
-/// when the debt already exceeds what was left at the last tick does nothing,
-/// and the next tick stops the guest as out of fuel.
+/// Fuel the host charges for its calls, counted with what the guest's Wasm
+/// burnt (the store's own fuel, read at every epoch tick: the host's calls
+/// cannot reach the store). The two together may not pass the budget: a
+/// call made once they do does nothing, and the next tick stops the guest
+/// as out of fuel. Nothing is written back into the store, so the count
+/// cannot be lost between ticks.
 #[derive(Clone)]
 pub struct HostFuel {
-    /// Units owed since the last settlement; shared with the output streams.
-    debt: Arc<AtomicU64>,
-    /// The store's fuel after the last settlement (an upper bound on what is left).
-    left: u64,
+    /// Units the host charged in this call, in all; shared with the output
+    /// streams and the random source.
+    charged: Arc<AtomicU64>,
+    /// What the Wasm had burnt at the last tick.
+    burnt: u64,
+    /// The budget.
+    budget: u64,
     /// Whether the step has a budget at all.
     metered: bool,
 }
@@ -129,8 +152,9 @@ impl HostFuel {
     /// For a call with `budget` units (none: unmetered).
     pub fn new(budget: Option<u64>) -> HostFuel {
         HostFuel {
-            debt: Arc::new(AtomicU64::new(0)),
-            left: budget.unwrap_or(u64::MAX),
+            charged: Arc::new(AtomicU64::new(0)),
+            burnt: 0,
+            budget: budget.unwrap_or(u64::MAX),
             metered: budget.is_some(),
         }
     }
@@ -141,45 +165,84 @@ impl HostFuel {
             return true;
         }
         let cost = FUEL_PER_CALL.saturating_add((bytes as u64).saturating_mul(FUEL_PER_BYTE));
-        let owed = self
-            .debt
+        let charged = self
+            .charged
             .fetch_add(cost, Ordering::Relaxed)
             .saturating_add(cost);
-        owed <= self.left
+        charged.saturating_add(self.burnt) <= self.budget
     }
 
     /// Charges `bytes` moved without a call of its own (output streams).
     pub fn charge_bytes(&self, bytes: usize) {
         if self.metered {
             let cost = (bytes as u64).saturating_mul(FUEL_PER_BYTE);
-            self.debt.fetch_add(cost, Ordering::Relaxed);
+            self.charged.fetch_add(cost, Ordering::Relaxed);
         }
     }
 
-    /// Whether the host's charges already exceed what is left.
+    /// Whether the host's charges and the Wasm's burn already pass the budget.
     pub fn exhausted(&self) -> bool {
-        self.metered && self.debt.load(Ordering::Relaxed) > self.left
+        self.metered
+            && self
+                .charged
+                .load(Ordering::Relaxed)
+                .saturating_add(self.burnt)
+                > self.budget
     }
 
-    /// Settles the debt against `store_fuel` (the store's remaining fuel):
-    /// returns the fuel to set, or `None` when the debt exceeds it.
-    pub fn settle(&mut self, store_fuel: u64) -> Option<u64> {
+    /// Takes the store's remaining fuel into the count; false once the
+    /// budget is gone.
+    pub fn settle(&mut self, store_fuel: u64) -> bool {
         if !self.metered {
-            return Some(store_fuel);
+            return true;
         }
-        let debt = self.debt.swap(0, Ordering::Relaxed);
-        match store_fuel.checked_sub(debt) {
-            Some(left) => {
-                self.left = left;
-                Some(left)
+        self.burnt = self.budget.saturating_sub(store_fuel);
+        !self.exhausted()
+    }
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), with a
+/// note of how much was left out.
+pub fn cut_text(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let cut = text.len() - end;
+        text.truncate(end);
+        text.push_str(&format!("… ({cut} more bytes not kept)"));
+    }
+    text
+}
+
+/// Bytes a parsed JSON value counts as, per value, beside its text: a
+/// `serde_json::Value` is 32 bytes, and arrays and maps grow by doubling.
+pub const JSON_VALUE: usize = 48;
+
+/// What JSON `text` takes in the host once parsed, at most: its text plus
+/// [`JSON_VALUE`] per value it can hold (one, plus one per comma, `[` and
+/// `{` outside strings). Counted before parsing, so a budget can refuse
+/// `[0,0,0,…]` before it is built (2 bytes of text, 48 of host memory).
+pub fn json_held(text: &str) -> usize {
+    let (mut values, mut in_string, mut escaped) = (1usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
             }
-            None => {
-                self.left = 0;
-                self.debt.store(1, Ordering::Relaxed);
-                None
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b',' | b'[' | b'{' => values += 1,
+                _ => {}
             }
         }
     }
+    text.len().saturating_add(values.saturating_mul(JSON_VALUE))
 }
 
 /// Parses JSON text a guest handed over, within [`MAX_JSON_DEPTH`].
@@ -290,13 +353,52 @@ mod tests {
     }
 
     #[test]
+    fn json_is_counted_by_its_values_not_only_its_text() {
+        assert_eq!(json_held("1"), 1 + JSON_VALUE);
+        assert_eq!(
+            json_held("[0,0,0]"),
+            7 + 4 * JSON_VALUE,
+            "the array and its 3 elements"
+        );
+        assert_eq!(
+            json_held(r#""a,[{\",""#),
+            9 + JSON_VALUE,
+            "nothing in a string counts"
+        );
+        let zeros = format!("[{}0]", "0,".repeat(1 << 20));
+        assert!(
+            json_held(&zeros) > 48 << 20,
+            "a small text of many values is not small"
+        );
+    }
+
+    #[test]
+    fn tables_count_against_the_memory_budget() {
+        let mut b = MemoryBudget::new(100 * TABLE_ELEMENT);
+        assert!(b.table_growing(0, 60, None).expect("grow"));
+        assert_eq!(b.room(), 40 * TABLE_ELEMENT);
+        assert!(
+            !b.table_growing(60, 101, None).expect("grow"),
+            "over the budget"
+        );
+        assert!(b.hit);
+        assert!(b.table_growing(60, 100, None).expect("grow"), "up to it");
+        assert!(!b.hold(1));
+    }
+
+    #[test]
     fn host_fuel_is_settled_against_the_store() {
         let mut f = HostFuel::new(Some(10_000));
         assert!(f.charge(100));
-        assert_eq!(f.settle(10_000), Some(10_000 - FUEL_PER_CALL - 100));
-        assert!(!f.charge(20_000), "more than is left");
+        assert!(f.settle(10_000), "nothing burnt, 1,100 charged");
+        assert!(f.settle(2_000), "8,000 burnt and 1,100 charged");
+        assert!(!f.charge(1_000), "9,000 burnt and 2,100 charged is over");
         assert!(f.exhausted());
-        assert_eq!(f.settle(5_000), None);
+        assert!(!f.settle(2_000), "and stays so at every tick");
+        let mut g = HostFuel::new(Some(10_000));
+        assert!(g.charge(100) && g.settle(10_000) && g.settle(10_000));
+        g.charge_bytes(9_000);
+        assert!(!g.settle(10_000), "output bytes count too");
         let unmetered = HostFuel::new(None);
         assert!(unmetered.charge(usize::MAX));
     }

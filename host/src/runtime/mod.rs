@@ -351,10 +351,8 @@ impl Runtime {
                 return Ok(UpdateDeadline::Interrupt);
             }
             let fuel = ctx.get_fuel()?;
-            match ctx.data_mut().fuel.settle(fuel) {
-                Some(left) if left == fuel => {}
-                Some(left) => ctx.set_fuel(left)?,
-                None => return Err(wasmtime::Trap::OutOfFuel.into()),
+            if !ctx.data_mut().fuel.settle(fuel) {
+                return Err(wasmtime::Trap::OutOfFuel.into());
             }
             // tokio's yield lets its I/O driver run too, so the database work of
             // other runs proceeds even on a single-threaded runtime.
@@ -374,7 +372,7 @@ impl Runtime {
         let cut_off = tokio::time::Instant::from_std(deadline + 2 * TICK);
         let finished = tokio::time::timeout_at(cut_off, work).await;
         let fuel_left = store.get_fuel().unwrap_or(0);
-        let host_fuel_gone = store.data_mut().fuel.settle(fuel_left).is_none();
+        let host_fuel_gone = !store.data_mut().fuel.settle(fuel_left);
         let mut state = store.into_data();
         state.emit_output();
         let fuel_message = || {

@@ -1,5 +1,6 @@
-//! A guest's stdout and stderr: kept up to the step's `max_log`, charged to
-//! its fuel, and written to the host's log after the call.
+//! What a guest draws from the host as a stream: its stdout and stderr (kept
+//! up to the step's `max_log`, charged to its fuel, and written to the
+//! host's log after the call) and its random bytes (charged to its fuel).
 
 use std::sync::{Arc, Mutex};
 
@@ -82,5 +83,45 @@ impl tokio::io::AsyncWrite for Capture {
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Most bytes one `get-random-bytes` call may ask for (wasmtime's own
+/// default is 64 MiB, made in the host before the guest's memory is asked).
+pub const MAX_RANDOM_CALL: u64 = 64 << 10;
+
+/// A step's random source: every word it makes costs the step's fuel, so a
+/// loop over `get-random-bytes` is bounded like any other host call.
+pub struct MeteredRandom {
+    inner: Box<dyn rand_core::Rng + Send>,
+    fuel: HostFuel,
+}
+
+impl MeteredRandom {
+    /// A source seeded from the host's, charging `fuel`.
+    pub fn new(fuel: HostFuel) -> MeteredRandom {
+        MeteredRandom {
+            inner: wasmtime_wasi::thread_rng(),
+            fuel,
+        }
+    }
+}
+
+impl rand_core::TryRng for MeteredRandom {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        self.fuel.charge_bytes(4);
+        self.inner.try_next_u32()
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        self.fuel.charge_bytes(8);
+        self.inner.try_next_u64()
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        self.fuel.charge_bytes(dst.len());
+        self.inner.try_fill_bytes(dst)
     }
 }

@@ -9,9 +9,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::limits::{HostFuel, MemoryBudget, VALUE_OVERHEAD};
+use super::limits::{HostFuel, MemoryBudget, VALUE_OVERHEAD, json_held};
 use super::outbound::Outbound;
-use super::output::Capture;
+use super::output::{Capture, MAX_RANDOM_CALL, MeteredRandom};
 use crate::manifest::{OutboundHost, StepPolicy};
 use crate::run::ErrorKind;
 use crate::sql::{Dialects, SqlGrant};
@@ -63,6 +63,24 @@ pub struct StagedJob {
     pub awaits: bool,
 }
 
+/// What one attribute takes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AttributeSize {
+    /// Its name and JSON text, in bytes: what the caps count.
+    pub text: usize,
+    /// What the host holds for it, parsed: what the memory budget counts.
+    pub held: usize,
+}
+
+impl AttributeSize {
+    pub(super) fn of(name: &str, json: &str) -> AttributeSize {
+        AttributeSize {
+            text: name.len() + json.len(),
+            held: name.len() + json_held(json) + VALUE_OVERHEAD,
+        }
+    }
+}
+
 /// The store data of one step call: the sandbox plus the step's buffered effects.
 pub struct StepState {
     wasi: WasiCtx,
@@ -71,8 +89,8 @@ pub struct StepState {
     pub(super) fuel: HostFuel,
     /// The run's attributes, as the step leaves them.
     pub attributes: Map<String, Value>,
-    /// Bytes each attribute takes (name plus JSON text), for the caps and the budget.
-    pub(super) attribute_sizes: HashMap<String, usize>,
+    /// What each attribute takes, for the caps and the budget.
+    pub(super) attribute_sizes: HashMap<String, AttributeSize>,
     pub(super) attributes_total: usize,
     /// Runs the step staged.
     pub staged: Vec<StagedJob>,
@@ -130,15 +148,18 @@ impl StepState {
         let env: Vec<(&String, &String)> = step.env.iter().collect();
         wasi.envs(&env)
             .stdout(stdout.clone())
-            .stderr(stderr.clone());
-        let attribute_sizes: HashMap<String, usize> = attributes
+            .stderr(stderr.clone())
+            .secure_random(MeteredRandom::new(fuel.clone()))
+            .insecure_random(MeteredRandom::new(fuel.clone()))
+            .max_random_size(MAX_RANDOM_CALL);
+        let attribute_sizes: HashMap<String, AttributeSize> = attributes
             .iter()
-            .map(|(k, v)| (k.clone(), k.len() + v.to_string().len()))
+            .map(|(k, v)| (k.clone(), AttributeSize::of(k, &v.to_string())))
             .collect();
-        let attributes_total = attribute_sizes.values().sum();
+        let attributes_total = attribute_sizes.values().map(|s| s.text).sum();
         let mut budget = MemoryBudget::new(cap(policy.memory));
         // What the run already holds counts against the step's budget too.
-        let _ = budget.hold(attributes_total + attribute_sizes.len() * VALUE_OVERHEAD);
+        let _ = budget.hold(attribute_sizes.values().map(|s| s.held).sum());
         budget.hit = false;
         StepState {
             wasi: wasi.build(),

@@ -1,7 +1,7 @@
 //! Where the check runs inside a step: on a thread of its own, with its
 //! verdicts remembered.
 
-use super::{Access, Dialects, SqlGrant, check};
+use super::{Checked, Dialects, SqlGrant, checked};
 
 /// Stack of the checker's thread. A statement's tree can nest as deep as
 /// the statement is long (`1+1+1+…` parses without recursion but is walked,
@@ -10,7 +10,7 @@ use super::{Access, Dialects, SqlGrant, check};
 /// statement a step may send.
 const CHECKER_STACK: usize = 256 << 20;
 
-type Verdict = Result<Access, String>;
+type Verdict = Result<Checked, String>;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct CheckKey {
@@ -53,7 +53,7 @@ fn checker() -> Option<std::sync::mpsc::Sender<CheckJob>> {
         .spawn(move || {
             for (key, answer) in receive {
                 let verdict = std::panic::catch_unwind(|| {
-                    check(&key.statement, &key.grant, key.dialect, &key.app_schema)
+                    checked(&key.statement, &key.grant, key.dialect, &key.app_schema)
                 })
                 .unwrap_or_else(|_| Err("the SQL checker failed on this statement".into()));
                 let _ = answer.send(verdict);
@@ -64,14 +64,14 @@ fn checker() -> Option<std::sync::mpsc::Sender<CheckJob>> {
     Some(send)
 }
 
-/// [`check`], run on the checker's own thread (see [`CHECKER_STACK`]), with
+/// [`checked`], run on the checker's own thread (see [`CHECKER_STACK`]), with
 /// the verdict remembered per statement, grant, dialect and schema.
 pub async fn check_off_stack(
     statement: &str,
     grant: &SqlGrant,
     dialect: Dialects,
     app_schema: &str,
-) -> Result<Access, String> {
+) -> Verdict {
     let key = CheckKey {
         statement: statement.to_string(),
         grant: grant.clone(),

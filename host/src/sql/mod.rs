@@ -22,6 +22,7 @@ use sqlparser::parser::Parser;
 
 mod checker;
 mod functions;
+pub mod rows;
 
 pub use checker::check_off_stack;
 use functions::{FUNCTIONS, TABLE_FUNCTIONS, function_refused};
@@ -79,6 +80,17 @@ pub enum Access {
     Ddl,
 }
 
+/// A statement the check accepted, and how it is sent to the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// Whether it reads, writes or changes the schema.
+    pub access: Access,
+    /// On Postgres, for a statement that returns rows: the text sent in its
+    /// place, which has the server refuse a row over the step's budget (see
+    /// [`rows::guarded`]).
+    pub guarded: Option<std::sync::Arc<str>>,
+}
+
 /// Checks one guest statement against `grant`; `app_schema` is the only
 /// schema it may name (`main` on SQLite). The error says why it is refused.
 pub fn check(
@@ -87,19 +99,29 @@ pub fn check(
     dialect: Dialects,
     app_schema: &str,
 ) -> Result<Access, String> {
+    checked(statement, grant, dialect, app_schema).map(|c| c.access)
+}
+
+/// [`check`], with the text to send for the statement.
+pub fn checked(
+    text: &str,
+    grant: &SqlGrant,
+    dialect: Dialects,
+    app_schema: &str,
+) -> Result<Checked, String> {
     // Where the parser and the database might cut a statement differently,
     // what is checked would not be what runs: Postgres ends an operator
     // where `--` or `/*` begins, sqlparser does not. Comments are not needed
     // in a step's SQL; data holding these characters goes in parameters.
-    if statement.contains("--") || statement.contains("/*") {
+    if text.contains("--") || text.contains("/*") {
         return Err(
             "comments (-- or /*) are not allowed in a step's SQL; pass such text as a parameter"
                 .into(),
         );
     }
     let parsed = match dialect {
-        Dialects::Sqlite => parse(&SQLiteDialect {}, statement),
-        Dialects::Postgres => parse(&PostgreSqlDialect {}, statement),
+        Dialects::Sqlite => parse(&SQLiteDialect {}, text),
+        Dialects::Postgres => parse(&PostgreSqlDialect {}, text),
     }?;
     let [statement] = parsed.as_slice() else {
         return Err(format!("one statement per call, this is {}", parsed.len()));
@@ -217,7 +239,11 @@ pub fn check(
     if let ControlFlow::Break(why) = statement.visit(&mut guard) {
         return Err(why);
     }
-    Ok(access)
+    let guarded = match dialect {
+        Dialects::Postgres if rows::returned(statement) => Some(rows::guarded(text).into()),
+        _ => None,
+    };
+    Ok(Checked { access, guarded })
 }
 
 /// How deeply the parser may nest (sqlparser's own default is 50).

@@ -393,19 +393,23 @@ impl StepTx {
     /// alone, so a guest that handles the error can go on (without it the
     /// whole transaction would be aborted and its commit refused).
     /// The statement is also bounded by the time left to the step: Postgres
-    /// cancels it at the deadline (`statement_timeout` covers lock waits too).
+    /// cancels it at the deadline (`statement_timeout` covers lock waits too),
+    /// and each row it returns by the memory left to the step.
     async fn savepoint<T>(
         &mut self,
         limits: &GuestLimits,
         run: impl AsyncFnOnce(&mut Self) -> Result<T>,
     ) -> Result<T> {
         let ms = limits.time_left().as_millis().max(1);
+        let budget = limits.max_bytes;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "SAVEPOINT acidic_guest; SET LOCAL statement_timeout = {ms}"
+            "SAVEPOINT acidic_guest; SET LOCAL statement_timeout = {ms}; \
+             SET LOCAL {} = {budget}",
+            crate::sql::rows::BUDGET_SETTING
         )))
         .execute(&mut *self.tx)
         .await?;
-        let result = run(self).await;
+        let result = run(self).await.map_err(|e| over_budget(e, budget));
         let end = if result.is_ok() {
             "RELEASE SAVEPOINT acidic_guest"
         } else {
@@ -478,6 +482,19 @@ impl StepTx {
     /// Rolls back everything the step did.
     pub async fn rollback(self) -> Result<()> {
         Ok(self.tx.rollback().await?)
+    }
+}
+
+/// The server's refusal of a row over the budget (see [`crate::sql::rows`])
+/// as the host's own.
+fn over_budget(e: Error, budget: usize) -> Error {
+    match &e {
+        Error::Database(sqlx::Error::Database(db))
+            if db.message().contains(crate::sql::rows::OVER_BUDGET) =>
+        {
+            Error::GuestRowsOverBudget { budget }
+        }
+        _ => e,
     }
 }
 

@@ -17,7 +17,8 @@
 //!   `stage_many` stages 5,000 runs (each ignores the errors it gets and
 //!   continues); `host_traffic` moves 1 GiB through `attributes.set`;
 //!   `chain` stages a run of its own workflow, which does the same;
-//!   `sleep` sleeps an hour in a WASI call;
+//!   `sleep` sleeps an hour in a WASI call; `random_flood` draws 25 MiB
+//!   from `wasi:random` in 256-byte calls;
 //! - anything else continues.
 
 wit_bindgen::generate!({
@@ -137,6 +138,23 @@ impl Guest for Hostile {
                         retryable: false,
                     }),
                 }
+            }
+            "random_flood" => {
+                // 25 MiB of random bytes through wasi:random (wasi-libc's
+                // `getentropy` asks the host for at most 256 per call).
+                unsafe extern "C" {
+                    fn getentropy(buf: *mut u8, len: usize) -> i32;
+                }
+                let mut buf = [0u8; 256];
+                let mut sum = 0u64;
+                for _ in 0..100_000 {
+                    // SAFETY: `buf` is valid for 256 bytes.
+                    if unsafe { getentropy(buf.as_mut_ptr(), buf.len()) } != 0 {
+                        break;
+                    }
+                    sum = sum.wrapping_add(u64::from(buf[0]));
+                }
+                Ok(Outcome::Finish(sum.to_string()))
             }
             "sleep" => {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
