@@ -65,6 +65,22 @@ pub enum Error {
         remaining_ms: i64,
     },
 
+    /// A retry on the latest version of a workflow that lacks the step the
+    /// run stands at.
+    #[error(
+        "run `{key}` stands at step `{step}`, which version {version} of `{workflow}` does not have: \
+         it cannot move to that version (retry it without upgrading, or register a version with the step)"
+    )]
+    UpgradeWithoutStep {
+        /// The run's key.
+        key: String,
+        /// Its workflow.
+        workflow: String,
+        /// The latest version.
+        version: u32,
+        /// The step the run stands at.
+        step: String,
+    },
     /// The run is in a state that does not allow the operation.
     #[error("run `{key}` is {status}: {hint}")]
     InvalidState {

@@ -361,7 +361,18 @@ impl Host {
     /// failed run gets a fresh budget of attempts for the step that failed.
     /// A succeeded run is returned as a replay, with nothing run.
     pub async fn retry(&self, key: &str, workflow: Option<&str>) -> Result<RunReport> {
-        let run = self.requeue(key, workflow).await?;
+        self.retry_on(key, workflow, false).await
+    }
+
+    /// [`Host::retry`]; with `upgrade`, on the latest version of the run's
+    /// workflow (see [`Host::requeue_on`]).
+    pub async fn retry_on(
+        &self,
+        key: &str,
+        workflow: Option<&str>,
+        upgrade: bool,
+    ) -> Result<RunReport> {
+        let run = self.requeue_on(key, workflow, upgrade).await?;
         if run.status == RunStatus::Succeeded {
             return Ok(RunReport::from_record(&run, true));
         }
@@ -373,6 +384,19 @@ impl Host {
     /// worker to pick up; a failed run gets a fresh budget of attempts.
     /// Returns the run as it now stands (a succeeded run is left alone).
     pub async fn requeue(&self, key: &str, workflow: Option<&str>) -> Result<RunRecord> {
+        self.requeue_on(key, workflow, false).await
+    }
+
+    /// [`Host::requeue`]; with `upgrade`, the run also moves to the latest
+    /// registered version of its workflow, which must have the step the run
+    /// stands at (the steps before it are not run again). This is how a
+    /// fixed component reaches a run that failed on the broken one.
+    pub async fn requeue_on(
+        &self,
+        key: &str,
+        workflow: Option<&str>,
+        upgrade: bool,
+    ) -> Result<RunRecord> {
         let run = self.find(key, workflow).await?;
         let hint = match run.status {
             // Retrying asks for the run to be complete; a succeeded one already is.
@@ -390,7 +414,11 @@ impl Host {
                 hint,
             });
         }
-        if !self.store.reset_for_retry(run.id).await? {
+        let target = match upgrade {
+            true => self.upgrade_for(&run).await?,
+            false => None,
+        };
+        if !self.store.reset_for_retry(run.id, target.as_ref()).await? {
             let (locked_by, until) = (
                 run.locked_by.clone().unwrap_or_default(),
                 run.locked_until.unwrap_or(0),
@@ -405,6 +433,30 @@ impl Host {
             .run(run.id)
             .await?
             .ok_or_else(|| Error::RunNotFound(run.key))
+    }
+
+    /// The latest version of `run`'s workflow, if it is newer than the run's
+    /// and has the step the run stands at.
+    async fn upgrade_for(&self, run: &RunRecord) -> Result<Option<WorkflowVersion>> {
+        let latest = self
+            .store
+            .workflow_versions(Some(&run.workflow))
+            .await?
+            .into_iter()
+            .max_by_key(|v| v.version);
+        let Some(latest) = latest.filter(|v| v.version != run.workflow_version) else {
+            return Ok(None);
+        };
+        let definition = self.version(&run.workflow, latest.version).await?;
+        if definition.definition.step(&run.recovery_point).is_none() {
+            return Err(Error::UpgradeWithoutStep {
+                key: run.key.clone(),
+                workflow: run.workflow.clone(),
+                version: latest.version,
+                step: run.recovery_point.clone(),
+            });
+        }
+        Ok(Some(latest))
     }
 
     /// Runs the runs staged by `report` (and those they stage) to their end,

@@ -638,3 +638,52 @@ fn wait_until_running(env: &Env, key: &str) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+on_each_backend! {
+/// `acidic retry KEY --upgrade` moves a run that failed on a broken
+/// component to the latest version of its workflow and finishes it there,
+/// without running the committed steps again; a latest version without the
+/// step the run stands at is refused, naming it.
+#[test]
+fn retry_upgrade_moves_a_failed_run_to_the_latest_version(env) {
+    let manifest = |second: &str, guest: &str| {
+        let text = format!(
+            "name = \"fixable\"\n\n[defaults]\nmax_attempts = 1\nbackoff = \"1ms\"\n\n\
+             [[step]]\nname = \"a\"\ncomponent = \"{}\"\n\n\
+             [[step]]\nname = \"{second}\"\ncomponent = \"{}\"\n",
+            crate::harness::component("scripted").display(),
+            crate::harness::component(guest).display()
+        );
+        env.write(&format!("fixable-{second}-{guest}.toml"), &text).display().to_string()
+    };
+    // Version 1: its step `trap` traps (the hostile guest does what its step is named).
+    let broken = manifest("trap", "hostile");
+    let args = r#"{"script":{"a":{"count":true}}}"#;
+    let out = acidic(&env, &["run", &broken, "--key", "up", "--args", args]);
+    assert_eq!(out.status.code(), Some(7), "failed for good: {}", stderr(&out));
+    let out = acidic(&env, &["run", &broken, "--key", "up2", "--args", args]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    // Retried on its own version, it fails the same way.
+    let out = acidic(&env, &["retry", "up"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+
+    // Version 2 replaces the component; version 3 has no step `trap`.
+    let fixed = manifest("trap", "scripted");
+    assert!(acidic(&env, &["register", &fixed]).status.success());
+    let out = acidic(&env, &["--json", "retry", "up", "--upgrade"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let shown = stdout_json(&acidic(&env, &["--json", "runs", "show", "up"]));
+    assert_eq!(shown["run"]["status"], "succeeded", "{shown}");
+    assert_eq!(shown["run"]["workflow_version"], 2, "{shown}");
+    assert_eq!(shown["run"]["attributes"]["calls_a"], 1, "step a ran once: {shown}");
+
+    let renamed = manifest("other", "scripted");
+    assert!(acidic(&env, &["register", &renamed]).status.success());
+    let out = acidic(&env, &["retry", "up2", "--upgrade"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("step `trap`") && err.contains("version 3"), "{err}");
+    let shown = stdout_json(&acidic(&env, &["--json", "runs", "show", "up2"]));
+    assert_eq!(shown["run"]["status"], "failed", "left as it was: {shown}");
+}
+}

@@ -72,6 +72,11 @@ pub enum Command {
         /// Only put it back in the queue, runnable now, for a worker.
         #[arg(long, conflicts_with = "follow")]
         later: bool,
+        /// Move it to the latest registered version of its workflow first
+        /// (a fixed component for a run that failed on the broken one); that
+        /// version must have the step the run stands at.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Claim and run runnable runs until stopped (SIGINT/SIGTERM finish the current steps, then exit).
     Worker {

@@ -78,9 +78,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             key,
             workflow,
             later: true,
+            upgrade,
             ..
         } => {
-            let run = host.requeue(&key, workflow.as_deref()).await?;
+            let run = host.requeue_on(&key, workflow.as_deref(), upgrade).await?;
             emit(json, &run, |run| {
                 eprintln!(
                     "{} run {}: {} at step `{}`",
@@ -93,10 +94,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             key,
             workflow,
             follow,
+            upgrade,
             ..
         } => {
             let (report, interrupted) =
-                interruptible(&host, host.retry(&key, workflow.as_deref())).await?;
+                interruptible(&host, host.retry_on(&key, workflow.as_deref(), upgrade)).await?;
             if interrupted {
                 return stopped(&report, json);
             }

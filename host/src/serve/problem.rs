@@ -191,6 +191,9 @@ impl From<Error> for Problem {
                 Problem::new("invalid-state", format!("the run is {status}: {hint}"))
                     .with("run_status", status.as_str())
             }
+            Error::UpgradeWithoutStep { step, .. } => {
+                Problem::new("invalid-state", e.to_string()).with("step", step.as_str())
+            }
             Error::Database(_) | Error::Conflict { .. } => {
                 tracing::warn!("API request failed on the database: {e}");
                 Problem::new("unavailable", "the database did not answer; try again").retry_after(1)

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use super::{
-    CancelOutcome, ChildRun, Claim, InsertOutcome, RunCount, RunFilter, StoredResponse,
+    Activity, CancelOutcome, ChildRun, Claim, InsertOutcome, RunCount, RunFilter, StoredResponse,
     WorkflowVersion,
 };
 use crate::error::Result;
@@ -82,12 +82,17 @@ pub(crate) trait Backend {
     /// Makes a failed or pending run runnable now. A failed run also gets a
     /// fresh budget of attempts for its current step (attempt numbers keep
     /// counting); a pending one keeps its budget, so a retry is not a way
-    /// around the policy. Returns false if the
-    /// run is in another state or leased.
-    async fn reset_for_retry(&self, id: i64) -> Result<bool>;
+    /// around the policy. With `upgrade`, the run moves to that version of
+    /// its workflow in the same statement. Returns false if the run is in
+    /// another state or leased.
+    async fn reset_for_retry(&self, id: i64, upgrade: Option<&WorkflowVersion>) -> Result<bool>;
 
     /// The run with `id`.
     async fn run(&self, id: i64) -> Result<Option<RunRecord>>;
+
+    /// Lease holders, runs finished per minute since `since` (ms), and runs
+    /// per workflow version.
+    async fn activity(&self, since: i64) -> Result<Activity>;
 
     /// The runs with idempotency key `key`, of `workflow` if given.
     async fn runs_by_key(&self, key: &str, workflow: Option<&str>) -> Result<Vec<RunRecord>>;

@@ -104,6 +104,10 @@ pub struct RunFilter {
     pub key_prefix: Option<String>,
     /// Only runs older than the run with this id (the next page, newest first).
     pub before: Option<i64>,
+    /// Only runs created at or after this time (ms since the epoch).
+    pub created_from: Option<i64>,
+    /// Only runs created before this time (ms since the epoch).
+    pub created_until: Option<i64>,
     /// At most this many, newest first.
     pub limit: u32,
 }
@@ -117,6 +121,8 @@ impl Default for RunFilter {
             queue: None,
             key_prefix: None,
             before: None,
+            created_from: None,
+            created_until: None,
             limit: 50,
         }
     }
@@ -143,6 +149,18 @@ pub struct StoredResponse {
     pub code: u16,
     /// Body.
     pub body: String,
+}
+
+/// What the runs show of the system's activity, for the dashboard.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Activity {
+    /// Each lease holder (a worker, a server or a CLI run): runs it holds,
+    /// and when its latest lease ends (ms).
+    pub leases: Vec<(String, i64, i64)>,
+    /// Runs finished per minute (ms of the minute's start) by final status.
+    pub finished: Vec<(i64, String, i64)>,
+    /// Runs per workflow and version.
+    pub per_version: Vec<(String, u32, i64)>,
 }
 
 /// How many runs stand in one (workflow, queue, status), for metrics.
@@ -311,9 +329,14 @@ impl Store {
         forward!(self, s => Backend::release(s, id, lease).await)
     }
 
-    /// Puts a failed run back to pending.
-    pub async fn reset_for_retry(&self, id: i64) -> Result<bool> {
-        forward!(self, s => Backend::reset_for_retry(s, id).await)
+    /// Puts a failed run back to pending (on version `upgrade` of its
+    /// workflow, if given).
+    pub async fn reset_for_retry(
+        &self,
+        id: i64,
+        upgrade: Option<&WorkflowVersion>,
+    ) -> Result<bool> {
+        forward!(self, s => Backend::reset_for_retry(s, id, upgrade).await)
     }
 
     /// One run by id.
@@ -392,6 +415,11 @@ impl Store {
     /// Runs by workflow, queue and status, with the oldest due pending run.
     pub async fn run_counts(&self) -> Result<Vec<RunCount>> {
         forward!(self, s => Backend::run_counts(s).await)
+    }
+
+    /// What the runs show of the system's activity since `since` (ms).
+    pub async fn activity(&self, since: i64) -> Result<Activity> {
+        forward!(self, s => Backend::activity(s, since).await)
     }
 
     /// True if the database answers.

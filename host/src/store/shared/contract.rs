@@ -51,8 +51,8 @@ impl super::backend::Backend for Backend {
         Backend::release(self, id, lease).await
     }
 
-    async fn reset_for_retry(&self, id: i64) -> Result<bool> {
-        Backend::reset_for_retry(self, id).await
+    async fn reset_for_retry(&self, id: i64, upgrade: Option<&WorkflowVersion>) -> Result<bool> {
+        Backend::reset_for_retry(self, id, upgrade).await
     }
 
     async fn run(&self, id: i64) -> Result<Option<RunRecord>> {
@@ -102,6 +102,10 @@ impl super::backend::Backend for Backend {
 
     async fn run_counts(&self) -> Result<Vec<RunCount>> {
         Backend::run_counts(self).await
+    }
+
+    async fn activity(&self, since: i64) -> Result<Activity> {
+        Backend::activity(self, since).await
     }
 
     async fn ping(&self) -> Result<()> {

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use sqlx::Row;
 
 use super::{
-    CancelOutcome, ChildRun, Claim, InsertOutcome, RunCount, RunFilter, StoredResponse, WorkflowVersion,
+    Activity, CancelOutcome, ChildRun, Claim, InsertOutcome, RunCount, RunFilter, StoredResponse, WorkflowVersion,
 };
 use crate::error::{Error, Result};
 use crate::manifest::FINISHED;

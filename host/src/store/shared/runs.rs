@@ -185,14 +185,21 @@ impl Backend {
     /// Makes a failed or pending run runnable now. A failed run also gets a
     /// fresh budget of attempts for its current step (attempt numbers keep
     /// counting); a pending one keeps its budget, so a retry is not a way
-    /// around the policy. Returns false if the
-    /// run is in another state or leased.
-    pub(super) async fn reset_for_retry(&self, id: i64) -> Result<bool> {
+    /// around the policy. With `upgrade`, the run moves to that version of
+    /// its workflow in the same statement. Returns false if the run is in
+    /// another state or leased.
+    pub(super) async fn reset_for_retry(
+        &self,
+        id: i64,
+        upgrade: Option<&WorkflowVersion>,
+    ) -> Result<bool> {
         let now = now_ms();
         let updated = sqlx::query(
             "UPDATE runs SET step_attempt_base = CASE WHEN status = 'failed' THEN step_attempt ELSE step_attempt_base END, \
                status = 'pending', available_at = $1, finished_at = NULL, updated_at = $2, \
-               response_code = NULL, response_body = NULL, failure_http_status = NULL \
+               response_code = NULL, response_body = NULL, failure_http_status = NULL, \
+               workflow_version = COALESCE($5, workflow_version), \
+               definition_hash = COALESCE($6, definition_hash) \
              WHERE id = $3 AND (status = 'failed' OR (status IN ('pending', 'running') \
                AND (locked_until IS NULL OR locked_until < $4)))",
         )
@@ -200,6 +207,8 @@ impl Backend {
         .bind(now)
         .bind(id)
         .bind(now)
+        .bind(upgrade.map(|u| i64::from(u.version)))
+        .bind(upgrade.map(|u| u.definition_hash.as_str()))
         .execute(&self.pool)
         .await?;
         Ok(updated.rows_affected() == 1)
@@ -232,6 +241,7 @@ impl Backend {
                AND ($5 IS NULL OR parent_run_id = $6) AND ($7 IS NULL OR queue = $8) \
                AND ($9 IS NULL OR id < $10) \
                AND ($11 IS NULL OR substr(idempotency_key, 1, length($12)) = $13) \
+               AND ($15 IS NULL OR created_at >= $16) AND ($17 IS NULL OR created_at < $18) \
              ORDER BY id DESC LIMIT $14"
         );
         let status = filter.status.map(RunStatus::as_str);
@@ -251,6 +261,10 @@ impl Backend {
             .bind(prefix)
             .bind(prefix)
             .bind(i64::from(filter.limit))
+            .bind(filter.created_from)
+            .bind(filter.created_from)
+            .bind(filter.created_until)
+            .bind(filter.created_until)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(run_from_row).collect()
@@ -334,6 +348,47 @@ impl Backend {
                 })
             })
             .collect()
+    }
+
+    /// Lease holders, runs finished per minute since `since` (ms), and runs
+    /// per workflow version.
+    pub(super) async fn activity(&self, since: i64) -> Result<Activity> {
+        let leases = sqlx::query(
+            "SELECT locked_by, COUNT(*) AS n, MAX(locked_until) AS until FROM runs \
+             WHERE locked_by IS NOT NULL GROUP BY locked_by ORDER BY locked_by",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("locked_by")?, r.try_get("n")?, r.try_get("until")?)))
+        .collect::<Result<Vec<_>>>()?;
+        let finished = sqlx::query(
+            "SELECT (finished_at / 60000) * 60000 AS minute, status, COUNT(*) AS n FROM runs \
+             WHERE finished_at >= $1 GROUP BY (finished_at / 60000) * 60000, status ORDER BY minute",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("minute")?, r.try_get("status")?, r.try_get("n")?)))
+        .collect::<Result<Vec<_>>>()?;
+        let per_version = sqlx::query(
+            "SELECT workflow, workflow_version, COUNT(*) AS n FROM runs \
+             GROUP BY workflow, workflow_version ORDER BY workflow, workflow_version",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            let version: i64 = r.try_get("workflow_version")?;
+            Ok((r.try_get("workflow")?, version as u32, r.try_get("n")?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+        Ok(Activity {
+            leases,
+            finished,
+            per_version,
+        })
     }
 
     /// A round trip to the database.
