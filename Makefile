@@ -15,7 +15,7 @@ ORDER  := $(GUESTS)/order/workflow.toml
 ITEM   := $(GUESTS)/order/charge-item.toml
 ITEMS  := '{"items":[{"sku":"helmet","cents":4900},{"sku":"gloves","cents":1500},{"sku":"boots","cents":8900}]}'
 
-.PHONY: setup host postgres demo polyglot test bench clean
+.PHONY: setup host postgres demo polyglot test bench clean browser
 
 setup: guests host
 
@@ -65,6 +65,9 @@ demo: setup
 	$(ACIDIC) --database-url $(DB) runs show order-2 --workflow order --wait --timeout 30s
 	$(ACIDIC) --database-url $(DB) runs list
 	@$(MAKE) --no-print-directory polyglot
+	@echo "== the dashboard: every run above, in a browser. Start the server, then open its URL:"
+	@echo "   $(ACIDIC) --database-url $(DB) serve --workers 1"
+	@echo "   http://127.0.0.1:8080/ui"
 
 # One workflow, five languages: Rust -> JavaScript -> Python -> Go -> C.
 POLYGLOT_ARGS := '{"text":"The cat and the hat, and the bat.","top":2}'
@@ -82,7 +85,20 @@ postgres:
 	  for i in $$(seq 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done; }
 	@pg_isready -h 127.0.0.1 -p 5432
 
-test: setup postgres lint-guests
+# The dashboard's browser test: Debian's chromium (headless) driven by
+# Playwright's core from npm (pinned by tests/ui/package-lock.json; it
+# downloads no browser).
+BROWSER_STAMP := .toolchains/browser/.installed
+browser: $(BROWSER_STAMP)
+$(BROWSER_STAMP): tests/ui/package.json tests/ui/package-lock.json
+	@command -v chromium >/dev/null || { apt-get install -y chromium || \
+	  { apt-get update && apt-get install -y chromium; }; }
+	mkdir -p .toolchains/browser
+	cp $^ .toolchains/browser/
+	cd .toolchains/browser && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: setup postgres lint-guests browser
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --all --manifest-path $(GUESTS)/Cargo.toml -- --check
 	$(CARGO) clippy --all-targets -- -D warnings

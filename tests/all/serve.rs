@@ -1164,3 +1164,118 @@ fn a_callers_staged_runs_are_its_own() {
     assert_eq!(child.json()["status"], "succeeded");
     assert_eq!(bob.get("/v1/runs/trip/child-1").status, 404);
 }
+
+/// The dashboard at `/ui` in a real headless Chromium (Debian's, driven by
+/// Playwright's core from `make`'s pinned toolchain; see
+/// tests/ui/dashboard.cjs): sign-in with a token kept in an HttpOnly,
+/// SameSite=Strict cookie, the run list with its counts and filters, a
+/// failed run's error, timeline and stored logs, Retry until it succeeds,
+/// the workflows and queues views, a confirmed bulk cancel, a forged form
+/// refused. A screenshot of each view lands in the test's output folder.
+#[test]
+fn the_dashboard_works_in_a_real_browser() {
+    let env = Env::new();
+    let tokens = env.write("tokens.txt", "ops:ops-secret-0123456789abcdef\n");
+    let manifest = env.scripted(
+        "orders",
+        "max_attempts = 2",
+        &[("a", ""), ("b", "sql = \"read-write\"")],
+    );
+    register(&env, &manifest);
+    let server = Server::start(
+        &env,
+        &["--tokens", &tokens.display().to_string(), "--workers", "0"],
+    )
+    .authorized("ops-secret-0123456789abcdef");
+
+    // Runs in several states, through the API.
+    let log = json!({ "log": ["hello from a"] });
+    let ok = server.post(
+        "orders",
+        "order-ok",
+        &json!({ "script": { "a": log } }),
+        &[],
+    );
+    assert_eq!(ok.status, 201, "{}", ok.body);
+    let flaky = |n: u32| json!({ "script": { "a": log, "b": { "fail": "retryable", "fail_attempts": n } } });
+    for expected in [503, 500] {
+        let bad = server.post("orders", "order-bad", &flaky(2), &[]);
+        assert_eq!(bad.status, expected, "{}", bad.body);
+    }
+    let pending = server.post("orders", "order-pending", &flaky(1), &[]);
+    assert_eq!(pending.status, 503, "{}", pending.body);
+    let gone = server.post("orders", "order-gone", &flaky(5), &[]);
+    assert_eq!(gone.status, 503, "{}", gone.body);
+    let cancel = server.request("POST", "/v1/runs/orders/order-gone/cancel", &[], None);
+    assert_eq!(cancel.status, 200, "{}", cancel.body);
+
+    // Without a session: pages go to the login form, actions are refused.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .build()
+        .into();
+    let anonymous = Client {
+        token: None,
+        agent,
+        base: server.base.clone(),
+    };
+    let page = anonymous.request("GET", "/ui/runs", &[], None);
+    assert_eq!(
+        (page.status, page.header("location")),
+        (303, Some("/ui/login")),
+        "{}",
+        page.body
+    );
+    let post = anonymous.request(
+        "POST",
+        "/ui/runs/1/retry",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some("csrf=x"),
+    );
+    assert_eq!(post.status, 401, "{}", post.body);
+    let forged = anonymous.request(
+        "GET",
+        "/ui/runs",
+        &[("cookie", "acidic_session=not-a-token-0123456789")],
+        None,
+    );
+    assert_eq!(
+        forged.status, 303,
+        "an unknown session token is not a session"
+    );
+
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&shots).expect("screenshot folder");
+    let out = Command::new("node")
+        .arg(root().join("tests/ui/dashboard.cjs"))
+        .arg(&server.base)
+        .arg("ops-secret-0123456789abcdef")
+        .arg(&shots)
+        .env("NODE_PATH", root().join(".toolchains/browser/node_modules"))
+        .output()
+        .expect("node (make installs the browser toolchain)");
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{}\n{}\nserver: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.stderr.lock().map(|t| t.clone()).unwrap_or_default()
+    );
+    for view in [
+        "login",
+        "runs",
+        "run-failed",
+        "run-detail",
+        "workflows",
+        "queues",
+    ] {
+        let file = shots.join(format!("{view}.png"));
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 1000, "a screenshot of {view} at {}", file.display());
+    }
+    eprintln!("dashboard screenshots: {}", shots.display());
+    let after = server.request("GET", "/v1/runs/orders/order-bad", &[], None);
+    assert_eq!(after.json()["status"], "succeeded", "{}", after.body);
+}

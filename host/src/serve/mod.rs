@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod problem;
 mod resource;
 mod routes;
+mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -114,6 +115,8 @@ pub(crate) struct Api {
     /// Becomes true when the server starts draining.
     pub draining: watch::Receiver<bool>,
     pub metrics: ApiMetrics,
+    /// The dashboard's own state.
+    pub ui: ui::Ui,
 }
 
 /// Labels of an HTTP request.
@@ -206,6 +209,7 @@ pub async fn serve(
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
         draining: draining.clone(),
         metrics,
+        ui: ui::Ui::new(),
     });
     let app = router(Arc::clone(&api));
 
@@ -266,6 +270,7 @@ fn router(api: Arc<Api>) -> Router {
         .route("/problems/{slug}", get(routes::problem_type))
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(protected)
+        .merge(ui::router(Arc::clone(&api)))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(api.config.max_body))
@@ -359,7 +364,11 @@ async fn problem_bodies(request: Request, next: Next) -> Response {
     let is_problem = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(problem::PROBLEM_JSON.as_bytes()));
+        .is_some_and(|v| {
+            // A problem already, or a page of the dashboard's.
+            v.as_bytes().starts_with(problem::PROBLEM_JSON.as_bytes())
+                || v.as_bytes().starts_with(b"text/html")
+        });
     if !(status.is_client_error() || status.is_server_error()) || is_problem {
         return response;
     }

@@ -469,7 +469,7 @@ async fn in_progress(api: &Api, caller: &Caller, id: i64) -> Answer {
 }
 
 /// Run `id` with its timeline and staged runs.
-async fn detail_of(api: &Api, id: i64) -> crate::Result<crate::host::RunDetail> {
+pub(crate) async fn detail_of(api: &Api, id: i64) -> crate::Result<crate::host::RunDetail> {
     let store = api.host.store();
     let run = store
         .run(id)
@@ -504,7 +504,21 @@ async fn find(api: &Api, caller: &Caller, workflow: &str, key: &str) -> crate::R
         found => return found,
     }
     let run = api.host.find(key, Some(workflow)).await?;
+    match visible(api, caller, &run).await? {
+        true => Ok(run),
+        false => Err(Error::RunNotFound(key.to_string())),
+    }
+}
+
+/// Whether `caller` may see `run`: one under its scope, or staged by one.
+pub(crate) async fn visible(api: &Api, caller: &Caller, run: &RunRecord) -> crate::Result<bool> {
+    let Some(name) = caller.name() else {
+        return Ok(true);
+    };
     let scope = scoped_key(name, "");
+    if run.key.starts_with(&scope) {
+        return Ok(true);
+    }
     let mut parent = run.parent_run_id;
     // The chain is at most the lineage cap deep; bound the walk anyway.
     for _ in 0..64 {
@@ -513,11 +527,11 @@ async fn find(api: &Api, caller: &Caller, workflow: &str, key: &str) -> crate::R
             break;
         };
         if up.key.starts_with(&scope) {
-            return Ok(run);
+            return Ok(true);
         }
         parent = up.parent_run_id;
     }
-    Err(Error::RunNotFound(key.to_string()))
+    Ok(false)
 }
 
 /// `?wait=` of `GET`: seconds (`30`) or a duration (`30s`, `2m`).
@@ -660,6 +674,16 @@ pub async fn list_runs(
     .into_response())
 }
 
+/// The query of `POST …/retry`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RetryQuery {
+    /// Move the run to the latest version of its workflow first (it must
+    /// have the step the run stands at).
+    #[serde(default)]
+    pub upgrade: bool,
+}
+
 /// `POST /v1/runs/{workflow}/{key}/retry`: runs a failed or pending run
 /// again from its recovery point (a failed one with a fresh budget of
 /// attempts), answering as the first POST does.
@@ -668,6 +692,7 @@ pub async fn list_runs(
         ("workflow" = String, Path, description = "The run's workflow"),
         ("key" = String, Path, description = "Its Idempotency-Key"),
         ("Prefer" = Option<String>, Header, description = "`wait=<seconds>`"),
+        RetryQuery,
     ),
     responses(
         (status = 201, description = "Finished (a succeeded run is replayed)", body = Value),
@@ -681,15 +706,22 @@ pub async fn retry_run(
     State(api): State<Arc<Api>>,
     Extension(caller): Extension<Caller>,
     target: std::result::Result<Path<(String, String)>, PathRejection>,
+    query: std::result::Result<Query<RetryQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Answer {
     let (workflow, key) = path(target)?;
+    let upgrade = query
+        .map_err(|e| Problem::new("invalid-request", e.body_text()))?
+        .upgrade;
     let wait = prefer_wait(&headers, &api);
     let run = find(&api, &caller, &workflow, &key).await?;
     if run.status == RunStatus::Succeeded {
         return final_answer(&api, &caller, &Finished::of(&run), true).await;
     }
-    let requeued = api.host.requeue(&run.key, Some(&run.workflow)).await?;
+    let requeued = api
+        .host
+        .requeue_on(&run.key, Some(&run.workflow), upgrade)
+        .await?;
     let deadline = Instant::now() + wait;
     let Some(permit) = permit(&api, deadline).await else {
         // Requeued, runnable now: a worker or a later request runs it.
