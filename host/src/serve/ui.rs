@@ -101,7 +101,8 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_string())
+        .and_then(|(_, value)| hex::decode(value).ok())
+        .and_then(|token| String::from_utf8(token).ok())
 }
 
 /// Lets a page in with a valid session cookie (or when there are no
@@ -324,10 +325,14 @@ async fn login(State(api): State<Arc<Api>>, body: Bytes) -> Response {
         .tokens
         .as_ref()
         .is_some_and(|t| t.caller(&token).is_some());
-    if !known || token.contains([';', ',', ' ', '"', '\\']) {
+    if !known {
         return Redirect::to("/ui/login?failed=1").into_response();
     }
-    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/ui");
+    // Hex: a token may hold any printable character, a cookie may not.
+    let cookie = format!(
+        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/ui",
+        hex::encode(&token)
+    );
     ([(header::SET_COOKIE, cookie)], Redirect::to("/ui/runs")).into_response()
 }
 
@@ -672,25 +677,36 @@ struct RunQuery {
     notice: Option<String>,
 }
 
-/// The runs staged under `id`, as a tree (at most `depth` levels, 200 per level).
+/// Most runs the tree of staged runs shows.
+const MAX_TREE: usize = 500;
+
+/// The runs staged under `id`, as a tree (at most `depth` levels and
+/// `left` runs in all).
 fn children_tree<'a>(
     api: &'a Api,
     session: &'a Session,
     id: i64,
     depth: u32,
+    left: &'a std::sync::atomic::AtomicUsize,
 ) -> futures_util::future::BoxFuture<'a, Markup> {
+    use std::sync::atomic::Ordering;
     Box::pin(async move {
+        let room = left.load(Ordering::Relaxed);
+        if room == 0 {
+            return html! {};
+        }
         let filter = RunFilter {
             parent: Some(id),
-            limit: 200,
+            limit: u32::try_from(room.min(200)).unwrap_or(200),
             ..RunFilter::default()
         };
         let mut children = api.host.runs(&filter).await.unwrap_or_default();
         children.reverse();
+        left.fetch_sub(children.len().min(room), Ordering::Relaxed);
         let mut items = Vec::new();
         for c in &children {
             let below = if depth > 1 {
-                children_tree(api, session, c.id, depth - 1).await
+                children_tree(api, session, c.id, depth - 1, left).await
             } else {
                 html! {}
             };
@@ -725,7 +741,8 @@ async fn run_page(
         return problem_page(&session, StatusCode::NOT_FOUND, "no such run");
     }
     let run = &detail.run;
-    let tree = children_tree(&api, &session, run.id, 3).await;
+    let shown = std::sync::atomic::AtomicUsize::new(MAX_TREE);
+    let tree = children_tree(&api, &session, run.id, 3, &shown).await;
     let action = |name: &str, label: &str, confirm: &str| {
         html! {
             form.inline method="post" action={ "/ui/runs/" (run.id) "/" (name) }
