@@ -29,7 +29,18 @@ pub enum Error {
     #[error("workflow `{0}` is not registered; run `acidic register <manifest.toml>` first")]
     UnknownWorkflow(String),
 
-    /// No run has that idempotency key.
+    /// A workflow version that was never registered (or was pruned).
+    #[error("workflow `{name}` has no version {version} (its versions: {known})")]
+    NoSuchVersion {
+        /// The workflow.
+        name: String,
+        /// The version asked for.
+        version: u32,
+        /// The versions it has.
+        known: String,
+    },
+
+    /// No run with this key.
     #[error("no run has the key `{0}`")]
     RunNotFound(String),
 

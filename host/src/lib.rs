@@ -39,4 +39,4 @@ pub use host::{
 };
 pub use run::{RunRecord, RunStatus, StepEvent, StepFailure};
 pub use store::RunFilter;
-pub use worker::{WorkSummary, WorkerOptions};
+pub use worker::{Cancellation, WorkSummary, WorkerOptions};

@@ -12,7 +12,7 @@ use crate::host::{Host, Registration};
 use crate::manifest::Manifest;
 use crate::run::sha256_hex;
 use crate::runtime::{Prepared, Runtime};
-use crate::store::Store;
+use crate::store::{Pruned, Store, WorkflowVersion};
 use crate::workflow::{Definition, Workflow};
 
 /// Workflow versions already read, by name and version (a version never
@@ -90,7 +90,7 @@ impl Host {
     async fn register_manifest(&self, manifest: Manifest) -> Result<Registration> {
         let mut digests = Vec::with_capacity(manifest.steps.len());
         let mut by_file: HashMap<&Path, String> = HashMap::new();
-        for step in &manifest.steps {
+        for (i, step) in manifest.steps.iter().enumerate() {
             if let Some(d) = by_file.get(step.component.as_path()) {
                 digests.push(d.clone());
                 continue;
@@ -102,14 +102,20 @@ impl Host {
             })?;
             let digest = sha256_hex(&bytes);
             let for_cache = bytes.clone();
+            // A file that is not a step component is the manifest's error,
+            // said in one line at the line that names it.
             self.runtime
                 .prepare(&digest, || async move { Ok(for_cache) })
                 .await
                 .map_err(|e| match e {
-                    Error::Component { message, .. } => Error::Component {
-                        path: file.clone(),
-                        message,
-                    },
+                    Error::Component { message, .. } => {
+                        Error::Manifest(crate::error::ManifestError {
+                            path: manifest.path.clone(),
+                            line: Some(step.component_line),
+                            field: format!("step[{i}].component"),
+                            message: format!("{file}: {}", not_a_component(&bytes, &message)),
+                        })
+                    }
                     other => other,
                 })?;
             self.store.put_component(&digest, &bytes).await?;
@@ -129,6 +135,40 @@ impl Host {
     /// The latest registered version of workflow `name`.
     pub async fn workflow(&self, name: &str) -> Result<Arc<Workflow>> {
         self.latest(name).await
+    }
+
+    /// Version `version` of workflow `name` (its latest if `None`), with
+    /// every version it has, oldest first.
+    pub async fn workflow_info(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<(Arc<Workflow>, Vec<WorkflowVersion>)> {
+        let versions = self.store.workflow_versions(Some(name)).await?;
+        let Some(latest) = versions.last() else {
+            return Err(Error::UnknownWorkflow(name.to_string()));
+        };
+        let version = version.unwrap_or(latest.version);
+        if !versions.iter().any(|v| v.version == version) {
+            let known: Vec<String> = versions.iter().map(|v| v.version.to_string()).collect();
+            return Err(Error::NoSuchVersion {
+                name: name.to_string(),
+                version,
+                known: known.join(", "),
+            });
+        }
+        Ok((self.version(name, version).await?, versions))
+    }
+
+    /// Deletes the workflow versions no run uses (never a workflow's
+    /// latest), the components no remaining version names, and their
+    /// compiled forms in the cache. What changed within `grace` is kept.
+    pub async fn prune_workflows(&self, grace: std::time::Duration) -> Result<Pruned> {
+        let pruned = self.store.prune_workflows(grace).await?;
+        for digest in &pruned.components {
+            self.runtime.forget(digest)?;
+        }
+        Ok(pruned)
     }
 
     /// The registry's lookups, for the executor.
@@ -207,4 +247,32 @@ impl Registry<'_> {
             })
             .await
     }
+}
+
+/// Why `bytes` are not a step component, in one line: not WebAssembly at
+/// all, a core module rather than a component, or the engine's first words.
+fn not_a_component(bytes: &[u8], message: &str) -> String {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return "not a WebAssembly file (build the step into a .wasm component first)".to_string();
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return "a core WebAssembly module, not a component (build for wasm32-wasip2, \
+                or wrap it with `wasm-tools component new`)"
+            .to_string();
+    }
+    let one_line: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut line = one_line.join(" ");
+    if line.len() > 300 {
+        let mut cut = 300;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push('…');
+    }
+    line
 }

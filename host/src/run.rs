@@ -242,6 +242,9 @@ pub struct RunRecord {
     pub failure_http_status: Option<u16>,
     /// Who cancelled it, if cancelled.
     pub cancelled_by: Option<String>,
+    /// Who asked to cancel it while it was inside a step: the worker
+    /// holding its lease cancels it at the next step boundary.
+    pub cancel_requested_by: Option<String>,
     /// Whether its parent's step waits for it.
     pub awaited: bool,
     /// While waiting: awaited children not yet succeeded.
@@ -423,6 +426,9 @@ pub enum CommitOutcome {
     Committed,
     /// Committed, and the run now waits for this many awaited runs.
     Waiting(u32),
+    /// Committed, but an operator asked to cancel the run (who): it goes
+    /// no further.
+    CancelRequested(String),
     /// The lease was gone: nothing was written.
     LeaseLost,
     /// A staged run's key exists with other args: nothing was written.
@@ -432,6 +438,17 @@ pub enum CommitOutcome {
         /// The conflicting key.
         key: String,
     },
+}
+
+/// What recording a failed step call found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FailureOutcome {
+    /// Recorded, and the lease released.
+    Recorded,
+    /// Recorded, and an operator had asked to cancel the run (who).
+    CancelRequested(String),
+    /// The lease was gone: nothing was written.
+    LeaseLost,
 }
 
 /// What creating-or-claiming a run by key found.

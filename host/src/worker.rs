@@ -115,6 +115,37 @@ impl WorkSummary {
     }
 }
 
+/// What cancelling a run did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cancellation {
+    /// Cancelled: the run and this many runs in all (with its unfinished
+    /// staged runs).
+    Cancelled(u64),
+    /// The run is inside step `step` of worker `locked_by`: that step's
+    /// effects commit, then the run is cancelled (at once, if it fails).
+    Requested {
+        /// The lease's owner.
+        locked_by: String,
+        /// The step it is in.
+        step: String,
+    },
+}
+
+impl std::fmt::Display for Cancellation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cancellation::Cancelled(n) => {
+                write!(f, "cancelled {n} run{}", if *n == 1 { "" } else { "s" })
+            }
+            Cancellation::Requested { locked_by, step } => write!(
+                f,
+                "cancel requested: the run is inside step `{step}` ({locked_by}); \
+                 it is cancelled when that step ends (what the step did commits, no later step runs)"
+            ),
+        }
+    }
+}
+
 impl Host {
     /// Works runs until `shutdown` resolves (or, with `exit_when_idle`, until
     /// there is nothing left). On shutdown it stops claiming, lets each run
@@ -265,33 +296,45 @@ impl Host {
         Ok(ready)
     }
 
-    /// Cancels the run with `key` and its unfinished staged runs, recording `by`.
-    /// Returns how many runs were cancelled.
-    pub async fn cancel(&self, key: &str, workflow: Option<&str>, by: &str) -> Result<u64> {
-        let run = self.find(key, workflow).await?;
-        let parent = self
-            .parent_failure(
-                &run,
-                crate::run::ErrorKind::ChildCancelled,
-                &format!("cancelled by {by}"),
-            )
-            .await?;
-        match self.store.cancel(run.id, by, parent.as_ref()).await? {
-            CancelOutcome::Cancelled(n) => Ok(n),
-            CancelOutcome::AlreadyFinal(status) => Err(Error::InvalidState {
-                key: run.key,
-                status: status.to_string(),
-                hint: "only pending, waiting or stalled runs can be cancelled",
-            }),
-            CancelOutcome::Locked {
-                locked_by,
-                remaining_ms,
-            } => Err(Error::Locked {
-                key: run.key,
-                locked_by,
-                remaining_ms,
-            }),
+    /// Cancels the run with `key` and its unfinished staged runs, recording
+    /// `by`. A run inside a step is cancelled when that step ends (its
+    /// effects commit; no later step runs), or at once if the step fails:
+    /// this records the request and says so.
+    pub async fn cancel(
+        &self,
+        key: &str,
+        workflow: Option<&str>,
+        by: &str,
+    ) -> Result<Cancellation> {
+        // A step may end between reading the run and writing: read again.
+        for _ in 0..5 {
+            let run = self.find(key, workflow).await?;
+            let parent = self
+                .parent_failure(
+                    &run,
+                    crate::run::ErrorKind::ChildCancelled,
+                    &format!("cancelled by {by}"),
+                )
+                .await?;
+            match self.store.cancel(run.id, by, parent.as_ref(), None).await? {
+                CancelOutcome::Cancelled(n) => return Ok(Cancellation::Cancelled(n)),
+                CancelOutcome::AlreadyFinal(status) => {
+                    return Err(Error::InvalidState {
+                        key: run.key,
+                        status: status.to_string(),
+                        hint: "only unfinished runs can be cancelled",
+                    });
+                }
+                CancelOutcome::Requested { locked_by, step } => {
+                    return Ok(Cancellation::Requested { locked_by, step });
+                }
+                CancelOutcome::Raced => {}
+            }
         }
+        Err(Error::Conflict {
+            tries: 5,
+            message: format!("run `{key}` kept changing while it was being cancelled"),
+        })
     }
 
     /// Deletes finished runs that finished more than `older_than` ago, in

@@ -51,6 +51,24 @@ pub struct StepDef {
 }
 
 impl Definition {
+    /// The definition as shown to operators (`acidic workflows show`, the
+    /// HTTP API): everything, with environment variable names but not
+    /// their values.
+    pub fn shown(&self) -> Value {
+        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Some(steps) = value.get_mut("steps").and_then(Value::as_array_mut) {
+            for step in steps {
+                if let Some(step) = step.as_object_mut()
+                    && let Some(Value::Object(env)) = step.remove("env")
+                {
+                    let names: Vec<Value> = env.keys().cloned().map(Value::String).collect();
+                    step.insert("env".into(), Value::Array(names));
+                }
+            }
+        }
+        value
+    }
+
     /// The definition of `manifest`, given the digest of each step's component.
     pub fn from_manifest(manifest: &Manifest, digests: &[String]) -> Definition {
         Definition {

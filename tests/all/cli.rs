@@ -539,6 +539,152 @@ fn ctrl_c_on_run_hands_the_run_back(env) {
 }
 }
 
+on_each_backend! {
+/// Cancelling a run that is inside a step records the request; the step's
+/// effects commit, then the run is cancelled with the runs it staged, and
+/// no later step runs. A step cut off while a cancel is asked for cancels
+/// the run at once instead of being retried.
+#[test]
+fn cancelling_a_running_run_takes_effect_at_the_step_boundary(env) {
+    let manifest = env.scripted("trip", "", &[("a", ""), ("b", ""), ("c", "")]);
+    let manifest = manifest.display().to_string();
+    let args = r#"{"script":{"a":{"sleep_ms":1500,"count":true,"stage":[{"workflow":"trip","key":"kid","args":{}}]},"b":{"count":true}}}"#;
+    let child = Command::new(env!("CARGO_BIN_EXE_acidic"))
+        .args(["run", &manifest, "--key", "halt", "--args", args])
+        .current_dir(root())
+        .env("DATABASE_URL", env.db())
+        .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn acidic run");
+    wait_until_running(&env, "halt");
+    let out = acidic(&env, &["--json", "cancel", "halt", "--by", "ops"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let asked = stdout_json(&out);
+    assert_eq!(asked["requested"], true, "{asked}");
+    assert_eq!(asked["step"], "a", "{asked}");
+    let shown = acidic(&env, &["runs", "show", "halt"]);
+    assert!(
+        stdout(&shown).contains("requested by ops"),
+        "{}",
+        stdout(&shown)
+    );
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(7), "cancelled: {}", stderr(&out));
+    let shown = stdout_json(&acidic(&env, &["--json", "runs", "show", "halt"]));
+    let run = &shown["run"];
+    assert_eq!(run["status"], "cancelled", "{shown}");
+    assert_eq!(run["cancelled_by"], "ops", "{shown}");
+    assert_eq!(run["recovery_point"], "b", "{shown}");
+    assert_eq!(run["attributes"]["calls_a"], 1, "step a committed: {shown}");
+    assert!(run["attributes"].get("calls_b").is_none(), "b never ran: {shown}");
+    let kid = stdout_json(&acidic(&env, &["--json", "runs", "show", "kid"]));
+    assert_eq!(kid["run"]["status"], "cancelled", "the staged run too: {kid}");
+    // Once cancelled, a retry of it is refused and a worker finds nothing.
+    let out = acidic(&env, &["worker", "--exit-when-idle"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout_json(&acidic(&env, &["--json", "runs", "show", "halt"]));
+    assert_eq!(shown["run"]["status"], "cancelled");
+
+    // A step cut off at its deadline while a cancel was asked for.
+    let manifest = env.scripted("slow", "timeout = \"2s\"", &[("a", ""), ("b", "")]);
+    let manifest = manifest.display().to_string();
+    let args = r#"{"script":{"a":{"sleep_ms":10000}}}"#;
+    let child = Command::new(env!("CARGO_BIN_EXE_acidic"))
+        .args(["run", &manifest, "--key", "cut", "--args", args])
+        .current_dir(root())
+        .env("DATABASE_URL", env.db())
+        .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn acidic run");
+    wait_until_running(&env, "cut");
+    let out = acidic(&env, &["cancel", "cut"]);
+    assert!(stdout(&out).contains("cancel requested"), "{}", stdout(&out));
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let shown = stdout_json(&acidic(&env, &["--json", "runs", "show", "cut"]));
+    assert_eq!(shown["run"]["status"], "cancelled", "{shown}");
+    assert_eq!(shown["run"]["recovery_point"], "a", "{shown}");
+    assert_eq!(shown["timeline"][0]["outcome"], "failed", "{shown}");
+    assert_eq!(shown["timeline"].as_array().map(Vec::len), Some(1), "not retried: {shown}");
+}
+}
+
+on_each_backend! {
+/// `workflows list` and `show` say which version new runs get, with each
+/// step's component digest, policy and grants; `prune` deletes the versions
+/// no run uses (never the latest) and the components and compiled cache
+/// entries no version names, keeping what changed within its grace.
+#[test]
+fn workflows_are_listed_shown_and_pruned(env) {
+    let scripted = crate::harness::component("scripted").display().to_string();
+    let tokenize = crate::harness::component("tokenize").display().to_string();
+    let write = |steps: &[(&str, &str)]| {
+        let mut text = "name = \"flow\"\nversion = \"x\"\n".to_string();
+        for (name, component) in steps {
+            text.push_str(&format!("\n[[step]]\nname = \"{name}\"\ncomponent = \"{component}\"\n"));
+        }
+        env.write("flow.toml", &text).display().to_string()
+    };
+    let v1 = write(&[("a", &scripted)]);
+    assert!(acidic(&env, &["register", &v1]).status.success());
+    let out = acidic(&env, &["run", "flow", "--key", "used", "--args", "{}"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v2 = write(&[("a", &tokenize)]);
+    assert!(acidic(&env, &["register", &v2]).status.success());
+    let v3 = write(&[("a", &scripted), ("b", &scripted)]);
+    assert!(acidic(&env, &["register", &v3]).status.success());
+    let tokenize_digest = {
+        let shown = stdout_json(&acidic(&env, &["--json", "workflows", "show", "flow", "--version", "2"]));
+        shown["definition"]["steps"][0]["component"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(tokenize_digest.len(), 64, "a digest");
+
+    let out = acidic(&env, &["workflows", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = stdout(&out);
+    assert!(listed.contains("flow") && listed.contains("a → b"), "{listed}");
+    let out = acidic(&env, &["workflows", "show", "flow"]);
+    let shown = stdout(&out);
+    assert!(shown.contains("version     3 (the latest: new runs get it)"), "{shown}");
+    assert!(shown.contains("step 2 `b`") && shown.contains("component  sha256:"), "{shown}");
+    assert!(shown.contains("max_attempts") && shown.contains("sql        none"), "{shown}");
+    let out = acidic(&env, &["workflows", "show", "flow", "--version", "1"]);
+    assert!(stdout(&out).contains("new runs get version 3"), "{}", stdout(&out));
+
+    // Within the grace nothing goes: version 2 was superseded just now.
+    let pruned = stdout_json(&acidic(&env, &["--json", "workflows", "prune"]));
+    assert_eq!(pruned["versions"], json!([]), "{pruned}");
+    let cached = |digest: &str| {
+        std::fs::read_dir(env.dir.path().join("cache"))
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(digest)))
+            .unwrap_or(false)
+    };
+    assert!(cached(&tokenize_digest), "registering compiled it into the cache");
+    let out = acidic(&env, &["--json", "workflows", "prune", "--grace", "0s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pruned = stdout_json(&out);
+    assert_eq!(pruned["versions"], json!([["flow", 2]]), "only the unused, superseded one: {pruned}");
+    assert_eq!(pruned["components"], json!([tokenize_digest]), "{pruned}");
+    assert!(!cached(&tokenize_digest), "its compiled form is gone too");
+    let out = acidic(&env, &["workflows", "show", "flow", "--version", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("has no version 2 (its versions: 1, 3)"), "{}", stderr(&out));
+    // The run on version 1 still reads, and new runs get version 3.
+    assert!(acidic(&env, &["runs", "show", "used"]).status.success());
+    let out = acidic(&env, &["--json", "run", "flow", "--key", "new", "--args", "{}"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout_json(&out)["workflow_version"], 3);
+    let pruned = stdout_json(&acidic(&env, &["--json", "workflows", "prune", "--grace", "0s"]));
+    assert_eq!(pruned["versions"], json!([]), "nothing more: {pruned}");
+    let out = acidic(&env, &["workflows", "show", "nope"]);
+    assert!(stderr(&out).contains("`nope` is not registered"), "{}", stderr(&out));
+}
+}
+
 /// A run whose worker died mid-step shows as stalled once its lease has
 /// expired, naming the dead lease, in `runs show` and `runs list`.
 #[test]

@@ -146,14 +146,74 @@ async fn a_file_that_is_not_a_component_is_refused() {
             &format!("name = \"w\"\n[[step]]\nname = \"a\"\ncomponent = \"{file}\"\n"),
         );
         let err = host.register(&path).await.expect_err("refused");
-        assert!(matches!(err, Error::Component { .. }), "{err}");
+        assert!(matches!(err, Error::Manifest(_)), "{err}");
+        let err = err.to_string();
+        assert!(err.contains(file), "the error names the file: {err}");
         assert!(
-            err.to_string().contains(file),
-            "the error names the file: {err}"
+            err.contains("w.toml:4: step[0].component"),
+            "and the manifest line: {err}"
         );
+        assert_eq!(err.lines().count(), 1, "in one line: {err}");
     }
+    let path = env.write(
+        "w.toml",
+        "name = \"w\"\n[[step]]\nname = \"a\"\ncomponent = \"core.wasm\"\n",
+    );
+    let err = host.register(&path).await.expect_err("refused").to_string();
+    assert!(
+        err.contains("core WebAssembly module, not a component"),
+        "{err}"
+    );
     assert!(
         matches!(host.workflow("w").await, Err(Error::UnknownWorkflow(_))),
         "nothing was registered"
     );
+}
+
+/// A value of the wrong type names its field's path and what is allowed;
+/// `[step]` for `[[step]]` says so; a missing or unknown field is named
+/// with its step.
+#[tokio::test]
+async fn type_errors_name_the_field_path() {
+    let env = Env::new();
+    let err = register_err(
+        &env,
+        &format!(
+            "name = \"w\"\n{}{}max_attempts = \"three\"\n",
+            step("a"),
+            step("b")
+        ),
+    )
+    .await;
+    assert!(
+        err.contains("bad.toml:8: step[1].max_attempts: expected an integer, got string \"three\""),
+        "{err}"
+    );
+    let single = format!("name = \"w\"\n{}", step("a")).replace("[[step]]", "[step]");
+    let err = register_err(&env, &single).await;
+    assert!(err.contains("write `[[step]]`"), "{err}");
+    let err = register_err(&env, &format!("name = \"w\"\n{}ddl = \"yes\"\n", step("a"))).await;
+    assert!(
+        err.contains("step[0].ddl: expected a boolean (true or false), got string \"yes\""),
+        "{err}"
+    );
+    let err = register_err(&env, "name = 5\n").await;
+    assert!(
+        err.contains("bad.toml:1: name: expected a string, got integer"),
+        "{err}"
+    );
+    let nameless = format!("name = \"w\"\n{}", step("a")).replace("name = \"a\"\n", "");
+    let err = register_err(&env, &nameless).await;
+    assert!(err.contains("step[0].name: missing field `name`"), "{err}");
+    let err = register_err(
+        &env,
+        &format!("name = \"w\"\n{}colour = \"red\"\n", step("a")),
+    )
+    .await;
+    assert!(
+        err.contains("bad.toml:5: step[0].colour: unknown field `colour`, expected one of"),
+        "{err}"
+    );
+    let err = register_err(&env, "name = \"w\"\n[[step]\n").await;
+    assert!(err.contains("bad.toml:2: (syntax)"), "{err}");
 }

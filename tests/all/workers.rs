@@ -527,7 +527,7 @@ async fn cancel_stops_a_pending_run_and_its_staged_runs(env) {
         host.cancel("p", None, "ops@example.com")
             .await
             .expect("cancel"),
-        2
+        acidic::Cancellation::Cancelled(2)
     );
     for key in ["p", "kid"] {
         let run = host.find(key, None).await.expect("find");

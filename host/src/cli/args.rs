@@ -59,6 +59,11 @@ pub enum Command {
         #[command(subcommand)]
         command: RunsCommand,
     },
+    /// Registered workflows: list them, show a version, prune unused versions.
+    Workflows {
+        #[command(subcommand)]
+        command: WorkflowsCommand,
+    },
     /// Run a failed or pending run again now, from the step where it stopped.
     Retry {
         /// The run's idempotency key.
@@ -97,7 +102,7 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "72h")]
         older_than: Duration,
     },
-    /// Cancel a pending or waiting run and its unfinished staged runs.
+    /// Cancel a run and its unfinished staged runs (a run inside a step: when that step ends).
     Cancel {
         /// The run's idempotency key.
         key: String,
@@ -203,6 +208,26 @@ impl WorkerArgs {
         o.retention = (!self.retention.is_zero()).then_some(self.retention);
         o
     }
+}
+
+#[derive(Subcommand)]
+pub enum WorkflowsCommand {
+    /// Every registered workflow: its latest version (the one new runs get), versions, steps.
+    List,
+    /// One version of a workflow (the latest by default): steps, component digests, policies, grants.
+    Show {
+        /// The workflow.
+        name: String,
+        /// This version instead of the latest.
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Delete the versions no run uses (never a workflow's latest), then the components and compiled cache entries no version names.
+    Prune {
+        /// Keep what changed this recently (a version superseded, a component stored): a run or a registration may be in flight.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1m")]
+        grace: Duration,
+    },
 }
 
 #[derive(Subcommand)]

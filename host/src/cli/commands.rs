@@ -8,10 +8,15 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use serde_json::Value;
 
-use acidic::{Error, Host, HostConfig, RunFilter, RunReport, RunRequest, RunStatus, WorkerOptions};
+use acidic::{
+    Cancellation, Error, Host, HostConfig, RunFilter, RunReport, RunRequest, RunStatus,
+    WorkerOptions,
+};
 
-use super::args::{BenchArgs, Cli, Command, RunsCommand, ServeArgs, Target};
-use super::render::{describe, emit, print_detail, print_json, print_runs};
+use super::args::{BenchArgs, Cli, Command, RunsCommand, ServeArgs, Target, WorkflowsCommand};
+use super::render::{
+    describe, emit, print_detail, print_json, print_runs, print_workflow, print_workflows,
+};
 
 /// Exit codes scripts can tell apart.
 pub mod exit {
@@ -46,6 +51,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     config.create = !matches!(
         cli.command,
         Command::Runs { .. }
+            | Command::Workflows { .. }
             | Command::Retry { .. }
             | Command::Cancel { .. }
             | Command::Reap { .. }
@@ -110,6 +116,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             queue,
         } => enqueue(&host, &target, delay.unwrap_or_default(), &queue, json).await,
         Command::Runs { command } => runs(&host, command, json).await,
+        Command::Workflows { command } => workflows(&host, command, json).await,
         Command::Worker {
             options,
             exit_when_idle,
@@ -130,10 +137,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Cancel { key, workflow, by } => {
-            let n = host.cancel(&key, workflow.as_deref(), &by).await?;
-            emit(json, &serde_json::json!({ "cancelled": n }), |_| {
-                println!("cancelled {n} run(s)")
-            })?;
+            let outcome = host.cancel(&key, workflow.as_deref(), &by).await?;
+            let shown = match &outcome {
+                Cancellation::Cancelled(n) => {
+                    serde_json::json!({ "cancelled": n, "requested": false })
+                }
+                Cancellation::Requested { locked_by, step } => serde_json::json!({
+                    "cancelled": 0, "requested": true, "locked_by": locked_by, "step": step,
+                }),
+            };
+            emit(json, &shown, |_| println!("{outcome}"))?;
             Ok(0)
         }
         Command::Serve { options } => serve(host, &options).await,
@@ -179,6 +192,68 @@ async fn enqueue(
         }
     })?;
     Ok(0)
+}
+
+async fn workflows(host: &Host, command: WorkflowsCommand, json: bool) -> anyhow::Result<u8> {
+    match command {
+        WorkflowsCommand::List => {
+            let versions = host.workflow_versions(None).await?;
+            let mut listed = Vec::new();
+            for chunk in versions.chunk_by(|a, b| a.name == b.name) {
+                let Some(latest) = chunk.last() else { continue };
+                let workflow = host.workflow_version(&latest.name, latest.version).await?;
+                listed.push(serde_json::json!({
+                    "name": latest.name,
+                    "latest": latest.version,
+                    "versions": chunk.iter().map(|v| v.version).collect::<Vec<_>>(),
+                    "steps": workflow.definition.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+                    "label": workflow.definition.label,
+                    "registered_at": latest.created_at,
+                }));
+            }
+            emit(json, &listed, |listed| print_workflows(listed))?;
+            Ok(0)
+        }
+        WorkflowsCommand::Show { name, version } => {
+            let (workflow, versions) = host.workflow_info(&name, version).await?;
+            let latest = versions.last().map_or(workflow.version, |v| v.version);
+            let registered = versions
+                .iter()
+                .find(|v| v.version == workflow.version)
+                .map_or(0, |v| v.created_at);
+            let shown = serde_json::json!({
+                "name": name,
+                "version": workflow.version,
+                "latest": latest,
+                "new_runs_get": latest,
+                "definition_hash": workflow.hash,
+                "registered_at": registered,
+                "versions": versions,
+                "definition": workflow.definition.shown(),
+            });
+            emit(json, &shown, |_| {
+                print_workflow(&workflow, latest, registered, &versions)
+            })?;
+            Ok(0)
+        }
+        WorkflowsCommand::Prune { grace } => {
+            let pruned = host.prune_workflows(grace).await?;
+            emit(json, &pruned, |p| {
+                for (name, version) in &p.versions {
+                    println!("deleted {name} version {version}");
+                }
+                for digest in &p.components {
+                    println!("deleted component {}", &digest[..digest.len().min(16)]);
+                }
+                println!(
+                    "pruned {} version(s) no run uses and {} component(s) no version names",
+                    p.versions.len(),
+                    p.components.len()
+                );
+            })?;
+            Ok(0)
+        }
+    }
 }
 
 async fn runs(host: &Host, command: RunsCommand, json: bool) -> anyhow::Result<u8> {

@@ -131,6 +131,13 @@ pub fn print_detail(d: &RunDetail) {
     if let Some(by) = &r.cancelled_by {
         println!("cancelled   by {by}");
     }
+    if let Some(by) = r
+        .cancel_requested_by
+        .as_ref()
+        .filter(|_| !r.status.is_final())
+    {
+        println!("cancel      requested by {by}: the run is cancelled when its current step ends");
+    }
     println!(
         "created     {}, updated {}",
         ago(r.created_at),
@@ -166,6 +173,107 @@ pub fn print_detail(d: &RunDetail) {
 
 /// Prints `value` as JSON with `--json`, else as `text` renders it: every
 /// command answers through this, so `--json` means the same everywhere.
+/// `acidic workflows list`: a line per workflow.
+pub fn print_workflows(listed: &[Value]) {
+    if listed.is_empty() {
+        println!("no workflows registered (`acidic register <manifest.toml>` registers one)");
+        return;
+    }
+    println!(
+        "{:<24} {:>6} {:>8}  {:<16} steps",
+        "workflow", "latest", "versions", "registered"
+    );
+    for w in listed {
+        let steps: Vec<&str> = w["steps"]
+            .as_array()
+            .map(|s| s.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        println!(
+            "{:<24} {:>6} {:>8}  {:<16} {}",
+            w["name"].as_str().unwrap_or("?"),
+            w["latest"],
+            w["versions"].as_array().map_or(0, Vec::len),
+            ago(w["registered_at"].as_i64().unwrap_or(0)),
+            steps.join(" → ")
+        );
+    }
+}
+
+/// `acidic workflows show`: one version in full.
+pub fn print_workflow(
+    w: &acidic::workflow::Workflow,
+    latest: u32,
+    registered: i64,
+    versions: &[acidic::store::WorkflowVersion],
+) {
+    let d = &w.definition;
+    println!("workflow    {}", d.name);
+    let which = if w.version == latest {
+        "the latest: new runs get it".to_string()
+    } else {
+        format!("not the latest: new runs get version {latest}")
+    };
+    println!("version     {} ({which})", w.version);
+    let listed: Vec<String> = versions.iter().map(|v| v.version.to_string()).collect();
+    println!("versions    {}", listed.join(", "));
+    if let Some(label) = &d.label {
+        println!("label       {label}");
+    }
+    if let Some(description) = &d.description {
+        println!("description {description}");
+    }
+    println!("registered  {}", ago(registered));
+    println!("hash        {}", w.hash);
+    if !d.attributes.is_empty() {
+        println!("attributes  {}", Value::Object(d.attributes.clone()));
+    }
+    for (i, s) in d.steps.iter().enumerate() {
+        let p = &s.policy;
+        println!("step {} `{}`", i + 1, s.name);
+        println!("  component  sha256:{} (from {})", s.component, s.file);
+        println!(
+            "  policy     max_attempts {}, backoff {}..{}, timeout {}, memory {} MiB{}",
+            p.max_attempts,
+            humantime::format_duration(p.backoff),
+            humantime::format_duration(p.max_backoff),
+            humantime::format_duration(p.timeout),
+            p.memory >> 20,
+            p.fuel.map(|f| format!(", fuel {f}")).unwrap_or_default()
+        );
+        match &s.sql {
+            Some(g) => println!(
+                "  sql        {} on {}{}",
+                serde_json::to_value(g.mode)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_else(|| format!("{:?}", g.mode)),
+                if g.tables.is_empty() {
+                    "every table".to_string()
+                } else {
+                    g.tables.join(", ")
+                },
+                if g.ddl { ", with DDL" } else { "" }
+            ),
+            None => println!("  sql        none"),
+        }
+        if s.allowed_outbound_hosts.is_empty() {
+            println!("  outbound   none");
+        } else {
+            println!("  outbound   {}", s.allowed_outbound_hosts.join(", "));
+        }
+        if !s.env.is_empty() {
+            let names: Vec<&str> = s.env.keys().map(String::as_str).collect();
+            println!("  env        {}", names.join(", "));
+        }
+        if let Some(a) = &s.awaits {
+            println!(
+                "  awaits     {}",
+                serde_json::to_string(a).unwrap_or_default()
+            );
+        }
+    }
+}
+
 pub fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T)) -> anyhow::Result<()> {
     if json {
         print_json(value)

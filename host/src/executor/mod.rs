@@ -15,13 +15,14 @@ use crate::host::{Host, RunReport, StagedRef};
 use crate::manifest::FINISHED;
 use crate::registry::Registry;
 use crate::run::{
-    CommitOutcome, ErrorKind, FailureRecord, Lease, NewRun, ParentFailure, RunRecord, RunStatus,
-    StepCommit, StepEnd, StepFailure, canonical_json, derived_key, now_ms, step_key,
+    CommitOutcome, ErrorKind, FailureOutcome, FailureRecord, Lease, NewRun, ParentFailure,
+    RunRecord, RunStatus, StepCommit, StepEnd, StepFailure, canonical_json, derived_key, now_ms,
+    step_key,
 };
 use crate::runtime::Runtime;
 use crate::runtime::limits::stored_message;
 use crate::runtime::{CallOutcome, StagedJob, StepInput, StepState};
-use crate::store::{StepTx, Store};
+use crate::store::{CancelOutcome, StepTx, Store};
 
 mod outcome;
 
@@ -41,6 +42,8 @@ struct Committed {
     attributes: Map<String, Value>,
     /// Awaited runs not yet succeeded: the run now waits for them.
     waiting_for: u32,
+    /// Who asked to cancel the run while the step ran: it goes no further.
+    cancel_requested: Option<String>,
 }
 
 /// One step call of one run, as the executor sees it.
@@ -125,6 +128,13 @@ impl Executor<'_> {
             self.telemetry.first_claim(&run.workflow, run.created_at);
         }
         loop {
+            // Asked to cancel while another worker's step ran (and that
+            // worker died before it could), or a claim of such a run.
+            if let Some(by) = run.cancel_requested_by.take() {
+                self.cancel_requested(&run, Some(lease), &by, &mut report)
+                    .await?;
+                return Ok(report);
+            }
             if self.stopping.load(Ordering::SeqCst) {
                 // Shutting down between steps: hand the run back, resumable at once.
                 self.store.release(run.id, lease).await?;
@@ -168,6 +178,12 @@ impl Executor<'_> {
                     run.step_attempt = 0;
                     run.step_attempt_base = 0;
                     run.attempts += 1;
+                    if let Some(by) = done.cancel_requested {
+                        tracing::info!(run = %run.key, step = %step.name, "the step committed; the run is cancelled, as {by} asked");
+                        self.cancel_requested(&run, Some(lease), &by, &mut report)
+                            .await?;
+                        return Ok(report);
+                    }
                     if done.waiting_for > 0 {
                         tracing::debug!(run = %run.key, children = done.waiting_for, "waiting for children");
                         report.status = RunStatus::Waiting;
@@ -213,8 +229,17 @@ impl Executor<'_> {
                         logs: failed.logs.clone(),
                         http_status: failed.http_status,
                     };
-                    if !self.store.record_failure(&record).await? {
-                        return Err(Error::LeaseLost(run.key));
+                    match self.store.record_failure(&record).await? {
+                        FailureOutcome::Recorded => {}
+                        FailureOutcome::LeaseLost => return Err(Error::LeaseLost(run.key)),
+                        // A step cut off while a cancel was asked for: the
+                        // run is cancelled now rather than tried again.
+                        FailureOutcome::CancelRequested(by) if retry_in.is_some() => {
+                            report.error = Some(failure);
+                            self.cancel_requested(&run, None, &by, &mut report).await?;
+                            return Ok(report);
+                        }
+                        FailureOutcome::CancelRequested(_) => {}
                     }
                     report.status = if retry_in.is_some() {
                         RunStatus::Pending
@@ -437,9 +462,10 @@ impl Executor<'_> {
             }
             other => other?,
         };
-        let waiting_for = match committed {
-            CommitOutcome::Committed => 0,
-            CommitOutcome::Waiting(n) => n,
+        let (waiting_for, cancel_requested) = match committed {
+            CommitOutcome::Committed => (0, None),
+            CommitOutcome::Waiting(n) => (n, None),
+            CommitOutcome::CancelRequested(by) => (0, Some(by)),
             CommitOutcome::LeaseLost => return Err(Error::LeaseLost(run.key.clone())),
             CommitOutcome::StagedKeyConflict { workflow, key } => {
                 return Ok(Err(Failed::new(
@@ -454,7 +480,41 @@ impl Executor<'_> {
             staged: commit.staged,
             attributes: commit.attributes,
             waiting_for,
+            cancel_requested,
         }))
+    }
+
+    /// Carries out a cancel request `by` made while the run was inside a
+    /// step: cancels it and its unfinished staged runs, failing a waiting
+    /// parent's step, with the lease this executor holds (if it still does).
+    async fn cancel_requested(
+        &self,
+        run: &RunRecord,
+        held: Option<&Lease>,
+        by: &str,
+        report: &mut RunReport,
+    ) -> Result<()> {
+        let parent = self
+            .parent_failure(
+                run,
+                ErrorKind::ChildCancelled,
+                &format!("cancelled by {by}"),
+            )
+            .await?;
+        report.recovery_point = run.recovery_point.clone();
+        report.retry_at = None;
+        match self.store.cancel(run.id, by, parent.as_ref(), held).await? {
+            CancelOutcome::Cancelled(_) => report.status = RunStatus::Cancelled,
+            CancelOutcome::AlreadyFinal(status) => report.status = status,
+            // Another worker holds it now, and carries the request out.
+            CancelOutcome::Requested { .. } | CancelOutcome::Raced => {
+                if held.is_some() {
+                    return Err(Error::LeaseLost(run.key.clone()));
+                }
+                report.status = RunStatus::Running;
+            }
+        }
+        Ok(())
     }
 
     async fn staged_run(

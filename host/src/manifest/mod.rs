@@ -89,6 +89,8 @@ pub struct StepSpec {
     pub name: String,
     /// The component file, resolved against the manifest's folder.
     pub component: PathBuf,
+    /// The manifest line naming the component file.
+    pub component_line: usize,
     /// Retry policy and limits.
     pub policy: StepPolicy,
     /// Runs the step fans out to and waits for, declared in the manifest.
@@ -212,6 +214,98 @@ impl Locator<'_> {
     }
 }
 
+/// A manifest's TOML as its raw form, or where and why it is not one: the
+/// span, the field path (`step[2].max_attempts`, `(syntax)` for bad TOML)
+/// and what is wrong, in a user's words.
+fn parse_raw(text: &str) -> Result<RawManifest, (Option<Range<usize>>, String, String)> {
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        (
+            e.span(),
+            "(syntax)".to_string(),
+            e.message().trim().to_string(),
+        )
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = field_path(&e.path().to_string());
+        let inner = e.into_inner();
+        let message = inner.message().trim().to_string();
+        let (field, message) = explain(path, &message);
+        (inner.span(), field, message)
+    })
+}
+
+/// A serde path as a manifest field: toml's span markers dropped, `.` for
+/// the top level.
+fn field_path(path: &str) -> String {
+    let kept: Vec<&str> = path
+        .split('.')
+        .filter(|segment| !segment.starts_with("$__") && !segment.is_empty() && *segment != "?")
+        .collect();
+    kept.join(".")
+}
+
+/// serde's wording of a type error, said the way a manifest's author reads
+/// it: `expected an integer, got string "three"`, `[step]` for `[[step]]`.
+fn explain(path: String, message: &str) -> (String, String) {
+    let field = if path.is_empty() {
+        "(top level)".to_string()
+    } else {
+        path
+    };
+    if let Some((got, expected)) = message
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.split_once(", expected "))
+    {
+        if field == "step" && got == "map" {
+            return (
+                field,
+                "`[step]` declares a single table; steps are an array of tables: \
+                 write `[[step]]` for each step"
+                    .to_string(),
+            );
+        }
+        return (
+            field,
+            format!("expected {}, got {got}", expected_words(expected)),
+        );
+    }
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        // serde names the field and the allowed ones: keep both.
+        let name = rest.split('`').nth(1).unwrap_or_default();
+        let field = if field.ends_with(name) || name.is_empty() {
+            field
+        } else if field == "(top level)" {
+            name.to_string()
+        } else {
+            format!("{field}.{name}")
+        };
+        return (field, message.to_string());
+    }
+    if let Some(rest) = message.strip_prefix("missing field ") {
+        let name = rest.split('`').nth(1).unwrap_or_default();
+        let field = match field.as_str() {
+            "(top level)" => name.to_string(),
+            _ => format!("{field}.{name}"),
+        };
+        return (field, message.to_string());
+    }
+    (field, message.to_string())
+}
+
+/// serde's name of an expected type, in words.
+fn expected_words(expected: &str) -> String {
+    match expected {
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" | "isize" => {
+            "an integer".to_string()
+        }
+        "a boolean" | "bool" => "a boolean (true or false)".to_string(),
+        "a string" => "a string".to_string(),
+        "a sequence" => "an array".to_string(),
+        "a map" => "a table".to_string(),
+        other => other.to_string(),
+    }
+}
+
 impl Manifest {
     /// Reads and validates the manifest at `path`, including that every component file exists.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
@@ -227,18 +321,7 @@ impl Manifest {
     /// Parses and validates manifest `text`, as read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         let loc = Locator { path, text };
-        let raw: RawManifest = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim().to_string();
-            let field = message
-                .split('`')
-                .nth(1)
-                .filter(|_| {
-                    message.starts_with("unknown field") || message.starts_with("missing field")
-                })
-                .unwrap_or("(syntax)")
-                .to_string();
-            loc.at(e.span(), field, message)
-        })?;
+        let raw = parse_raw(text).map_err(|(span, field, message)| loc.at(span, field, message))?;
 
         let name_span = raw.name.span();
         let name = raw.name.into_inner();
@@ -317,6 +400,7 @@ impl Manifest {
             steps.push(StepSpec {
                 name: step_name.clone(),
                 component,
+                component_line: loc.line(&step.component.span()),
                 policy,
                 awaits,
                 env,

@@ -238,6 +238,37 @@ impl Runtime {
         Ok(prepared)
     }
 
+    /// Forgets component `digest`: its prepared form, and its compiled
+    /// files in the cache (of every engine version). Returns how many files
+    /// were deleted.
+    pub fn forget(&self, digest: &str) -> Result<usize> {
+        self.prepared.lock().map_err(|_| poisoned())?.remove(digest);
+        let prefix = format!("{digest}-");
+        let entries = match std::fs::read_dir(&self.cache_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => {
+                return Err(Error::Cache {
+                    path: self.cache_dir.clone(),
+                    source,
+                });
+            }
+        };
+        let mut deleted = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&prefix) && name.ends_with(".cwasm") {
+                std::fs::remove_file(entry.path()).map_err(|source| Error::Cache {
+                    path: entry.path(),
+                    source,
+                })?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
     fn load_cached(&self, path: &Path) -> Option<Component> {
         if !path.is_file() {
             return None;

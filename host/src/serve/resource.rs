@@ -135,6 +135,9 @@ pub struct RunResource {
     locked_by: Option<String>,
     locked_until: Option<String>,
     cancelled_by: Option<String>,
+    /// Who asked to cancel the run while it was inside a step (it is
+    /// cancelled when the step ends).
+    cancel_requested_by: Option<String>,
     timeline: Vec<TimelineEntry>,
     staged: Vec<StagedEntry>,
 }
@@ -152,6 +155,10 @@ impl RunResource {
             locked_by: run.locked_by.clone(),
             locked_until: run.locked_until.map(time),
             cancelled_by: run.cancelled_by.clone(),
+            cancel_requested_by: run
+                .cancel_requested_by
+                .clone()
+                .filter(|_| !run.status.is_final()),
             timeline: detail.timeline.iter().map(TimelineEntry::from).collect(),
             staged: detail
                 .children
@@ -170,18 +177,7 @@ impl RunResource {
 /// A workflow's definition as the API shows it: environment variable
 /// names, not their values.
 pub fn definition(definition: &Definition) -> Value {
-    let mut value = serde_json::to_value(definition).unwrap_or(Value::Null);
-    if let Some(steps) = value.get_mut("steps").and_then(Value::as_array_mut) {
-        for step in steps {
-            if let Some(step) = step.as_object_mut()
-                && let Some(Value::Object(env)) = step.remove("env")
-            {
-                let names: Vec<Value> = env.keys().cloned().map(Value::String).collect();
-                step.insert("env".into(), Value::Array(names));
-            }
-        }
-    }
-    value
+    definition.shown()
 }
 
 /// A page of runs.
@@ -196,8 +192,12 @@ pub struct RunPage {
 /// What cancelling did.
 #[derive(Serialize, ToSchema)]
 pub struct Cancelled {
-    /// Runs cancelled: the run and its unfinished staged runs.
+    /// Runs cancelled: the run and its unfinished staged runs (0 while
+    /// the cancel is only requested).
     pub cancelled: u64,
+    /// True when the run is inside a step: it is cancelled when that step
+    /// ends (the answer is then 202).
+    pub requested: bool,
     /// The run now.
     pub run: RunResource,
 }

@@ -26,6 +26,7 @@ use crate::error::Error;
 use crate::host::{RunReport, RunRequest, Started, scoped_key};
 use crate::run::{RunRecord, RunStatus, canonical_json, now_ms};
 use crate::store::{RunFilter, StoredResponse};
+use crate::worker::Cancellation;
 
 type Answer = std::result::Result<Response, Problem>;
 
@@ -737,8 +738,9 @@ pub async fn retry_run(
     work_answer(&api, &caller, drive, deadline, run.id, false).await
 }
 
-/// `POST /v1/runs/{workflow}/{key}/cancel`: cancels a pending or waiting
-/// run and its unfinished staged runs.
+/// `POST /v1/runs/{workflow}/{key}/cancel`: cancels a run and its
+/// unfinished staged runs; a run inside a step is cancelled when the step
+/// ends (202).
 #[utoipa::path(post, path = "/v1/runs/{workflow}/{key}/cancel", tag = "runs",
     params(
         ("workflow" = String, Path, description = "The run's workflow"),
@@ -746,8 +748,9 @@ pub async fn retry_run(
     ),
     responses(
         (status = 200, description = "Cancelled, with its unfinished staged runs", body = Cancelled),
+        (status = 202, description = "The run is inside a step: it is cancelled when the step ends (what the step did commits)", body = Cancelled),
         (status = 404, description = "No such run", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "Already finished, or in a step right now", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Already finished", body = ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn cancel_run(
     State(api): State<Arc<Api>>,
@@ -757,13 +760,18 @@ pub async fn cancel_run(
     let (workflow, key) = path(target)?;
     let run = find(&api, &caller, &workflow, &key).await?;
     let by = caller.name().unwrap_or("api");
-    let cancelled = api.host.cancel(&run.key, Some(&run.workflow), by).await?;
+    let outcome = api.host.cancel(&run.key, Some(&run.workflow), by).await?;
     let detail = detail_of(&api, run.id).await?;
-    Ok(axum::Json(Cancelled {
+    let (status, cancelled, requested) = match outcome {
+        Cancellation::Cancelled(n) => (StatusCode::OK, n, false),
+        Cancellation::Requested { .. } => (StatusCode::ACCEPTED, 0, true),
+    };
+    let body = Cancelled {
         cancelled,
+        requested,
         run: RunResource::new(&detail, caller.name()),
-    })
-    .into_response())
+    };
+    Ok((status, axum::Json(body)).into_response())
 }
 
 /// `GET /v1/workflows`: every registered workflow, its latest version and steps.

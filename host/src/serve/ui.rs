@@ -624,9 +624,7 @@ async fn act(api: &Api, session: &Session, id: i64, action: &str) -> Result<Stri
             }),
         "cancel" => {
             let by = session.caller.name().unwrap_or("dashboard");
-            host.cancel(key, workflow, by)
-                .await
-                .map(|n| format!("cancelled ({n} run{})", if n == 1 { "" } else { "s" }))
+            host.cancel(key, workflow, by).await.map(|c| c.to_string())
         }
         "unlock" => host
             .unlock(key, workflow)
@@ -764,6 +762,9 @@ async fn run_page(
             dt { "queue" } dd { (run.queue) }
             @if let Some(by) = &run.locked_by {
                 dt { "lease" } dd { (by) " until " (time(run.locked_until.unwrap_or(0))) }
+            }
+            @if let Some(by) = run.cancel_requested_by.as_ref().filter(|_| !run.status.is_final()) {
+                dt { "cancel" } dd #cancel-requested { "requested by " (by) ": cancelled when its current step ends" }
             }
             @if let Some(parent) = run.parent_run_id {
                 dt { "staged by" } dd { a href={ "/ui/runs/" (parent) } { "run " (parent) } }

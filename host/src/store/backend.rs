@@ -19,8 +19,8 @@ use super::{
 };
 use crate::error::Result;
 use crate::run::{
-    CommitOutcome, FailureRecord, Lease, NewRun, ParentFailure, RunRecord, StartOutcome,
-    StepCommit, StepEvent,
+    CommitOutcome, FailureOutcome, FailureRecord, Lease, NewRun, ParentFailure, RunRecord,
+    StartOutcome, StepCommit, StepEvent,
 };
 use crate::workflow::{Definition, Workflow};
 
@@ -61,12 +61,14 @@ pub(crate) trait Backend {
     async fn extend_lease(&self, id: i64, lease: &Lease) -> Result<bool>;
 
     /// Cancels run `id` and every unfinished run it staged, recursively,
-    /// recording `by`. A run inside a step (live lease) cannot be cancelled.
+    /// recording `by`. A run inside a step (a live lease other than `held`)
+    /// gets a cancel request instead, which its worker carries out.
     async fn cancel(
         &self,
         id: i64,
         by: &str,
         parent: Option<&ParentFailure>,
+        held: Option<&Lease>,
     ) -> Result<CancelOutcome>;
 
     /// Deletes up to `batch` finished runs that finished before `cutoff` (ms
@@ -134,8 +136,13 @@ pub(crate) trait Backend {
 
     /// Records a failed step call and releases the lease; if the run failed
     /// for good and a waiting parent awaits it, fails the parent's step too.
-    /// Returns false (and writes nothing) if the caller no longer holds the lease.
-    async fn record_failure(&self, f: &FailureRecord) -> Result<bool>;
+    /// Writes nothing if the caller no longer holds the lease.
+    async fn record_failure(&self, f: &FailureRecord) -> Result<FailureOutcome>;
+
+    /// Deletes the workflow versions no run uses that are not their
+    /// workflow's latest (and were superseded more than `grace` ago), then
+    /// the components (stored more than `grace` ago) no version names.
+    async fn prune_workflows(&self, grace: std::time::Duration) -> Result<super::Pruned>;
 
     /// The writes acidic makes for one run of a workflow with `steps`, as
     /// bare transactions of this backend (the baseline of `acidic bench`):

@@ -31,7 +31,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::run::{
-    FailureRecord, Lease, NewRun, ParentFailure, RunRecord, RunStatus, StartOutcome, StepEvent,
+    FailureOutcome, FailureRecord, Lease, NewRun, ParentFailure, RunRecord, RunStatus,
+    StartOutcome, StepEvent,
 };
 use crate::workflow::{Definition, Workflow};
 
@@ -67,13 +68,16 @@ pub enum CancelOutcome {
     Cancelled(u64),
     /// The run had already finished.
     AlreadyFinal(RunStatus),
-    /// A worker is inside one of its steps.
-    Locked {
-        /// Owner.
+    /// A worker is inside one of its steps: the request is recorded, and
+    /// that worker cancels the run when the step ends.
+    Requested {
+        /// The lease's owner.
         locked_by: String,
-        /// Remaining ms.
-        remaining_ms: i64,
+        /// The step it is in.
+        step: String,
     },
+    /// The run changed while it was being cancelled (a step ended): try again.
+    Raced,
 }
 
 /// A run staged by another, as a step reads it (`staging.children`).
@@ -139,6 +143,15 @@ pub struct WorkflowVersion {
     pub definition_hash: String,
     /// Registered (ms since epoch).
     pub created_at: i64,
+}
+
+/// What pruning workflow versions deleted.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Pruned {
+    /// The versions deleted, as (workflow, version).
+    pub versions: Vec<(String, u32)>,
+    /// The digests of the components deleted.
+    pub components: Vec<String>,
 }
 
 /// The answer stored for a finished run, replayed byte for byte to every
@@ -320,7 +333,7 @@ impl Store {
     }
 
     /// Records a failed step call and releases the lease.
-    pub async fn record_failure(&self, failure: &FailureRecord) -> Result<bool> {
+    pub async fn record_failure(&self, failure: &FailureRecord) -> Result<FailureOutcome> {
         forward!(self, s => Backend::record_failure(s, failure).await)
     }
 
@@ -365,14 +378,16 @@ impl Store {
         forward!(self, s => Backend::extend_lease(s, id, lease).await)
     }
 
-    /// Cancels a run and its unfinished staged runs.
+    /// Cancels a run and its unfinished staged runs; a run inside a step
+    /// of a lease other than `held` gets a cancel request instead.
     pub async fn cancel(
         &self,
         id: i64,
         by: &str,
         parent: Option<&ParentFailure>,
+        held: Option<&Lease>,
     ) -> Result<CancelOutcome> {
-        forward!(self, s => Backend::cancel(s, id, by, parent).await)
+        forward!(self, s => Backend::cancel(s, id, by, parent, held).await)
     }
 
     /// Deletes finished runs older than `cutoff` (ms), at most `batch`.
@@ -394,6 +409,12 @@ impl Store {
     /// A run's step timeline.
     pub async fn step_events(&self, id: i64) -> Result<Vec<StepEvent>> {
         forward!(self, s => Backend::step_events(s, id).await)
+    }
+
+    /// Deletes unused, superseded workflow versions and the components no
+    /// version names (see the backends' `prune_workflows`).
+    pub async fn prune_workflows(&self, grace: std::time::Duration) -> Result<Pruned> {
+        forward!(self, s => Backend::prune_workflows(s, grace).await)
     }
 
     /// Every version of workflow `name` (all workflows' if `None`), by name then version.

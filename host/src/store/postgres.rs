@@ -52,6 +52,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "http_status",
         include_str!("../../../migrations/postgres/0004_http_status.sql"),
     ),
+    (
+        5,
+        "cancel_request",
+        include_str!("../../../migrations/postgres/0005_cancel_request.sql"),
+    ),
 ];
 
 /// Any number: it only has to be the same in every process that migrates.

@@ -51,6 +51,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "http_status",
         include_str!("../../../migrations/sqlite/0004_http_status.sql"),
     ),
+    (
+        5,
+        "cancel_request",
+        include_str!("../../../migrations/sqlite/0005_cancel_request.sql"),
+    ),
 ];
 
 /// The SQLite store.

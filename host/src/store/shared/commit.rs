@@ -12,8 +12,8 @@ impl Backend {
 
     /// Records a failed step call and releases the lease; if the run failed
     /// for good and a waiting parent awaits it, fails the parent's step too.
-    /// Returns false (and writes nothing) if the caller no longer holds the lease.
-    pub(super) async fn record_failure(&self, f: &FailureRecord) -> Result<bool> {
+    /// Writes nothing if the caller no longer holds the lease.
+    pub(super) async fn record_failure(&self, f: &FailureRecord) -> Result<FailureOutcome> {
         let mut tx = self.begin().await?;
         let now = now_ms();
         let (status, available_at, finished_at) = match f.retry_in {
@@ -24,7 +24,8 @@ impl Backend {
             "UPDATE runs SET status = $1, attempts = attempts + 1, step_attempt = step_attempt + 1, \
                last_error_step = $2, last_error_kind = $3, last_error_message = $4, last_error_attempt = $5, \
                available_at = $6, locked_by = NULL, locked_until = NULL, updated_at = $7, finished_at = $8 \
-             WHERE id = $9 AND locked_by = $10 AND status = 'running'",
+             WHERE id = $9 AND locked_by = $10 AND status = 'running' \
+             RETURNING cancel_requested_by",
         )
         .bind(status.as_str())
         .bind(&f.failure.step)
@@ -36,12 +37,13 @@ impl Backend {
         .bind(finished_at)
         .bind(f.run_id)
         .bind(&f.lease.owner)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if updated.rows_affected() == 0 {
+        let Some(updated) = updated else {
             tx.rollback().await?;
-            return Ok(false);
-        }
+            return Ok(FailureOutcome::LeaseLost);
+        };
+        let cancel_requested: Option<String> = updated.try_get("cancel_requested_by")?;
         if f.retry_in.is_none()
             && let Some(status) = f.http_status
         {
@@ -67,7 +69,10 @@ impl Backend {
             fail_waiting_parent(&mut tx, parent, now).await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(match cancel_requested {
+            Some(by) => FailureOutcome::CancelRequested(by),
+            None => FailureOutcome::Recorded,
+        })
     }
 }
 
@@ -106,7 +111,8 @@ async fn commit_step_in(tx: &mut Transaction<'static, Db>, c: &StepCommit) -> Re
            http_status = COALESCE($14, http_status), \
            response_code = CASE WHEN $9 THEN COALESCE($14, http_status, 201) ELSE NULL END, \
            response_body = CASE WHEN $9 THEN $4 ELSE NULL END \
-         WHERE id = $11 AND locked_by = $12 AND recovery_point = $13 AND status = 'running'",
+         WHERE id = $11 AND locked_by = $12 AND recovery_point = $13 AND status = 'running' \
+         RETURNING cancel_requested_by",
     )
     .bind(recovery_point)
     .bind(&attributes)
@@ -122,11 +128,14 @@ async fn commit_step_in(tx: &mut Transaction<'static, Db>, c: &StepCommit) -> Re
     .bind(&c.lease.owner)
     .bind(&c.step)
     .bind(c.http_status.map(i64::from))
-    .execute(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await?;
-    if updated.rows_affected() == 0 {
+    let Some(updated) = updated else {
         return Ok(CommitOutcome::LeaseLost);
-    }
+    };
+    // An operator asked to cancel the run while this step ran: the step
+    // commits, and the run goes no further (the executor cancels it).
+    let cancel_requested: Option<String> = updated.try_get("cancel_requested_by")?;
 
     // What this step awaits replaces whatever an earlier attempt awaited.
     sqlx::query("UPDATE runs SET awaited = FALSE WHERE parent_run_id = $1 AND awaited = TRUE")
@@ -178,10 +187,10 @@ async fn commit_step_in(tx: &mut Transaction<'static, Db>, c: &StepCommit) -> Re
             child_succeeded(tx, c.run_id, now).await?;
         }
     }
-    Ok(if waiting_for > 0 {
-        CommitOutcome::Waiting(waiting_for)
-    } else {
-        CommitOutcome::Committed
+    Ok(match cancel_requested {
+        Some(by) if !done => CommitOutcome::CancelRequested(by),
+        _ if waiting_for > 0 => CommitOutcome::Waiting(waiting_for),
+        _ => CommitOutcome::Committed,
     })
 }
 
@@ -270,7 +279,9 @@ async fn end_step_tx(mut tx: Transaction<'static, Db>, c: &StepCommit) -> Result
         }
     };
     match outcome {
-        CommitOutcome::Committed | CommitOutcome::Waiting(_) => tx.commit().await?,
+        CommitOutcome::Committed | CommitOutcome::Waiting(_) | CommitOutcome::CancelRequested(_) => {
+            tx.commit().await?
+        }
         CommitOutcome::LeaseLost | CommitOutcome::StagedKeyConflict { .. } => tx.rollback().await?,
     }
     Ok(outcome)

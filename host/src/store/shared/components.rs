@@ -2,9 +2,13 @@
 // Written once for both backends: see `prelude.rs`.
 
 impl Backend {
-    /// Stores component bytes under their digest (a no-op if present).
+    /// Stores component bytes under their digest; if present, marks it as
+    /// stored now (so `prune` leaves it alone while its registration ends).
     pub(super) async fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<()> {
-        sqlx::query("INSERT INTO components (digest, bytes, size, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+        sqlx::query(
+            "INSERT INTO components (digest, bytes, size, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (digest) DO UPDATE SET created_at = excluded.created_at",
+        )
             .bind(digest)
             .bind(bytes)
             .bind(bytes.len() as i64)
@@ -112,5 +116,56 @@ impl Backend {
                 })
             })
             .collect()
+    }
+
+    /// Deletes the workflow versions no run uses and that are not their
+    /// workflow's latest, and then the components no version names. What
+    /// changed within `grace` (a version superseded, a component stored)
+    /// is kept: a run or a registration may be between its read and its
+    /// write.
+    pub(super) async fn prune_workflows(&self, grace: Duration) -> Result<Pruned> {
+        let mut tx = self.begin().await?;
+        let cutoff = now_ms() - ms(grace);
+        let rows = sqlx::query(
+            "DELETE FROM workflows WHERE \
+               EXISTS (SELECT 1 FROM workflows newer WHERE newer.name = workflows.name AND newer.version > workflows.version) \
+               AND NOT EXISTS (SELECT 1 FROM workflows newer WHERE newer.name = workflows.name \
+                 AND newer.version > workflows.version AND newer.created_at >= $1) \
+               AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.workflow = workflows.name \
+                 AND runs.workflow_version = workflows.version) \
+             RETURNING name, version",
+        )
+        .bind(cutoff)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut versions = rows
+            .iter()
+            .map(|row| Ok((row.try_get::<String, _>("name")?, row.try_get::<i64, _>("version")? as u32)))
+            .collect::<Result<Vec<_>>>()?;
+        versions.sort();
+        let mut named = std::collections::HashSet::new();
+        let definitions: Vec<String> = sqlx::query_scalar("SELECT definition FROM workflows")
+            .fetch_all(&mut *tx)
+            .await?;
+        for text in &definitions {
+            let definition: Definition = serde_json::from_str(text)
+                .map_err(|e| Error::Corrupt(format!("a stored workflow definition: {e}")))?;
+            named.extend(definition.steps.into_iter().map(|s| s.component));
+        }
+        let stored: Vec<String> = sqlx::query_scalar("SELECT digest FROM components WHERE created_at < $1")
+            .bind(cutoff)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut components = Vec::new();
+        for digest in stored.into_iter().filter(|d| !named.contains(d)) {
+            sqlx::query("DELETE FROM components WHERE digest = $1")
+                .bind(&digest)
+                .execute(&mut *tx)
+                .await?;
+            components.push(digest);
+        }
+        components.sort();
+        tx.commit().await?;
+        Ok(Pruned { versions, components })
     }
 }

@@ -35,8 +35,8 @@ impl super::backend::Backend for Backend {
         Backend::extend_lease(self, id, lease).await
     }
 
-    async fn cancel(&self, id: i64, by: &str, parent: Option<&ParentFailure>) -> Result<CancelOutcome> {
-        Backend::cancel(self, id, by, parent).await
+    async fn cancel(&self, id: i64, by: &str, parent: Option<&ParentFailure>, held: Option<&Lease>) -> Result<CancelOutcome> {
+        Backend::cancel(self, id, by, parent, held).await
     }
 
     async fn reap(&self, cutoff: i64, batch: u32) -> Result<u64> {
@@ -79,8 +79,12 @@ impl super::backend::Backend for Backend {
         Backend::commit_step(self, c).await
     }
 
-    async fn record_failure(&self, f: &FailureRecord) -> Result<bool> {
+    async fn record_failure(&self, f: &FailureRecord) -> Result<FailureOutcome> {
         Backend::record_failure(self, f).await
+    }
+
+    async fn prune_workflows(&self, grace: Duration) -> Result<Pruned> {
+        Backend::prune_workflows(self, grace).await
     }
 
     async fn baseline_run(&self, workflow: &str, key: &str, steps: &[String]) -> Result<()> {

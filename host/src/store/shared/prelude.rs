@@ -12,12 +12,12 @@ use serde_json::{Map, Value};
 use sqlx::Row;
 
 use super::{
-    Activity, CancelOutcome, ChildRun, Claim, InsertOutcome, RunCount, RunFilter, StoredResponse, WorkflowVersion,
+    Activity, CancelOutcome, Pruned, ChildRun, Claim, InsertOutcome, RunCount, RunFilter, StoredResponse, WorkflowVersion,
 };
 use crate::error::{Error, Result};
 use crate::manifest::FINISHED;
 use crate::run::{
-    CommitOutcome, ErrorKind, FailureRecord, Lease, NewRun, ParentFailure, RunRecord, RunStatus, StartOutcome,
+    CommitOutcome, ErrorKind, FailureOutcome, FailureRecord, Lease, NewRun, ParentFailure, RunRecord, RunStatus, StartOutcome,
     StepCommit, StepEnd, StepEvent, StepFailure, StepOutcome, args_hash, canonical_json, ms, now_ms,
 };
 use crate::workflow::{Definition, Workflow};

@@ -6,7 +6,7 @@ const RUN_COLUMNS: &str = "id, workflow, workflow_version, definition_hash, idem
     status, recovery_point, attributes, result, attempts, step_attempt, step_attempt_base, last_error_step, \
     last_error_kind, last_error_message, last_error_attempt, locked_by, locked_until, available_at, queue, \
     parent_run_id, awaited, pending_children, await_next, cancelled_by, created_at, updated_at, last_run_at, \
-    finished_at, depth, http_status, failure_http_status";
+    finished_at, depth, http_status, failure_http_status, cancel_requested_by";
 
 fn run_from_row(row: &DbRow) -> Result<RunRecord> {
     let id: i64 = row.try_get("id")?;
@@ -64,6 +64,7 @@ fn run_from_row(row: &DbRow) -> Result<RunRecord> {
             .try_get::<Option<i64>, _>("failure_http_status")?
             .and_then(|s| u16::try_from(s).ok()),
         cancelled_by: row.try_get("cancelled_by")?,
+        cancel_requested_by: row.try_get("cancel_requested_by")?,
         awaited: row.try_get::<bool, _>("awaited")?,
         pending_children: row.try_get::<i64, _>("pending_children")?.max(0) as u32,
         await_next: row.try_get("await_next")?,

@@ -90,12 +90,15 @@ impl Backend {
     }
 
     /// Cancels run `id` and every unfinished run it staged, recursively,
-    /// recording `by`. A run inside a step (live lease) cannot be cancelled.
+    /// recording `by`. A run inside a step (a live lease other than `held`)
+    /// is not cancelled here: the request is recorded, and the worker
+    /// holding the lease cancels it at the step's end.
     pub(super) async fn cancel(
         &self,
         id: i64,
         by: &str,
         parent: Option<&ParentFailure>,
+        held: Option<&Lease>,
     ) -> Result<CancelOutcome> {
         let mut tx = self.begin().await?;
         let now = now_ms();
@@ -107,10 +110,29 @@ impl Backend {
         }
         if let (Some(owner), Some(until)) = (&run.locked_by, run.locked_until)
             && until > now
+            && held.is_none_or(|lease| lease.owner != *owner)
         {
-            return Ok(CancelOutcome::Locked {
-                locked_by: owner.clone(),
-                remaining_ms: until - now,
+            // The holder reads the request in its step's commit (the same
+            // row, under the same lock), so it cannot miss it.
+            let requested = sqlx::query(
+                "UPDATE runs SET cancel_requested_by = $1, updated_at = $2 \
+                 WHERE id = $3 AND locked_by = $4 AND status = 'running'",
+            )
+            .bind(by)
+            .bind(now)
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(if requested.rows_affected() == 1 {
+                CancelOutcome::Requested {
+                    locked_by: owner.clone(),
+                    step: run.recovery_point,
+                }
+            } else {
+                // The step ended between the read and the write.
+                CancelOutcome::Raced
             });
         }
         let cancelled = sqlx::query(
@@ -198,6 +220,7 @@ impl Backend {
             "UPDATE runs SET step_attempt_base = CASE WHEN status = 'failed' THEN step_attempt ELSE step_attempt_base END, \
                status = 'pending', available_at = $1, finished_at = NULL, updated_at = $2, \
                response_code = NULL, response_body = NULL, failure_http_status = NULL, \
+               cancel_requested_by = NULL, \
                workflow_version = COALESCE($5, workflow_version), \
                definition_hash = COALESCE($6, definition_hash) \
              WHERE id = $3 AND (status = 'failed' OR (status IN ('pending', 'running') \
