@@ -15,15 +15,22 @@ ORDER  := $(GUESTS)/order/workflow.toml
 ITEM   := $(GUESTS)/order/charge-item.toml
 ITEMS  := '{"items":[{"sku":"helmet","cents":4900},{"sku":"gloves","cents":1500},{"sku":"boots","cents":8900}]}'
 
-.PHONY: setup host postgres demo polyglot test bench clean browser
+.PHONY: setup host postgres demo polyglot test bench clean browser install
 
+# The first run installs and builds everything (about 15 minutes on 2 cores;
+# later runs only what changed): each phase says what it does.
 setup: guests host
 
 # `make guests`: every guest example in every language (guest-examples/guests.mk).
 include guest-examples/guests.mk
 
 host:
+	@echo "== the acidic host (debug build: the first one compiles wasmtime and sqlx, several minutes)"
 	$(CARGO) build
+
+# A release `acidic` on the PATH (into ~/.cargo/bin, which rustup puts on it).
+install:
+	$(CARGO) install --locked --path host
 
 PAYMENTS := $(GUESTS)/ride-create/fake_payments.py
 

