@@ -833,3 +833,115 @@ fn retry_upgrade_moves_a_failed_run_to_the_latest_version(env) {
     assert_eq!(shown["run"]["status"], "failed", "left as it was: {shown}");
 }
 }
+
+/// A worker on a SQLite file whose disk fills recovers by itself once
+/// space returns: the runs it could not commit are retried and finish, with
+/// no restart. The disk is a 6 MiB tmpfs (the test needs root to mount it,
+/// as the machine's CI has; without it, it says so and checks nothing).
+#[test]
+fn a_worker_recovers_when_the_disk_has_room_again() {
+    let env = Env::new();
+    let disk = env.dir.path().join("disk");
+    std::fs::create_dir_all(&disk).expect("mkdir");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=6M", "tmpfs"])
+        .arg(&disk)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("cannot mount a tmpfs here (not root?): the full-disk test checks nothing");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(disk.clone());
+    let db = disk.join("acidic.db").display().to_string();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_acidic"))
+            .args(args)
+            .current_dir(root())
+            .env("DATABASE_URL", &db)
+            .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
+            .env_remove("ACIDIC_LOG")
+            .output()
+            .expect("run acidic")
+    };
+    let manifest = env.scripted("fill", "max_attempts = 1000", &[("a", ""), ("b", "")]);
+    let out = run(&["register", &manifest.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pad = "x".repeat(20_000);
+    let args = format!(r#"{{"script":{{"a":{{"set":{{"pad":"{pad}"}}}}}}}}"#);
+    for i in 0..10 {
+        let key = format!("k{i}");
+        let out = run(&[
+            "enqueue", "fill", "--key", &key, "--delay", "3s", "--args", &args,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_acidic"))
+        .arg("worker")
+        .current_dir(root())
+        .env("DATABASE_URL", &db)
+        .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn a worker");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Fill the disk, and keep it full while the runs come due.
+    let filler = disk.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).expect("create filler");
+        let block = vec![0u8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.flush();
+    }
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let listed = run(&["--json", "runs", "list"]);
+    let succeeded_while_full = stdout_json(&listed)
+        .as_array()
+        .map(|runs| runs.iter().filter(|r| r["status"] == "succeeded").count())
+        .unwrap_or(0);
+    assert!(
+        succeeded_while_full < 10,
+        "the disk was full, yet every run finished: the test filled nothing"
+    );
+    std::fs::remove_file(&filler).expect("free the disk");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let out = run(&["--json", "runs", "list"]);
+        let runs = stdout_json(&out);
+        let done = runs
+            .as_array()
+            .map(|runs| runs.iter().filter(|r| r["status"] == "succeeded").count())
+            .unwrap_or(0);
+        if done == 10 {
+            break;
+        }
+        assert!(
+            worker.try_wait().ok().flatten().is_none(),
+            "the worker died"
+        );
+        let statuses: Vec<String> = runs
+            .as_array()
+            .map(|runs| {
+                runs.iter()
+                    .map(|r| format!("{}: {}", r["key"], r["status"]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker did not recover once the disk had room: {statuses:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
+}

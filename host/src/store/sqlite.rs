@@ -10,7 +10,7 @@ use std::str::FromStr;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Connection, Sqlite, SqlitePool, Transaction};
 
 type Backend = SqliteStore;
 type Db = Sqlite;
@@ -88,6 +88,25 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A connection whose COMMIT or ROLLBACK failed (a full disk, an
+            // I/O error) stays inside a transaction that no longer exists,
+            // and every BEGIN on it would fail: it is closed instead of
+            // kept, so the pool opens a fresh one once the disk has room.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    if !conn.is_in_transaction() {
+                        return Ok(true);
+                    }
+                    // A dropped transaction's rollback is queued on the
+                    // connection: a round trip lets it run first.
+                    conn.ping().await?;
+                    let healthy = !conn.is_in_transaction();
+                    if !healthy {
+                        tracing::warn!("closing a database connection stuck in a failed transaction");
+                    }
+                    Ok(healthy)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|e| Error::Connect {
