@@ -506,15 +506,7 @@ fn ctrl_c_on_run_hands_the_run_back(env) {
     let manifest = env.scripted("trip", "", &[("a", ""), ("b", ""), ("c", "")]);
     let manifest = manifest.display().to_string();
     let args = r#"{"script":{"a":{"sleep_ms":1500,"count":true}}}"#;
-    let child = Command::new(env!("CARGO_BIN_EXE_acidic"))
-        .args(["run", &manifest, "--key", "ctrl-c", "--args", args])
-        .current_dir(root())
-        .env("DATABASE_URL", env.db())
-        .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn acidic run");
+    let child = spawn_run(&env, &manifest, "ctrl-c", args);
     // Once the run is running, its step has started (and the handlers are in).
     wait_until_running(&env, "ctrl-c");
     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -549,15 +541,7 @@ fn cancelling_a_running_run_takes_effect_at_the_step_boundary(env) {
     let manifest = env.scripted("trip", "", &[("a", ""), ("b", ""), ("c", "")]);
     let manifest = manifest.display().to_string();
     let args = r#"{"script":{"a":{"sleep_ms":1500,"count":true,"stage":[{"workflow":"trip","key":"kid","args":{}}]},"b":{"count":true}}}"#;
-    let child = Command::new(env!("CARGO_BIN_EXE_acidic"))
-        .args(["run", &manifest, "--key", "halt", "--args", args])
-        .current_dir(root())
-        .env("DATABASE_URL", env.db())
-        .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn acidic run");
+    let child = spawn_run(&env, &manifest, "halt", args);
     wait_until_running(&env, "halt");
     let out = acidic(&env, &["--json", "cancel", "halt", "--by", "ops"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -591,15 +575,7 @@ fn cancelling_a_running_run_takes_effect_at_the_step_boundary(env) {
     let manifest = env.scripted("slow", "timeout = \"2s\"", &[("a", ""), ("b", "")]);
     let manifest = manifest.display().to_string();
     let args = r#"{"script":{"a":{"sleep_ms":10000}}}"#;
-    let child = Command::new(env!("CARGO_BIN_EXE_acidic"))
-        .args(["run", &manifest, "--key", "cut", "--args", args])
-        .current_dir(root())
-        .env("DATABASE_URL", env.db())
-        .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn acidic run");
+    let child = spawn_run(&env, &manifest, "cut", args);
     wait_until_running(&env, "cut");
     let out = acidic(&env, &["cancel", "cut"]);
     assert!(stdout(&out).contains("cancel requested"), "{}", stdout(&out));
@@ -756,6 +732,20 @@ fn runs_unlock_breaks_a_dead_workers_lease(env) {
 }
 
 /// An `acidic worker` with `args` on the test's database, its output dropped.
+/// Starts `acidic run MANIFEST --key KEY --args ARGS` in the background,
+/// with its output kept for `wait_with_output`.
+fn spawn_run(env: &Env, manifest: &str, key: &str, args: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_acidic"))
+        .args(["run", manifest, "--key", key, "--args", args])
+        .current_dir(root())
+        .env("DATABASE_URL", env.db())
+        .env("ACIDIC_CACHE_DIR", env.dir.path().join("cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn acidic run")
+}
+
 fn spawn_worker(env: &Env, args: &[&str]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_acidic"))
         .arg("worker")
