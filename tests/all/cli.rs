@@ -556,6 +556,11 @@ fn cancelling_a_running_run_takes_effect_at_the_step_boundary(env) {
     );
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(7), "cancelled: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cancelled at step `b`"),
+        "the report names where it stopped: {}",
+        stderr(&out)
+    );
     let shown = stdout_json(&acidic(&env, &["--json", "runs", "show", "halt"]));
     let run = &shown["run"];
     assert_eq!(run["status"], "cancelled", "{shown}");

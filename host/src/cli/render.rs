@@ -43,12 +43,18 @@ pub fn describe(r: &RunReport, follow: bool) {
                     "  out of attempts or not retryable; after fixing the cause, `acidic retry {}` resumes at `{}`",
                     r.key, r.recovery_point
                 ),
+                (RunStatus::Cancelled, _) => eprintln!(
+                    "  cancelled at step `{}`: what the committed steps did stays; no later step runs",
+                    r.recovery_point
+                ),
                 _ => {}
             }
         }
     }
     for s in &r.staged {
-        let hint = if follow {
+        let hint = if r.status == RunStatus::Cancelled {
+            " (cancelled with it, unless it had finished)"
+        } else if follow {
             ""
         } else {
             " (pending; `--follow` runs staged runs here)"

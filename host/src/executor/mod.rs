@@ -501,19 +501,21 @@ impl Executor<'_> {
                 &format!("cancelled by {by}"),
             )
             .await?;
-        report.recovery_point = run.recovery_point.clone();
         report.retry_at = None;
         match self.store.cancel(run.id, by, parent.as_ref(), held).await? {
-            CancelOutcome::Cancelled(_) => report.status = RunStatus::Cancelled,
-            CancelOutcome::AlreadyFinal(status) => report.status = status,
+            CancelOutcome::Cancelled(_) | CancelOutcome::AlreadyFinal(_) => {}
             // Another worker holds it now, and carries the request out.
-            CancelOutcome::Requested { .. } | CancelOutcome::Raced => {
-                if held.is_some() {
-                    return Err(Error::LeaseLost(run.key.clone()));
-                }
-                report.status = RunStatus::Running;
+            CancelOutcome::Requested { .. } | CancelOutcome::Raced if held.is_some() => {
+                return Err(Error::LeaseLost(run.key.clone()));
             }
+            CancelOutcome::Requested { .. } | CancelOutcome::Raced => {}
         }
+        // The run as it now stands (the step just committed may have moved
+        // its recovery point, or left it waiting at the step).
+        let now = self.store.run(run.id).await?;
+        let now = now.as_ref().unwrap_or(run);
+        report.status = now.status;
+        report.recovery_point = now.recovery_point.clone();
         Ok(())
     }
 
