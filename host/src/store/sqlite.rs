@@ -462,12 +462,16 @@ impl StepTx {
     }
 }
 
-/// `sql` with `params` bound as SQLite stores them (JSON as text).
+/// `sql` with `params` bound as SQLite stores them (JSON as text). Guest
+/// statements are prepared afresh each time, never kept in the
+/// connection's statement cache: SQLite consults the authorizer when it
+/// prepares, so a statement another step's grant let through is never
+/// reused under this one's.
 fn bind_params(
     sql: &str,
     params: &[SqlValue],
 ) -> sqlx::query::Query<'static, Db, <Db as sqlx::Database>::Arguments> {
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).persistent(false);
     for p in params {
         q = match p {
             SqlValue::Null => q.bind(None::<i64>),
