@@ -76,8 +76,8 @@ $(WIT_BINDGEN):
 
 BUILD_STEP := $(G)/build-step.sh
 JS_SDK := $(G)/js/sdk/acidic.js
-PY_SDK := $(G)/python/acidic.py
-GO_SDK := $(wildcard $(G)/go/acidic/*.go) $(G)/go/go.mod
+PY_SDK := $(G)/python/sdk/acidic.py
+GO_SDK := $(wildcard $(G)/go/acidic/*.go) $(G)/go/acidic/go.mod $(G)/go/go.mod
 GO_ADAPTER := $(GO_OUT)/adapter.wasm
 C_SDK := $(G)/c/sdk/acidic.c $(G)/c/sdk/acidic.h
 C_BINDINGS := $(C_OUT)/bindings/step.c
@@ -121,17 +121,26 @@ $(C_BINDINGS): $(WIT_FILES) $(WIT_BINDGEN)
 $(C_OUT)/polyglot.wasm: $(G)/c/polyglot/report.c $(C_SDK) $(C_BINDINGS) $(PY_STAMP) $(BUILD_STEP)
 	$(BUILD_STEP) $< $@
 
-# ---- one new step: make step SRC=<file.js | file.py | file.c | Go package folder> [OUT=<file.wasm>] ----
+# ---- one new step: make step SRC=<file.js | file.py | file.c | Go package folder | Rust crate folder> [OUT=<file.wasm>] ----
 # Builds it with the language's SDK into target/<name>.wasm beside the source
-# (inside a Go package folder), where <name> is the file's (or folder's) name
-# with '-' as '_'; OUT names another output. Refuses an output another
-# source was built into.
+# (inside a Go package or Rust crate folder), where <name> is the file's (or
+# folder's) name with '-' as '_'; OUT names another output. Refuses an output
+# another source was built into. The source may be anywhere (see
+# build-step.sh for where each language finds its SDK); `acidic new` makes a
+# project whose Makefile calls this.
 
-.PHONY: step lint-guests
+.PHONY: step lint-guests rust-target
+rust-target:
+	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 # Only the toolchain of the step's own language.
-STEP_NEEDS := $(if $(filter %.js,$(SRC)),$(NODE_STAMP),$(if $(filter %.py,$(SRC)),$(PY_STAMP),$(if $(filter %.c,$(SRC)),$(C_BINDINGS) $(PY_STAMP),$(GO_ADAPTER))))
+STEP_NEEDS := $(strip \
+  $(if $(wildcard $(SRC)/Cargo.toml),rust-target, \
+  $(if $(filter %.js %.mjs,$(SRC)),$(NODE_STAMP), \
+  $(if $(filter %.py,$(SRC)),$(PY_STAMP), \
+  $(if $(filter %.c,$(SRC)),$(C_BINDINGS) $(PY_STAMP), \
+  $(GO_ADAPTER))))))
 step: $(STEP_NEEDS)
-	@test -n "$(SRC)" || { echo "usage: make step SRC=<file.js|file.py|file.c|Go package folder> [OUT=<file.wasm>]" >&2; exit 2; }
+	@test -n "$(SRC)" || { echo "usage: make step SRC=<file.js|file.py|file.c|Go package folder|Rust crate folder> [OUT=<file.wasm>]" >&2; exit 2; }
 	@$(BUILD_STEP) $(SRC) $(OUT)
 
 # Go's formatting and vet (its unsafe-pointer check is off: the glue turns
@@ -139,4 +148,5 @@ step: $(STEP_NEEDS)
 lint-guests: $(PY_STAMP)
 	@gofmt="$$(GOENV=off $(GO) env GOROOT)/bin/gofmt"; unformatted="$$($$gofmt -l $(G)/go)"; \
 	  test -z "$$unformatted" || { echo "Go sources need gofmt: $$unformatted"; exit 1; }
-	cd $(G)/go && $(GO_ENV) $(abspath $(GO)) vet -unsafeptr=false ./...
+	cd $(G)/go && $(GO_ENV) GOPROXY=off $(abspath $(GO)) vet -unsafeptr=false ./...
+	cd $(G)/go/acidic && $(GO_ENV) GOPROXY=off $(abspath $(GO)) vet -unsafeptr=false ./...

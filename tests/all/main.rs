@@ -12,6 +12,7 @@ mod polyglot;
 mod postgres;
 mod registry;
 mod sandbox;
+mod scaffold;
 mod serve;
 mod sql;
 mod workers;

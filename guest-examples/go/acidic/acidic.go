@@ -2,7 +2,7 @@
 //
 //	package main
 //
-//	import "acidic.example/guests/acidic"
+//	import "acidic.example/acidic"
 //
 //	func init() { acidic.Handle(greet) }
 //

@@ -10,7 +10,7 @@ import (
 	"os"
 	"time"
 
-	"acidic.example/guests/acidic"
+	"acidic.example/acidic"
 )
 
 func init() { acidic.Handle(check) }

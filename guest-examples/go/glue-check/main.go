@@ -11,7 +11,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"acidic.example/guests/acidic"
+	"acidic.example/acidic"
 )
 
 func init() { acidic.Handle(check) }

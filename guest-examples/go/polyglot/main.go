@@ -3,7 +3,7 @@
 // commits.
 package main
 
-import "acidic.example/guests/acidic"
+import "acidic.example/acidic"
 
 func init() { acidic.Handle(summarize) }
 

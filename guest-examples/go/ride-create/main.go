@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"math"
 
-	"acidic.example/guests/acidic"
+	"acidic.example/acidic"
 )
 
 type ride struct {

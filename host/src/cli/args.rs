@@ -118,6 +118,19 @@ pub enum Command {
         #[command(flatten)]
         options: ServeArgs,
     },
+    /// Make a new project for a workflow whose steps are in LANGUAGE: the step, a manifest, a Makefile that builds it.
+    New {
+        /// The steps' language.
+        language: Language,
+        /// The project's folder (created; an existing one must be empty).
+        dir: PathBuf,
+        /// The workflow's name (default: the folder's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// The acidic checkout whose SDKs and toolchains build the step (default: the one this acidic was built from).
+        #[arg(long, env = "ACIDIC_HOME")]
+        acidic_home: Option<PathBuf>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -128,6 +141,18 @@ pub enum Command {
         #[command(flatten)]
         options: BenchArgs,
     },
+}
+
+/// A language steps are written in, for `acidic new`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Language {
+    Rust,
+    #[value(alias = "javascript")]
+    Js,
+    #[value(alias = "py")]
+    Python,
+    Go,
+    C,
 }
 
 #[derive(Args)]

@@ -44,6 +44,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         clap_complete::generate(shell, &mut command, "acidic", &mut std::io::stdout());
         return Ok(0);
     }
+    if let Command::New {
+        language,
+        dir,
+        name,
+        acidic_home,
+    } = &cli.command
+    {
+        return super::new::scaffold(
+            *language,
+            dir,
+            name.as_deref(),
+            acidic_home.as_deref(),
+            json,
+        );
+    }
     let mut config = HostConfig::new(&cli.database_url);
     config.cache_dir = cli.cache_dir.clone();
     // Commands about existing runs never create a database: a wrong path
@@ -151,7 +166,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Serve { options } => serve(host, &options).await,
         Command::Bench { options } => bench(&options, &cli.database_url, json).await,
-        Command::Completions { .. } => Ok(0),
+        Command::Completions { .. } | Command::New { .. } => Ok(0),
     }
 }
 

@@ -1,0 +1,3 @@
+module acidic.example/acidic
+
+go 1.27
