@@ -230,6 +230,12 @@ pub struct Host {
 }
 
 impl Host {
+    /// Closes the database connections once the calls in flight give theirs
+    /// back; every later call fails.
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+
     /// Opens (and migrates) the database and sets up the engine.
     pub async fn open(config: HostConfig) -> Result<Host> {
         let pool = config

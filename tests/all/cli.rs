@@ -236,6 +236,75 @@ fn bench_prints_a_ratio_against_its_baseline(env) {
 }
 }
 
+on_each_backend! {
+#[test]
+fn the_ride_bench_compares_acidic_with_bare_commits(env) {
+    let out = acidic(
+        &env,
+        &[
+            "bench", "--workload", "ride", "--workflows", "6", "--rounds", "1",
+            "--concurrency", "1,2", "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = stdout_json(&out);
+    let rows = report["rows"].as_array().expect("rows");
+    // Postgres: one database; SQLite: synchronous FULL and NORMAL.
+    let databases = if env.backend == Backend::Postgres { 1 } else { 2 };
+    assert_eq!(rows.len(), databases * 2 * 2, "{report}");
+    for row in rows {
+        assert!(row["wf_per_sec"].as_f64().is_some_and(|r| r > 0.0), "{row}");
+        assert!(row["p99_ms"].as_f64() >= row["p50_ms"].as_f64(), "{row}");
+        if env.backend == Backend::Postgres {
+            // At least one commit per step on either side.
+            assert!(row["commits_per_wf"].as_f64().is_some_and(|c| c >= 3.0), "{row}");
+        } else {
+            assert!(row["commits_per_wf"].is_null(), "{row}");
+        }
+    }
+    if env.backend == Backend::Sqlite {
+        let settings: Vec<&str> = rows.iter().filter_map(|r| r["database"].as_str()).collect();
+        assert!(settings.iter().any(|d| d.contains("synchronous=NORMAL")), "{report}");
+        let out = acidic(
+            &env,
+            &["bench", "--workload", "ride", "--workflows", "2", "--synchronous", "off"],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("--synchronous off"), "{}", stderr(&out));
+    }
+}
+}
+
+/// A SQLite URL may ask for synchronous=normal; off, or anything else, is
+/// refused with the reason, and nothing is created.
+#[test]
+fn sqlite_synchronous_is_a_setting_of_the_url() {
+    let env = Env::new();
+    let manifest = env.scripted("plain", "", &[("only", "")]);
+    let manifest = manifest.display().to_string();
+    let file = env.dir.path().join("normal.db");
+    let url = format!("sqlite://{}?synchronous=normal", file.display());
+    let out = acidic(
+        &env,
+        &["--database-url", &url, "run", &manifest, "--args", "{}"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(file.is_file());
+    let off = env.dir.path().join("off.db");
+    let url = format!("sqlite://{}?synchronous=off", off.display());
+    let out = acidic(
+        &env,
+        &["--database-url", &url, "run", &manifest, "--args", "{}"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("synchronous=off is not allowed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!off.exists(), "nothing created");
+}
+
 /// `--args` must be a JSON object: an array, a string or a number is refused
 /// with a message saying so, and nothing runs.
 #[test]

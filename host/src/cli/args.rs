@@ -143,6 +143,13 @@ pub enum Command {
     },
 }
 
+/// A workload of `acidic bench --workload`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// 3 steps, each INSERTing one row through its `sql` grant.
+    Ride,
+}
+
 /// A language steps are written in, for `acidic new`.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Language {
@@ -365,6 +372,26 @@ pub struct BenchArgs {
     /// repository root after `make guests`.
     #[arg(long, conflicts_with = "http")]
     pub languages: bool,
+    /// Instead: a workload against the ceiling the database allows. `ride`:
+    /// --workflows workflows of 3 steps, each INSERTing a row through its
+    /// `sql` grant, from --concurrency callers, against the same writes as
+    /// bare transactions (one commit per step), in alternating rounds; on
+    /// SQLite once per --synchronous setting. Run from the repository root
+    /// after `make guests`.
+    #[arg(long, value_enum, conflicts_with_all = ["languages", "http"])]
+    pub workload: Option<Workload>,
+    /// Workflows per side, round and concurrency (--workload).
+    #[arg(long, default_value_t = 2000)]
+    pub workflows: u32,
+    /// Callers at once, each a measurement (--workload).
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub concurrency: Vec<usize>,
+    /// Rounds per measurement; medians are reported (--workload).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// SQLite's synchronous settings to measure (--workload).
+    #[arg(long, value_delimiter = ',', default_value = "full,normal")]
+    pub synchronous: Vec<String>,
     /// Instead: requests/s and p50/p99 of `POST /v1/workflows/{w}/runs` on
     /// an in-process `acidic serve`, at concurrency 1 and 8, against the
     /// same workflow through the embedded library in the same run.

@@ -474,6 +474,18 @@ async fn bench(options: &BenchArgs, database_url: &str, json: bool) -> anyhow::R
     if options.runs == 0 {
         bail!("--runs must be at least 1");
     }
+    if options.workload.is_some() {
+        let ride = acidic::bench::RideOptions {
+            workflows: options.workflows,
+            concurrency: options.concurrency.clone(),
+            rounds: options.rounds,
+            synchronous: options.synchronous.clone(),
+            root: PathBuf::from("."),
+        };
+        let report = acidic::bench::ride(Some(database_url), &ride).await?;
+        emit(json, &report, |r| print!("{r}"))?;
+        return Ok(0);
+    }
     if options.languages {
         let report = acidic::bench::languages(Path::new("."), options.runs, true).await?;
         emit(json, &report, |r| print!("{r}"))?;

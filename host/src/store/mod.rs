@@ -272,6 +272,14 @@ impl Store {
         }
     }
 
+    /// Closes every connection once the ones in use are given back.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.close().await,
+        }
+    }
+
     /// `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         match self {

@@ -247,6 +247,11 @@ impl PostgresStore {
         self.guest_role.as_deref()
     }
 
+    /// Closes every connection once the ones in use are given back.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// The schema where steps' SQL finds the application's tables.
     pub fn app_schema(&self) -> &str {
         &self.app_schema

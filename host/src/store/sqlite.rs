@@ -58,10 +58,53 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
+/// The `synchronous` setting a URL asks for, and the URL without it:
+/// `sqlite://acidic.db?synchronous=normal`. FULL, the default, makes every
+/// commit durable across power loss, not only across the process's death;
+/// NORMAL (in WAL mode) may lose the last commits to a power loss or an OS
+/// crash, never to a killed process, and never corrupts the file. OFF is
+/// refused: it would lose committed steps to a crash.
+fn synchronous_of(url: &str) -> Result<(String, SqliteSynchronous)> {
+    let Some((base, query)) = url.split_once('?').filter(|_| url.starts_with("sqlite:")) else {
+        return Ok((url.to_string(), SqliteSynchronous::Full));
+    };
+    let mut synchronous = SqliteSynchronous::Full;
+    let mut rest = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some((key, value)) if key.eq_ignore_ascii_case("synchronous") => {
+                synchronous = match value.to_ascii_lowercase().as_str() {
+                    "full" => SqliteSynchronous::Full,
+                    "normal" => SqliteSynchronous::Normal,
+                    _ => {
+                        return Err(Error::Connect {
+                            target: base.to_string(),
+                            message: format!(
+                                "synchronous={value} is not allowed: use full (the default: \
+                                 every commit survives a power loss) or normal (the last \
+                                 commits may not)"
+                            ),
+                        });
+                    }
+                };
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, synchronous))
+}
+
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// FULL or NORMAL (see [`synchronous_of`]).
+    synchronous: &'static str,
 }
 
 impl SqliteStore {
@@ -69,6 +112,8 @@ impl SqliteStore {
     /// it if `create` (else a missing file is [`Error::NoDatabase`]), and
     /// migrates it.
     pub async fn open(url: &str, create: bool) -> Result<SqliteStore> {
+        let (url, synchronous) = synchronous_of(url)?;
+        let url = url.as_str();
         let options = if url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(url)?
         } else {
@@ -82,8 +127,7 @@ impl SqliteStore {
         let options = options
             .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
-            // FULL makes every commit durable across power loss, not just process death.
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
@@ -119,9 +163,25 @@ impl SqliteStore {
                     other => other.to_string(),
                 },
             })?;
-        let store = SqliteStore { pool };
+        let store = SqliteStore {
+            pool,
+            synchronous: match synchronous {
+                SqliteSynchronous::Normal => "NORMAL",
+                _ => "FULL",
+            },
+        };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Closes every connection once the ones in use are given back.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The `synchronous` setting it runs with: FULL or NORMAL.
+    pub fn synchronous(&self) -> &'static str {
+        self.synchronous
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Db>> {
@@ -544,3 +604,28 @@ include!("shared/rows.rs");
 include!("shared/migrations.rs");
 include!("shared/baseline.rs");
 include!("shared/contract.rs");
+
+#[cfg(test)]
+mod synchronous_tests {
+    use super::*;
+
+    #[test]
+    fn the_url_names_full_or_normal() {
+        let (url, s) = synchronous_of("sqlite://a.db?synchronous=NORMAL").expect("normal");
+        assert_eq!(
+            (url.as_str(), s),
+            ("sqlite://a.db", SqliteSynchronous::Normal)
+        );
+        let (url, s) = synchronous_of("sqlite://a.db?mode=rwc&synchronous=full").expect("full");
+        assert_eq!(
+            (url.as_str(), s),
+            ("sqlite://a.db?mode=rwc", SqliteSynchronous::Full)
+        );
+        let (url, s) = synchronous_of("acidic.db").expect("a path");
+        assert_eq!((url.as_str(), s), ("acidic.db", SqliteSynchronous::Full));
+        let err = synchronous_of("sqlite://a.db?synchronous=off")
+            .expect_err("off")
+            .to_string();
+        assert!(err.contains("synchronous=off is not allowed"), "{err}");
+    }
+}

@@ -15,6 +15,9 @@ use crate::run::RunStatus;
 use crate::runtime::{CallOutcome, StepInput, StepState};
 use crate::store::Store;
 
+mod ride;
+pub use ride::{RideOptions, RideReport, RideRow, ride};
+
 /// Figures from one bench run.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -103,9 +106,9 @@ pub async fn run(manifest: &Path, runs: u32, database_url: Option<&str>) -> Resu
 
 /// The database a bench ran on, with the settings that decide its speed.
 fn described(store: &Store) -> String {
-    match store.backend() {
-        "postgres" => "Postgres (SERIALIZABLE)".to_string(),
-        _ => "SQLite (WAL, synchronous=FULL)".to_string(),
+    match store {
+        Store::Postgres(_) => "Postgres (SERIALIZABLE)".to_string(),
+        Store::Sqlite(s) => format!("SQLite (WAL, synchronous={})", s.synchronous()),
     }
 }
 
