@@ -63,6 +63,9 @@ pub struct RideRow {
     /// Times a caller had to drive a run again because a step failed
     /// (conflicts), per workflow.
     pub redrives_per_wf: f64,
+    /// Runs that failed for good (out of attempts on conflicts alone), in
+    /// all rounds.
+    pub failed: u32,
 }
 
 /// `acidic bench --workload ride`.
@@ -88,8 +91,16 @@ impl std::fmt::Display for RideReport {
         )?;
         writeln!(
             f,
-            "{:<36} {:>2} {:>7} {:>9} {:>8} {:>8} {:>10} {:>9}",
-            "database", "C", "side", "wf/s", "p50 ms", "p99 ms", "commits/wf", "redrive/wf"
+            "{:<36} {:>2} {:>7} {:>9} {:>8} {:>8} {:>10} {:>10} {:>6}",
+            "database",
+            "C",
+            "side",
+            "wf/s",
+            "p50 ms",
+            "p99 ms",
+            "commits/wf",
+            "redrive/wf",
+            "failed"
         )?;
         for r in &self.rows {
             let commits = r
@@ -97,7 +108,7 @@ impl std::fmt::Display for RideReport {
                 .map_or_else(|| "-".to_string(), |c| format!("{c:.2}"));
             writeln!(
                 f,
-                "{:<36} {:>2} {:>7} {:>9.1} {:>8.2} {:>8.2} {:>10} {:>9.3}",
+                "{:<36} {:>2} {:>7} {:>9.1} {:>8.2} {:>8.2} {:>10} {:>10.3} {:>6}",
                 r.database,
                 r.concurrency,
                 r.side,
@@ -105,7 +116,8 @@ impl std::fmt::Display for RideReport {
                 r.p50_ms,
                 r.p99_ms,
                 commits,
-                r.redrives_per_wf
+                r.redrives_per_wf,
+                r.failed
             )?;
         }
         for pair in self.rows.chunks(2) {
@@ -353,6 +365,7 @@ struct Round {
     p99_ms: f64,
     commits_per_wf: Option<f64>,
     redrives_per_wf: f64,
+    failed: u32,
 }
 
 impl Round {
@@ -370,6 +383,7 @@ impl Round {
             p99_ms: at(0.99),
             commits_per_wf,
             redrives_per_wf: f64::from(measured.redrives) / f64::from(workflows),
+            failed: measured.failed,
         }
     }
 
@@ -396,23 +410,33 @@ impl Round {
                 .all(|r| r.commits_per_wf.is_some())
                 .then(|| median(&|r| r.commits_per_wf.unwrap_or(0.0))),
             redrives_per_wf: median(&|r| r.redrives_per_wf),
+            failed: rounds.iter().map(|r| r.failed).sum(),
         }
     }
 }
 
-/// Latencies, wall time and re-drives of one closed loop.
+/// Latencies, wall time, re-drives and runs failed for good of one closed loop.
 struct Loop {
     latencies: Vec<Duration>,
     wall: Duration,
     redrives: u32,
+    failed: u32,
+}
+
+/// How one workflow went.
+struct Drive {
+    redrives: u32,
+    /// It failed for good (conflicts alone: the workload's steps cannot
+    /// fail otherwise).
+    failed: bool,
 }
 
 /// Runs `n` workflows with `c` callers, each taking the next as soon as its
-/// last one is done. `workflow(i)` returns how often it had to re-drive.
+/// last one is done.
 async fn closed_loop<F, Fut>(n: u32, c: usize, workflow: F) -> Result<Loop>
 where
     F: Fn(u32) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Result<u32>> + Send,
+    Fut: Future<Output = Result<Drive>> + Send,
 {
     let next = Arc::new(AtomicU32::new(0));
     let start = Instant::now();
@@ -421,15 +445,17 @@ where
         let (next, workflow) = (Arc::clone(&next), workflow.clone());
         tasks.spawn(async move {
             let mut latencies = Vec::new();
-            let mut redrives = 0;
+            let (mut redrives, mut failed) = (0, 0);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
-                    return Ok::<_, Error>((latencies, redrives));
+                    return Ok::<_, Error>((latencies, redrives, failed));
                 }
                 let started = Instant::now();
-                redrives += workflow(i).await?;
+                let drive = workflow(i).await?;
                 latencies.push(started.elapsed());
+                redrives += drive.redrives;
+                failed += u32::from(drive.failed);
             }
         });
     }
@@ -437,12 +463,14 @@ where
         latencies: Vec::with_capacity(n as usize),
         wall: Duration::ZERO,
         redrives: 0,
+        failed: 0,
     };
     while let Some(done) = tasks.join_next().await {
-        let (latencies, redrives) =
+        let (latencies, redrives, failed) =
             done.map_err(|e| Error::Engine(format!("bench task: {e}")))??;
         out.latencies.extend(latencies);
         out.redrives += redrives;
+        out.failed += failed;
     }
     out.wall = start.elapsed();
     Ok(out)
@@ -455,16 +483,32 @@ fn script(key: &str) -> Value {
 }
 
 /// One workflow through acidic, driven again (as a caller would, with its
-/// key) while a step failed and the run waits to be retried.
-async fn acidic_workflow(host: Arc<Host>, key: String) -> Result<u32> {
+/// key) while a step failed and the run waits to be retried. A run that
+/// failed for good on conflicts is counted, not an error: the bench reports
+/// it.
+async fn acidic_workflow(host: Arc<Host>, key: String) -> Result<Drive> {
     let args = script(&key);
-    for redrive in 0..200 {
+    for redrives in 0..200 {
         let report = host
             .run(RunRequest::new(WORKFLOW, args.clone()).with_key(key.clone()))
             .await;
         match report {
-            Ok(r) if r.status == RunStatus::Succeeded => return Ok(redrive),
+            Ok(r) if r.status == RunStatus::Succeeded => {
+                return Ok(Drive {
+                    redrives,
+                    failed: false,
+                });
+            }
             Ok(r) if r.status == RunStatus::Pending || r.status == RunStatus::Running => {}
+            Ok(r)
+                if r.status == RunStatus::Failed
+                    && r.error.as_ref().is_some_and(|e| e.kind == "conflict") =>
+            {
+                return Ok(Drive {
+                    redrives,
+                    failed: true,
+                });
+            }
             Ok(r) => {
                 return Err(Error::Engine(format!(
                     "bench run {key} ended {}: {:?}",
@@ -541,7 +585,7 @@ impl Bare {
 
 /// One workflow's writes without acidic: per step BEGIN; INSERT the row;
 /// UPSERT the progress row; COMMIT.
-async fn bare_workflow(bare: Arc<Bare>, key: String) -> Result<u32> {
+async fn bare_workflow(bare: Arc<Bare>, key: String) -> Result<Drive> {
     for step in STEPS {
         match &*bare {
             Bare::Sqlite { pool } => {
@@ -582,7 +626,10 @@ async fn bare_workflow(bare: Arc<Bare>, key: String) -> Result<u32> {
             }
         }
     }
-    Ok(0)
+    Ok(Drive {
+        redrives: 0,
+        failed: false,
+    })
 }
 
 /// The database's committed transactions so far (Postgres), read on a
