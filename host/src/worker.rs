@@ -30,7 +30,9 @@ pub struct WorkerOptions {
     pub retention: Option<Duration>,
     /// How often to reap.
     pub reap_every: Duration,
-    /// Exit once nothing is runnable and nothing is in flight (for scripts and tests).
+    /// Exit once nothing is runnable, nothing is in flight and no run waits
+    /// out the backoff of a failed attempt (for scripts and tests; a run
+    /// enqueued with a delay does not keep it).
     pub exit_when_idle: bool,
     /// Claim only runs whose caller gave up on them (the completer's pass).
     pub abandoned_only: bool,
@@ -208,7 +210,22 @@ impl Host {
                 }
             }
             if drained && tasks.is_empty() && options.exit_when_idle {
-                break;
+                // A run whose step failed comes back after its backoff: the
+                // work is not done until it has (the completer's one pass
+                // takes only what is overdue).
+                let retrying = !options.abandoned_only
+                    && !self.stopping()
+                    && self
+                        .store
+                        .retries_waiting(&options.queues)
+                        .await
+                        .unwrap_or_else(|e| {
+                            tracing::warn!("cannot tell whether runs wait to be retried: {e}");
+                            false
+                        });
+                if !retrying {
+                    break;
+                }
             }
             let pause = options.poll * claim_errors.clamp(1, 50);
             tokio::select! {

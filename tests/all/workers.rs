@@ -662,3 +662,46 @@ async fn two_processes_racing_one_key_execute_it_once(env) {
     }
 }
 }
+
+on_each_backend! {
+#[tokio::test]
+async fn exit_when_idle_waits_for_retries_but_not_for_delays(env) {
+    let host = Arc::new(env.host().await);
+    let path = env.scripted(
+        "flaky",
+        "max_attempts = 3",
+        &[("a", "backoff = \"300ms\"\nmax_backoff = \"300ms\"")],
+    );
+    host.register(&path).await.expect("register");
+    // Fails its first attempt, then waits 300 ms before it may run again.
+    let args = json!({ "script": { "a": { "fail": "retryable", "fail_attempts": 1 } } });
+    host.enqueue(
+        RunRequest::new("flaky", args).with_key("retried"),
+        Duration::ZERO,
+        "default",
+    )
+    .await
+    .expect("enqueue");
+    // A run delayed by an hour is not work this pass waits for.
+    host.enqueue(
+        RunRequest::new("flaky", json!({})).with_key("later"),
+        Duration::from_secs(3600),
+        "default",
+    )
+    .await
+    .expect("enqueue");
+    let options = WorkerOptions {
+        exit_when_idle: true,
+        poll: Duration::from_millis(20),
+        ..WorkerOptions::default()
+    };
+    let summary = tokio::time::timeout(Duration::from_secs(30), host.work(options, std::future::pending()))
+        .await
+        .expect("the worker exits")
+        .expect("work");
+    let retried = host.show("retried", Some("flaky")).await.expect("show");
+    assert_eq!(retried.run.status, RunStatus::Succeeded, "{summary:?}");
+    let later = host.show("later", Some("flaky")).await.expect("show");
+    assert_eq!(later.run.status, RunStatus::Pending);
+}
+}

@@ -87,7 +87,7 @@ pub enum Command {
     Worker {
         #[command(flatten)]
         options: WorkerArgs,
-        /// Exit once nothing is runnable and nothing is in flight.
+        /// Exit once nothing is runnable, nothing is in flight and no run waits out a failed attempt's backoff (a run enqueued with --delay does not keep it).
         #[arg(long)]
         exit_when_idle: bool,
     },

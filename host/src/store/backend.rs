@@ -122,6 +122,10 @@ pub(crate) trait Backend {
         make: &(dyn Fn(&RunRecord) -> StoredResponse + Sync),
     ) -> Result<Option<StoredResponse>>;
 
+    /// Whether a pending run in `queues` (all, if empty) waits out the
+    /// backoff of a failed attempt.
+    async fn retries_waiting(&self, queues: &[String]) -> Result<bool>;
+
     /// Runs counted by workflow, queue and status.
     async fn run_counts(&self) -> Result<Vec<RunCount>>;
 

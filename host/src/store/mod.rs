@@ -441,6 +441,12 @@ impl Store {
         forward!(self, s => Backend::response(s, id, &make).await)
     }
 
+    /// Whether a pending run in `queues` (all, if empty) waits out the
+    /// backoff of a failed attempt.
+    pub async fn retries_waiting(&self, queues: &[String]) -> Result<bool> {
+        forward!(self, s => Backend::retries_waiting(s, queues).await)
+    }
+
     /// Runs by workflow, queue and status, with the oldest due pending run.
     pub async fn run_counts(&self) -> Result<Vec<RunCount>> {
         forward!(self, s => Backend::run_counts(s).await)

@@ -26,6 +26,12 @@ const CLAIM_SQL: &str = "SELECT id FROM runs \
          OR (status = 'running' AND locked_until < $5)) \
      ORDER BY available_at, id LIMIT $6 FOR UPDATE SKIP LOCKED";
 
+/// Whether a pending run in the queues waits out the backoff of a failed
+/// attempt (`worker --exit-when-idle` waits for those).
+const RETRY_WAIT_SQL: &str = "SELECT EXISTS (SELECT 1 FROM runs \
+     WHERE ($1::text[] IS NULL OR queue = ANY($2::text[])) \
+       AND status = 'pending' AND step_attempt > 0)";
+
 fn queue_param(queues: &[String]) -> Option<Vec<String>> {
     (!queues.is_empty()).then(|| queues.to_vec())
 }

@@ -104,6 +104,10 @@ impl super::backend::Backend for Backend {
         Backend::response(self, id, make).await
     }
 
+    async fn retries_waiting(&self, queues: &[String]) -> Result<bool> {
+        Backend::retries_waiting(self, queues).await
+    }
+
     async fn run_counts(&self) -> Result<Vec<RunCount>> {
         Backend::run_counts(self).await
     }

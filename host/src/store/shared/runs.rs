@@ -23,6 +23,17 @@ impl Backend {
         Ok(outcome)
     }
 
+    /// Whether a pending run in `queues` (all, if empty) waits out the
+    /// backoff of a failed attempt.
+    pub(super) async fn retries_waiting(&self, queues: &[String]) -> Result<bool> {
+        let queues = queue_param(queues);
+        Ok(sqlx::query_scalar(RETRY_WAIT_SQL)
+            .bind(queues.clone())
+            .bind(queues)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// Leases run `id` to `lease` unless it is final or locked.
     pub(super) async fn claim(&self, id: i64, lease: &Lease) -> Result<StartOutcome> {
         let mut tx = self.begin().await?;
