@@ -135,12 +135,17 @@ impl Scratch {
         Ok(Scratch { tag, dir, postgres })
     }
 
+    /// The Postgres schema of the database called `name`.
+    fn schema(&self, name: &str) -> String {
+        format!("{}_{name}", self.tag)
+    }
+
     /// The URL of the database called `name`.
     fn url(&self, name: &str) -> String {
         match &self.postgres {
             Some(url) => {
                 let sep = if url.contains('?') { '&' } else { '?' };
-                format!("{url}{sep}schema={}_{name}", self.tag)
+                format!("{url}{sep}schema={}", self.schema(name))
             }
             None => self.dir.join(format!("{name}.db")).display().to_string(),
         }
@@ -634,6 +639,12 @@ impl HttpReport {
     }
 }
 
+/// The `q` quantile (0.5, 0.99) of `sorted` latencies, in ms; 0 for none.
+fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
+    sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
 /// Latencies to a row.
 fn row(
     via: &'static str,
@@ -642,17 +653,13 @@ fn row(
     wall: Duration,
 ) -> HttpRow {
     latencies.sort();
-    let at = |q: f64| {
-        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
-        latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
     HttpRow {
         via,
         concurrency,
         requests: latencies.len() as u32,
         per_sec: latencies.len() as f64 / wall.as_secs_f64(),
-        p50_ms: at(0.5),
-        p99_ms: at(0.99),
+        p50_ms: quantile_ms(&latencies, 0.5),
+        p99_ms: quantile_ms(&latencies, 0.99),
     }
 }
 

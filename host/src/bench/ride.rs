@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Scratch, described};
+use super::{Scratch, described, quantile_ms};
 use crate::error::{Error, Result};
 use crate::host::{Host, HostConfig, RunRequest};
 use crate::run::RunStatus;
@@ -163,13 +163,12 @@ pub async fn ride(database_url: Option<&str>, options: &RideOptions) -> Result<R
     for synchronous in targets {
         let scratch = Scratch::new(postgres)?;
         let result = ride_on(&scratch, synchronous.as_deref(), &component, options).await;
-        let urls = [scratch.url("host")];
-        let app = format!("{}_app", scratch.tag);
-        let bare = format!("{}_bare", scratch.tag);
         if let Some(base) = &scratch.postgres {
+            let (app, bare) = (scratch.schema("app"), scratch.schema("bare"));
             drop_schemas(base, &[&app, &bare]).await;
         }
-        scratch.remove(&[&urls[0]]).await;
+        let host = scratch.url("host");
+        scratch.remove(&[&host]).await;
         rows.extend(result?);
     }
     Ok(RideReport {
@@ -197,8 +196,8 @@ async fn ride_on(
     // the guest role's grants cover what is there).
     let (host_url, bare_side) = match (&scratch.postgres, synchronous) {
         (Some(pg), _) => {
-            let app = format!("{}_app", scratch.tag);
-            let bare = format!("{}_bare", scratch.tag);
+            let app = scratch.schema("app");
+            let bare = scratch.schema("bare");
             let side = BareSide::Postgres {
                 url: base_url(pg).to_string(),
                 schema: bare.clone(),
@@ -372,15 +371,10 @@ impl Round {
     fn of(measured: Loop, commits_per_wf: Option<f64>, workflows: u32) -> Round {
         let mut latencies = measured.latencies;
         latencies.sort();
-        let at = |q: f64| {
-            let i =
-                ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
-            latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-        };
         Round {
             wf_per_sec: f64::from(workflows) / measured.wall.as_secs_f64(),
-            p50_ms: at(0.5),
-            p99_ms: at(0.99),
+            p50_ms: quantile_ms(&latencies, 0.5),
+            p99_ms: quantile_ms(&latencies, 0.99),
             commits_per_wf,
             redrives_per_wf: f64::from(measured.redrives) / f64::from(workflows),
             failed: measured.failed,
