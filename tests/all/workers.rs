@@ -269,31 +269,36 @@ async fn sigterm_finishes_the_current_step_and_hands_runs_back(env) {
     setup(&env, &host).await;
     enqueue(&host, 4, 300).await;
 
-    let w = worker(&env, &["--concurrency", "4", "--poll", "20ms"]);
-    let started = Instant::now();
-    while host
-        .runs(&RunFilter {
-            status: Some(RunStatus::Running),
-            ..RunFilter::default()
-        })
-        .await
-        .expect("list")
-        .is_empty()
-        && started.elapsed() < Duration::from_secs(30)
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // A claimed run is `running` before its first step begins, and a worker
+    // told to stop then hands it back without starting one: wait for the
+    // worker's own word that a step is in flight, then stop it.
+    let mut w = worker(&env, &["--concurrency", "4", "--poll", "20ms"]);
+    let stderr = w.stderr.take().expect("stderr");
+    let (began, step_began) = std::sync::mpsc::channel();
+    let log = std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader};
+        let mut text = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("step started") {
+                let _ = began.send(());
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    step_began
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a step started within 30 s");
     let status = Command::new("kill")
         .args(["-TERM", &w.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
-    let out = w.wait_with_output().expect("exit");
-    assert!(
-        out.status.success(),
-        "exit 0 on SIGTERM: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let exit = w.wait().expect("exit");
+    let stderr = log.join().expect("stderr reader");
+    assert!(exit.success(), "exit 0 on SIGTERM: {stderr}");
 
     let runs = host.runs(&RunFilter::default()).await.expect("list");
     assert_eq!(runs.len(), 4);
