@@ -303,10 +303,23 @@ impl Host {
     /// the caller may stop waiting). A run leased by another worker is
     /// [`Error::Locked`]; a key in use with other args [`Error::ArgsMismatch`].
     pub async fn start(&self, request: RunRequest) -> Result<Started> {
-        let workflow = self.latest(&request.workflow).await?;
-        let new = requested_run(&workflow, request, Duration::ZERO, "default")?;
-        let lease = self.lease_for(&workflow.definition);
-        match self.store.start_run(&new, &lease).await? {
+        // The latest version this host knows, not read again per run: the
+        // store creates a run only on the latest, and says when another
+        // process registered a newer one, which is then read.
+        let mut workflow = self.registry().latest_known(&request.workflow).await?;
+        let mut fresh = false;
+        let (new, lease, outcome) = loop {
+            let new = requested_run(&workflow, request.clone(), Duration::ZERO, "default")?;
+            let lease = self.lease_for(&workflow.definition);
+            match self.store.start_run(&new, &lease).await? {
+                StartOutcome::Stale if !fresh => {
+                    workflow = self.latest(&request.workflow).await?;
+                    fresh = true;
+                }
+                outcome => break (new, lease, outcome),
+            }
+        };
+        match outcome {
             StartOutcome::Claimed(run) => Ok(Started::Claimed(ClaimedRun { run, lease })),
             StartOutcome::Final(run) => Ok(Started::Final(run)),
             StartOutcome::Locked {
@@ -320,6 +333,15 @@ impl Host {
             StartOutcome::Mismatch => Err(Error::ArgsMismatch {
                 workflow: new.workflow,
                 key: new.key,
+            }),
+            // Read afresh just now, and already superseded: registrations
+            // racing this start. The caller may start again.
+            StartOutcome::Stale => Err(Error::Conflict {
+                tries: 2,
+                message: format!(
+                    "workflow `{}` got a new version twice while run `{}` started",
+                    new.workflow, new.key
+                ),
             }),
         }
     }
@@ -638,8 +660,8 @@ impl Host {
                     remaining_ms,
                 })
             }
-            StartOutcome::Mismatch => Err(Error::Corrupt(format!(
-                "run {run_id}: claim reported an args mismatch"
+            StartOutcome::Mismatch | StartOutcome::Stale => Err(Error::Corrupt(format!(
+                "run {run_id}: a claim of an existing run reported a new run's outcome"
             ))),
         }
     }

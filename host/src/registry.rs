@@ -20,16 +20,35 @@ use crate::workflow::{Definition, Workflow};
 #[derive(Default)]
 pub(crate) struct WorkflowCache(Mutex<Versions>);
 
-/// Workflow versions by name and version.
-type Versions = HashMap<(String, u32), Arc<Workflow>>;
+/// Workflow versions by name and version, and the latest version read of
+/// each workflow.
+#[derive(Default)]
+struct Versions {
+    by_version: HashMap<(String, u32), Arc<Workflow>>,
+    latest: HashMap<String, Arc<Workflow>>,
+}
 
 impl WorkflowCache {
     fn get(&self, key: &(String, u32)) -> Result<Option<Arc<Workflow>>> {
-        Ok(self.lock()?.get(key).cloned())
+        Ok(self.lock()?.by_version.get(key).cloned())
     }
 
     fn insert(&self, key: (String, u32), workflow: Arc<Workflow>) -> Result<()> {
-        self.lock()?.insert(key, workflow);
+        self.lock()?.by_version.insert(key, workflow);
+        Ok(())
+    }
+
+    fn latest(&self, name: &str) -> Result<Option<Arc<Workflow>>> {
+        Ok(self.lock()?.latest.get(name).cloned())
+    }
+
+    fn set_latest(&self, workflow: Arc<Workflow>) -> Result<()> {
+        let mut versions = self.lock()?;
+        let name = workflow.definition.name.clone();
+        versions
+            .by_version
+            .insert((name.clone(), workflow.version), workflow.clone());
+        versions.latest.insert(name, workflow);
         Ok(())
     }
 
@@ -210,9 +229,19 @@ impl Registry<'_> {
             .await?
             .ok_or_else(|| Error::UnknownWorkflow(name.to_string()))?;
         let workflow = Arc::new(workflow);
-        self.cache
-            .insert((name.to_string(), workflow.version), workflow.clone())?;
+        self.cache.set_latest(workflow.clone())?;
         Ok(workflow)
+    }
+
+    /// The latest version of workflow `name` this host has read, without
+    /// asking the store again; else [`Registry::latest`]. It may be stale:
+    /// [`crate::store::Store::start_run`] refuses to start a new run on a
+    /// version that is not the latest, and the caller reads it again.
+    pub(crate) async fn latest_known(&self, name: &str) -> Result<Arc<Workflow>> {
+        match self.cache.latest(name)? {
+            Some(workflow) => Ok(workflow),
+            None => self.latest(name).await,
+        }
     }
 
     /// Version `version` of workflow `name`, the one a run is pinned to:

@@ -400,6 +400,10 @@ pub struct FailureRecord {
     pub logs: Option<String>,
     /// The HTTP status the step set for its run's answer, if any.
     pub http_status: Option<u16>,
+    /// Whether the failure counts against the step's `max_attempts`: not a
+    /// conflict's (the attempt number still counts up, the budget does not
+    /// shrink).
+    pub uses_attempt: bool,
 }
 
 /// The failure of a waiting parent's step because an awaited run failed for good.
@@ -467,6 +471,10 @@ pub enum StartOutcome {
     },
     /// The key exists with other args.
     Mismatch,
+    /// No run has the key, and a version of the workflow newer than the
+    /// one asked for exists: nothing was written (a new run starts on the
+    /// latest version only).
+    Stale,
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -581,3 +581,97 @@ async fn a_changed_applied_migration_is_refused_at_start(env) {
     }
 }
 }
+
+on_each_backend! {
+/// Eight runs at once each read and bump one row, then hold their
+/// transaction open: on Postgres they collide (SERIALIZABLE fails all but
+/// one), on SQLite the one writer queues them. Each step has one attempt,
+/// yet every run succeeds and the row counts each step once: a conflict is
+/// tried again without using an attempt, and leaves no failure behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_are_tried_again_without_using_an_attempt(env) {
+    const RUNS: usize = 8;
+    let host = std::sync::Arc::new(env.host().await);
+    let counter = env.app_table("counter", "id BIGINT PRIMARY KEY, n BIGINT NOT NULL");
+    env.app_sql(&format!("INSERT INTO {counter} (id, n) VALUES (1, 0)"));
+    let path = env.scripted(
+        "bump",
+        "max_attempts = 1\ntimeout = \"20s\"",
+        &[("bump", "sql = \"read-write\"")],
+    );
+    host.register(&path).await.expect("register");
+    let step = json!({
+        "sql": [
+            { "query": format!("SELECT n FROM {counter} WHERE id = 1"), "params": [], "into": "seen" },
+            { "execute": format!("UPDATE {counter} SET n = n + 1 WHERE id = 1"), "params": [] },
+        ],
+        "sleep_ms": 30,
+    });
+    let tasks: Vec<_> = (0..RUNS)
+        .map(|i| {
+            let host = host.clone();
+            let args = json!({ "script": { "bump": step.clone() }, "i": i });
+            tokio::spawn(async move {
+                host.run(RunRequest::new("bump", args).with_key(format!("bump-{i}")))
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let report = task.await.expect("task").expect("run");
+        assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    }
+    assert_eq!(env.app_count(&counter, "n = 8"), 1, "each step bumped the row once");
+    for i in 0..RUNS {
+        let shown = host.show(&format!("bump-{i}"), None).await.expect("show");
+        let outcomes: Vec<_> = shown.timeline.iter().map(|e| e.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["finished"], "no failure recorded: {outcomes:?}");
+    }
+    let metrics = host.telemetry().encode(host.store()).await.expect("metrics");
+    if env.backend == crate::harness::Backend::Postgres {
+        assert!(
+            metrics.contains("outcome=\"conflict\""),
+            "the runs did collide: {metrics}"
+        );
+    }
+}
+}
+
+/// A host keeps the latest version of a workflow it read; a version another
+/// process registers afterwards is still the one a new run starts on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_run_starts_on_a_version_another_process_registered() {
+    let env = Env::new();
+    let first = env.host().await;
+    let path = env.scripted("versioned", "", &[("only", "")]);
+    first.register(&path).await.expect("register v1");
+    let one = first
+        .run(RunRequest::new("versioned", json!({ "n": 1 })))
+        .await
+        .expect("run on v1");
+    assert_eq!(one.status, RunStatus::Succeeded);
+
+    let other = env.host().await;
+    let path = env.scripted("versioned", "", &[("only", ""), ("then", "")]);
+    let v2 = other.register(&path).await.expect("register v2");
+    assert_eq!(v2.version, 2);
+
+    let two = first
+        .run(RunRequest::new("versioned", json!({ "n": 2 })))
+        .await
+        .expect("run on v2");
+    let run = first.find(&two.key, Some("versioned")).await.expect("find");
+    assert_eq!(
+        run.workflow_version, 2,
+        "started on the version registered elsewhere"
+    );
+    let steps: Vec<_> = first
+        .show(&two.key, None)
+        .await
+        .expect("show")
+        .timeline
+        .iter()
+        .map(|e| e.step.clone())
+        .collect();
+    assert_eq!(steps, ["only", "then"]);
+}

@@ -33,6 +33,17 @@ const ROLLBACK_WAIT: Duration = Duration::from_secs(10);
 
 /// Longest error message kept of a failed step (the guest's own included).
 const MAX_ERROR_MESSAGE: usize = 16 << 10;
+
+/// How long a step whose transaction lost a conflict (a serialization
+/// failure, a deadlock, a busy database) is tried again at once, none of
+/// those tries counted against its attempts. Past it, the run is handed back
+/// to wait out the step's backoff, still without using an attempt: a run
+/// never fails for good because of conflicts alone.
+const CONFLICT_WINDOW: Duration = Duration::from_secs(10);
+
+/// The pauses between those tries: 1 ms doubling to 100 ms, jittered.
+const CONFLICT_BACKOFF: crate::backoff::Backoff =
+    crate::backoff::Backoff::new(Duration::from_millis(1), Duration::from_millis(100));
 use crate::workflow::StepDef;
 
 /// A step call that committed.
@@ -127,6 +138,8 @@ impl Executor<'_> {
         if run.attempts == 0 && run.step_attempt == 0 {
             self.telemetry.first_claim(&run.workflow, run.created_at);
         }
+        // The current step's conflicts: when the first was, and how many.
+        let mut conflicts: Option<(Instant, u32)> = None;
         loop {
             // Asked to cancel while another worker's step ran (and that
             // worker died before it could), or a claim of such a run.
@@ -178,6 +191,7 @@ impl Executor<'_> {
                     run.step_attempt = 0;
                     run.step_attempt_base = 0;
                     run.attempts += 1;
+                    conflicts = None;
                     if let Some(by) = done.cancel_requested {
                         tracing::info!(run = %run.key, step = %step.name, "the step committed; the run is cancelled, as {by} asked");
                         self.cancel_requested(&run, Some(lease), &by, &mut report)
@@ -203,8 +217,32 @@ impl Executor<'_> {
                     }
                 }
                 Err(failed) => {
-                    let retry_in =
-                        retry_delay(step, call.attempt, run.step_attempt_base, failed.retryable);
+                    let (failed, retry_in, uses_attempt) = if failed.kind == ErrorKind::Conflict {
+                        // Nothing of the step committed: run it again, soon.
+                        let (since, tries) = conflicts.get_or_insert((Instant::now(), 0));
+                        *tries += 1;
+                        if since.elapsed() < CONFLICT_WINDOW {
+                            let pause = CONFLICT_BACKOFF.delay(*tries);
+                            tracing::debug!(run = %run.key, step = %step.name, tries = *tries, ?pause, "step conflicted, trying again: {}", failed.message);
+                            tokio::time::sleep(pause).await;
+                            continue;
+                        }
+                        let message = format!(
+                            "{} ({tries} tries in {:?}; the run waits out its backoff, no attempt used)",
+                            failed.message,
+                            since.elapsed()
+                        );
+                        let retry_in = step.policy.backoff_after(call.attempt);
+                        (Failed { message, ..failed }, Some(retry_in), false)
+                    } else {
+                        let retry_in = retry_delay(
+                            step,
+                            call.attempt,
+                            run.step_attempt_base,
+                            failed.retryable,
+                        );
+                        (failed, retry_in, true)
+                    };
                     let failure = StepFailure {
                         step: step.name.clone(),
                         kind: failed.kind.to_string(),
@@ -228,6 +266,7 @@ impl Executor<'_> {
                         parent,
                         logs: failed.logs.clone(),
                         http_status: failed.http_status,
+                        uses_attempt,
                     };
                     match self.store.record_failure(&record).await? {
                         FailureOutcome::Recorded => {}
@@ -294,17 +333,12 @@ impl Executor<'_> {
             call.step,
             run.attributes.clone(),
         );
-        // A step granted SQL runs inside its own transaction from the start,
-        // so its writes and its recovery point commit together. Dropping the
-        // transaction on any failure below rolls the guest's SQL back.
+        // A step granted SQL runs inside its own transaction (begun by its
+        // first statement), so its writes and its recovery point commit
+        // together. Dropping the transaction on any failure below rolls the
+        // guest's SQL back.
         if call.step.sql.is_some() {
-            match self.store.begin_step().await {
-                Ok(tx) => state = state.with_step_tx(tx),
-                Err(e) => {
-                    let message = format!("cannot open the step's transaction: {e}");
-                    return Ok(Err(Failed::new(ErrorKind::Conflict, message, true)));
-                }
-            }
+            state = state.with_step_tx(self.store.begin_step());
         }
         let (mut state, outcome) = self
             .runtime

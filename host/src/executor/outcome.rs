@@ -70,7 +70,10 @@ pub(super) fn classify(facts: CallFacts<'_>, outcome: CallOutcome) -> Result<Ste
         } else {
             format!("{}; the step then failed: {detail}", refusal.message)
         };
-        let retryable = refusal.retryable && guest_retryable;
+        // A conflict is the database's, not the guest's, to judge: the
+        // step runs again whatever the guest made of it.
+        let retryable =
+            refusal.kind == ErrorKind::Conflict || (refusal.retryable && guest_retryable);
         return Err(Failed::new(refusal.kind, message, retryable));
     }
     let answer = match outcome {
@@ -174,7 +177,7 @@ mod tests {
         };
         let conflict = || {
             Some(Refusal::new(
-                ErrorKind::SqlError,
+                ErrorKind::Conflict,
                 "SQL error: could not serialize",
             ))
         };
@@ -310,16 +313,16 @@ mod tests {
                     ..CallFacts::default()
                 },
                 passed_on(true),
-                Want::Fail(ErrorKind::SqlError, true, "call 2: SQL error"),
+                Want::Fail(ErrorKind::Conflict, true, "call 2: SQL error"),
             ),
             (
-                "a conflict the guest declared fatal: its verdict wins",
+                "a conflict the guest declared fatal: still a conflict, tried again",
                 CallFacts {
                     refusal: conflict(),
                     ..CallFacts::default()
                 },
                 passed_on(false),
-                Want::Fail(ErrorKind::SqlError, false, "could not serialize"),
+                Want::Fail(ErrorKind::Conflict, true, "could not serialize"),
             ),
             (
                 "a refusal the guest handled",

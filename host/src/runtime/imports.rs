@@ -521,6 +521,17 @@ impl StepState {
                 let message = format!("SQL refused by the database's privileges: {message}");
                 self.sql_refused(ErrorKind::SqlRefused, message)
             }
+            // The step's transaction lost to another: the whole step runs
+            // again (the executor's conflict retries), whatever the guest does.
+            (dialect, code) if sql_conflict(dialect, code) => {
+                let message = format!("SQL conflict: {message}");
+                self.note_refusal(Refusal {
+                    kind: ErrorKind::Conflict,
+                    message: message.clone(),
+                    retryable: true,
+                });
+                sql::SqlError::Failed(message)
+            }
             (dialect, code) => {
                 let message = format!("SQL error: {message}");
                 // A constraint, a missing table, a syntax error: the same
@@ -540,6 +551,19 @@ impl StepState {
 
 /// Longest database error message a guest is given.
 const MAX_SQL_MESSAGE: usize = 4 << 10;
+
+/// Whether a database error code says the step's transaction collided with
+/// another: serialization_failure, deadlock_detected (Postgres); SQLITE_BUSY,
+/// SQLITE_LOCKED (SQLite, with their extended codes).
+fn sql_conflict(dialect: Dialects, code: Option<&str>) -> bool {
+    match (dialect, code) {
+        (Dialects::Postgres, Some(code)) => matches!(code, "40001" | "40P01"),
+        (Dialects::Sqlite, Some(code)) => {
+            matches!(code.parse::<u32>().map(|n| n & 0xff), Ok(5 | 6))
+        }
+        (_, None) => false,
+    }
+}
 
 /// Whether a database error code says the statement may succeed on a later
 /// try: a serialization failure or deadlock, a lost connection, a server out

@@ -78,6 +78,9 @@ pub const DEFAULT_APP_SCHEMA: &str = "public";
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Where the shared SQL writes outside a transaction: the same pool
+    /// (SQLite's store has a writer of its own).
+    writer: PgPool,
     schema: String,
     app_schema: String,
     /// The role guest SQL runs under, if the connecting user could set it up.
@@ -136,6 +139,7 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         let mut store = PostgresStore {
+            writer: pool.clone(),
             pool,
             schema,
             app_schema,
@@ -342,26 +346,38 @@ fn split_schema(url: &str) -> Result<(String, String, String)> {
 pub struct StepTx {
     tx: Transaction<'static, Db>,
     schema: String,
+    /// How the last guest statement's savepoint ends (released, or rolled
+    /// back to), sent ahead of the next statement on the transaction rather
+    /// than as a round trip of its own.
+    ending: Option<&'static str>,
 }
+
+/// How a guest statement's savepoint ends when the statement succeeded, and
+/// when it failed (the savepoint is released either way, so failures do
+/// not pile up nested subtransactions).
+const RELEASE: &str = "RELEASE SAVEPOINT acidic_guest";
+const UNDO: &str = "ROLLBACK TO SAVEPOINT acidic_guest; RELEASE SAVEPOINT acidic_guest";
 
 impl PostgresStore {
     /// Opens a step transaction for guest SQL.
     pub async fn begin_step(&self) -> Result<StepTx> {
-        let mut tx = self.begin().await?;
         // Checked to be a plain identifier in `split_schema`; the role is derived from one.
         let role = match &self.guest_role {
             Some(role) => format!("; SET LOCAL ROLE \"{role}\""),
             None => String::new(),
         };
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "SET LOCAL search_path TO \"{}\"{role}",
-            self.app_schema
-        )))
-        .execute(&mut *tx)
-        .await?;
+        // One round trip: the transaction, and the guest's view in it.
+        let tx = self
+            .pool
+            .begin_with(sqlx::AssertSqlSafe(format!(
+                "BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL search_path TO \"{}\"{role}",
+                self.app_schema
+            )))
+            .await?;
         Ok(StepTx {
             tx,
             schema: self.schema.clone(),
+            ending: None,
         })
     }
 }
@@ -418,20 +434,22 @@ impl StepTx {
     ) -> Result<T> {
         let ms = limits.time_left().as_millis().max(1);
         let budget = limits.max_bytes;
+        let ending = self
+            .ending
+            .take()
+            .map(|e| format!("{e}; "))
+            .unwrap_or_default();
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "SAVEPOINT acidic_guest; SET LOCAL statement_timeout = {ms}; \
+            "{ending}SAVEPOINT acidic_guest; SET LOCAL statement_timeout = {ms}; \
              SET LOCAL {} = {budget}",
             crate::sql::rows::BUDGET_SETTING
         )))
         .execute(&mut *self.tx)
         .await?;
         let result = run(self).await.map_err(|e| over_budget(e, budget));
-        let end = if result.is_ok() {
-            "RELEASE SAVEPOINT acidic_guest"
-        } else {
-            "ROLLBACK TO SAVEPOINT acidic_guest"
-        };
-        sqlx::query(end).execute(&mut *self.tx).await?;
+        // Nothing runs on the transaction before the next statement or the
+        // commit, which send this first.
+        self.ending = Some(if result.is_ok() { RELEASE } else { UNDO });
         result
     }
 
@@ -486,8 +504,13 @@ impl StepTx {
     /// engine's own statements run as the connecting user again, in the
     /// engine's schema, with no statement timeout of the guest's.
     pub async fn commit(mut self, c: &StepCommit) -> Result<CommitOutcome> {
+        let ending = self
+            .ending
+            .take()
+            .map(|e| format!("{e}; "))
+            .unwrap_or_default();
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "RESET ROLE; SET LOCAL search_path TO \"{}\"; SET LOCAL statement_timeout = 0",
+            "{ending}RESET ROLE; SET LOCAL search_path TO \"{}\"; SET LOCAL statement_timeout = 0",
             self.schema
         )))
         .execute(&mut *self.tx)

@@ -108,7 +108,13 @@ fn synchronous_of(url: &str) -> Result<(String, SqliteSynchronous)> {
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Readers: WAL lets them run beside the one writer.
     pool: SqlitePool,
+    /// The one connection this process writes on. SQLite has one writer per
+    /// file: queueing this process's write transactions here, first come
+    /// first served, replaces their colliding on the file lock and sleeping
+    /// in SQLite's busy handler (other processes still meet them there).
+    writer: SqlitePool,
     /// FULL or NORMAL (see [`synchronous_of`]).
     synchronous: &'static str,
 }
@@ -136,30 +142,35 @@ impl SqliteStore {
             .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            // A connection whose COMMIT or ROLLBACK failed (a full disk, an
-            // I/O error) stays inside a transaction that no longer exists,
-            // and every BEGIN on it would fail: it is closed instead of
-            // kept, so the pool opens a fresh one once the disk has room.
-            .after_release(|conn, _| {
-                Box::pin(async move {
-                    if !conn.is_in_transaction() {
-                        return Ok(true);
-                    }
-                    // A dropped transaction's rollback is queued on the
-                    // connection: a round trip lets it run first.
-                    conn.ping().await?;
-                    let healthy = !conn.is_in_transaction();
-                    if !healthy {
-                        tracing::warn!("closing a database connection stuck in a failed transaction");
-                    }
-                    Ok(healthy)
+        let pools = |max: u32| {
+            SqlitePoolOptions::new()
+                .max_connections(max)
+                // As long as the busy handler waits for another process's lock.
+                .acquire_timeout(Duration::from_secs(30))
+                // A connection whose COMMIT or ROLLBACK failed (a full disk, an
+                // I/O error) stays inside a transaction that no longer exists,
+                // and every BEGIN on it would fail: it is closed instead of
+                // kept, so the pool opens a fresh one once the disk has room.
+                .after_release(|conn, _| {
+                    Box::pin(async move {
+                        if !conn.is_in_transaction() {
+                            return Ok(true);
+                        }
+                        // A dropped transaction's rollback is queued on the
+                        // connection: a round trip lets it run first.
+                        conn.ping().await?;
+                        let healthy = !conn.is_in_transaction();
+                        if !healthy {
+                            tracing::warn!(
+                                "closing a database connection stuck in a failed transaction"
+                            );
+                        }
+                        Ok(healthy)
+                    })
                 })
-            })
-            .connect_with(options)
-            .await
-            .map_err(|e| Error::Connect {
+        };
+        let connect_error = |e: sqlx::Error| {
+            Error::Connect {
                 target: file.display().to_string(),
                 message: match &e {
                     sqlx::Error::Database(db) if db.code().as_deref() == Some("14") => {
@@ -168,9 +179,25 @@ impl SqliteStore {
                     sqlx::Error::Database(db) => db.message().to_string(),
                     other => other.to_string(),
                 },
-            })?;
+        }
+        };
+        // The writer first: it creates the file, and the readers find it.
+        // (An in-memory database is one per connection: one, for both.)
+        let writer = pools(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(connect_error)?;
+        let pool = if in_memory {
+            writer.clone()
+        } else {
+            pools(8)
+                .connect_with(options)
+                .await
+                .map_err(connect_error)?
+        };
         let store = SqliteStore {
             pool,
+            writer,
             synchronous: match synchronous {
                 SqliteSynchronous::Normal => "NORMAL",
                 _ => "FULL",
@@ -182,6 +209,7 @@ impl SqliteStore {
 
     /// Closes every connection once the ones in use are given back.
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 
@@ -191,7 +219,7 @@ impl SqliteStore {
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Db>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     async fn begin_claim(&self) -> Result<Transaction<'static, Db>> {

@@ -1,17 +1,19 @@
 //! The step transaction, in one place: where it begins, what a guest's SQL
 //! runs on, and the one way it ends.
 //!
-//! A step granted `sql` gets its transaction before its guest runs
-//! ([`Store::begin_step`]); the guest's statements run on it; then
-//! [`Store::commit`] writes the step's effects onto it (attributes, staged
-//! runs, the timeline entry, the new recovery point) fenced on the lease,
-//! and commits, or rolls everything back, the guest's SQL included, if the
-//! fence fails. A step without SQL commits the same way on a transaction
-//! opened just for the commit. Dropping a [`StepTx`] (a failed, timed-out or
-//! cancelled step) rolls it back. The writes themselves are in
-//! `shared/commit.rs` (`end_step_tx`, `commit_step_in`), the same SQL for
-//! both backends; the lease is checked inside the commit, so a worker that
-//! lost it cannot advance the run.
+//! A step granted `sql` gets a [`StepTx`] before its guest runs
+//! ([`Store::begin_step`]); the database transaction itself begins with the
+//! guest's first statement (so a step holds no connection, and on SQLite no
+//! write lock, while its component starts), and the guest's statements run
+//! on it; then [`Store::commit`] writes the step's effects onto it
+//! (attributes, staged runs, the timeline entry, the new recovery point)
+//! fenced on the lease, and commits, or rolls everything back, the guest's
+//! SQL included, if the fence fails. A step that ran no SQL commits the same
+//! way on a transaction opened just for the commit. Dropping a [`StepTx`] (a
+//! failed, timed-out or cancelled step) rolls it back. The writes themselves
+//! are in `shared/commit.rs` (`end_step_tx`, `commit_step_in`), the same SQL
+//! for both backends; the lease is checked inside the commit, so a worker
+//! that lost it cannot advance the run.
 
 use super::backend::Backend;
 use super::{GuestLimits, SqlRows, SqlValue, Store, Transient, postgres, sqlite, transient};
@@ -19,8 +21,14 @@ use crate::error::{Error, Result};
 use crate::run::{CommitOutcome, StepCommit};
 
 impl Store {
-    /// Opens a step's own transaction, for a step granted SQL.
-    pub async fn begin_step(&self) -> Result<StepTx> {
+    /// A step's own transaction, for a step granted SQL: it begins with the
+    /// guest's first statement.
+    pub fn begin_step(&self) -> StepTx {
+        StepTx::Unopened(self.clone())
+    }
+
+    /// Begins a step's transaction on the database.
+    async fn open_step(&self) -> Result<StepTx> {
         match self {
             Store::Sqlite(s) => Ok(StepTx::Sqlite(s.begin_step().await?)),
             Store::Postgres(s) => Ok(StepTx::Postgres(s.begin_step().await?)),
@@ -34,8 +42,8 @@ impl Store {
     /// [`Error::Conflict`], and the step is retried by its policy.
     pub async fn commit(&self, tx: Option<StepTx>, c: &StepCommit) -> Result<CommitOutcome> {
         match tx {
+            Some(StepTx::Unopened(_)) | None => self.commit_step(c).await,
             Some(tx) => tx.commit(c).await,
-            None => self.commit_step(c).await,
         }
     }
 
@@ -50,6 +58,8 @@ impl Store {
 /// on it, and the step's commit (fenced on the lease) ends it. Dropping it
 /// rolls everything back.
 pub enum StepTx {
+    /// Not begun yet: the guest has run no statement.
+    Unopened(Store),
     /// On SQLite.
     Sqlite(sqlite::StepTx),
     /// On Postgres.
@@ -63,6 +73,14 @@ impl std::fmt::Debug for StepTx {
 }
 
 impl StepTx {
+    /// Begins the transaction on the database, if it has not begun.
+    async fn opened(&mut self) -> Result<&mut StepTx> {
+        if let StepTx::Unopened(store) = self {
+            *self = store.open_step().await?;
+        }
+        Ok(self)
+    }
+
     /// Runs a checked INSERT, UPDATE or DELETE, within `grant` and `limits`.
     pub async fn execute(
         &mut self,
@@ -71,9 +89,10 @@ impl StepTx {
         grant: &crate::sql::SqlGrant,
         limits: &GuestLimits,
     ) -> Result<u64> {
-        match self {
+        match self.opened().await? {
             StepTx::Sqlite(t) => t.execute(sql, params, grant, limits).await,
             StepTx::Postgres(t) => t.execute(sql, params, grant, limits).await,
+            StepTx::Unopened(_) => Err(not_opened()),
         }
     }
 
@@ -85,9 +104,10 @@ impl StepTx {
         grant: &crate::sql::SqlGrant,
         limits: &GuestLimits,
     ) -> Result<SqlRows> {
-        match self {
+        match self.opened().await? {
             StepTx::Sqlite(t) => t.query(sql, params, grant, limits).await,
             StepTx::Postgres(t) => t.query(sql, params, grant, limits).await,
+            StepTx::Unopened(_) => Err(not_opened()),
         }
     }
 
@@ -98,6 +118,7 @@ impl StepTx {
         let result = match self {
             StepTx::Sqlite(t) => t.commit(c).await,
             StepTx::Postgres(t) => t.commit(c).await,
+            StepTx::Unopened(store) => store.commit_step(c).await,
         };
         match result {
             Err(e) if transient(&e) == Some(Transient::Conflict) => Err(Error::Conflict {
@@ -113,6 +134,12 @@ impl StepTx {
         match self {
             StepTx::Sqlite(t) => t.rollback().await,
             StepTx::Postgres(t) => t.rollback().await,
+            StepTx::Unopened(_) => Ok(()),
         }
     }
+}
+
+/// A transaction that [`StepTx::opened`] had just begun was not there.
+fn not_opened() -> Error {
+    Error::Engine("the step's transaction did not begin".into())
 }

@@ -1,18 +1,14 @@
 // Awaits: what a child's success or failure does to the parent waiting for it.
 // Written once for both backends: see `prelude.rs`.
 
-/// Run `id` just succeeded: if a waiting parent awaits it, count it off, and
-/// when it was the last one, move the parent on (runnable at its next step,
-/// or succeeded), which may in turn complete the parent's own parent.
-async fn child_succeeded(conn: &mut Conn, id: i64, now: i64) -> Result<()> {
-    let mut child = id;
+/// A run just succeeded, staged by `parent` (and `awaited` by it): if the
+/// parent waits for it, count it off, and when it was the last one, move the
+/// parent on (runnable at its next step, or succeeded), which may in turn
+/// complete the parent's own parent.
+async fn child_succeeded(conn: &mut Conn, parent: Option<i64>, awaited: bool, now: i64) -> Result<()> {
+    let (mut up, mut awaited) = (parent, awaited);
     loop {
-        let row = sqlx::query("SELECT parent_run_id, awaited FROM runs WHERE id = $1")
-            .bind(child)
-            .fetch_one(&mut *conn)
-            .await?;
-        let parent: Option<i64> = row.try_get("parent_run_id")?;
-        let (Some(parent), true) = (parent, row.try_get::<bool, _>("awaited")?) else {
+        let (Some(parent), true) = (up, awaited) else {
             return Ok(());
         };
         let left: Option<i64> = sqlx::query_scalar(
@@ -69,7 +65,11 @@ async fn child_succeeded(conn: &mut Conn, id: i64, now: i64) -> Result<()> {
         if !finished {
             return Ok(());
         }
-        child = parent;
+        let row = sqlx::query("SELECT parent_run_id, awaited FROM runs WHERE id = $1")
+            .bind(parent)
+            .fetch_one(&mut *conn)
+            .await?;
+        (up, awaited) = (row.try_get("parent_run_id")?, row.try_get("awaited")?);
     }
 }
 

@@ -22,6 +22,7 @@ impl Backend {
         };
         let updated = sqlx::query(
             "UPDATE runs SET status = $1, attempts = attempts + 1, step_attempt = step_attempt + 1, \
+               step_attempt_base = step_attempt_base + CASE WHEN $11 THEN 0 ELSE 1 END, \
                last_error_step = $2, last_error_kind = $3, last_error_message = $4, last_error_attempt = $5, \
                available_at = $6, locked_by = NULL, locked_until = NULL, updated_at = $7, finished_at = $8 \
              WHERE id = $9 AND locked_by = $10 AND status = 'running' \
@@ -37,6 +38,7 @@ impl Backend {
         .bind(finished_at)
         .bind(f.run_id)
         .bind(&f.lease.owner)
+        .bind(f.uses_attempt)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(updated) = updated else {
@@ -112,7 +114,8 @@ async fn commit_step_in(tx: &mut Transaction<'static, Db>, c: &StepCommit) -> Re
            response_code = CASE WHEN $9 THEN COALESCE($14, http_status, 201) ELSE NULL END, \
            response_body = CASE WHEN $9 THEN $4 ELSE NULL END \
          WHERE id = $11 AND locked_by = $12 AND recovery_point = $13 AND status = 'running' \
-         RETURNING cancel_requested_by",
+         RETURNING cancel_requested_by, parent_run_id, awaited, \
+           EXISTS (SELECT 1 FROM runs c WHERE c.parent_run_id = $11 AND c.awaited = TRUE) AS awaits_runs",
     )
     .bind(recovery_point)
     .bind(&attributes)
@@ -136,12 +139,17 @@ async fn commit_step_in(tx: &mut Transaction<'static, Db>, c: &StepCommit) -> Re
     // An operator asked to cancel the run while this step ran: the step
     // commits, and the run goes no further (the executor cancels it).
     let cancel_requested: Option<String> = updated.try_get("cancel_requested_by")?;
+    let parent: Option<i64> = updated.try_get("parent_run_id")?;
+    let awaited: bool = updated.try_get("awaited")?;
 
-    // What this step awaits replaces whatever an earlier attempt awaited.
-    sqlx::query("UPDATE runs SET awaited = FALSE WHERE parent_run_id = $1 AND awaited = TRUE")
-        .bind(c.run_id)
-        .execute(&mut **tx)
-        .await?;
+    // What this step awaits replaces whatever an earlier step or attempt
+    // awaited (the statement is skipped when the run awaits none).
+    if updated.try_get::<bool, _>("awaits_runs")? {
+        sqlx::query("UPDATE runs SET awaited = FALSE WHERE parent_run_id = $1 AND awaited = TRUE")
+            .bind(c.run_id)
+            .execute(&mut **tx)
+            .await?;
+    }
     let waiting_for = match stage_in(tx, c, now).await? {
         Ok(waiting_for) => waiting_for,
         Err(conflict) => return Ok(conflict),
@@ -184,7 +192,7 @@ async fn commit_step_in(tx: &mut Transaction<'static, Db>, c: &StepCommit) -> Re
         )
         .await?;
         if done {
-            child_succeeded(tx, c.run_id, now).await?;
+            child_succeeded(tx, parent, awaited, now).await?;
         }
     }
     Ok(match cancel_requested {

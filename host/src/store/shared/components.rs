@@ -13,7 +13,7 @@ impl Backend {
             .bind(bytes)
             .bind(bytes.len() as i64)
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }

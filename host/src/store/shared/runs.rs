@@ -4,18 +4,22 @@
 impl Backend {
     /// Finds the run of `new.workflow` with `new.key`, creating it if absent,
     /// and leases it to `lease` unless it is final, locked, or has other args.
+    /// A new run is created only on its workflow's latest version: if a
+    /// newer one exists, nothing is written and the outcome is
+    /// [`StartOutcome::Stale`].
     pub(super) async fn start_run(&self, new: &NewRun, lease: &Lease) -> Result<StartOutcome> {
+        // The common case, a new key: one statement, which commits alone.
+        let now = now_ms();
+        if let Some(run) = insert_started(&self.writer, new, now, lease).await? {
+            return Ok(StartOutcome::Claimed(Box::new(run)));
+        }
         let mut tx = self.begin().await?;
         let existing = fetch_run(&mut tx, By::Key(&new.workflow, &new.key)).await?;
         let now = now_ms();
         let outcome = match existing {
-            None => {
-                let id = insert_run(&mut tx, new, now, Some(lease)).await?;
-                let run = fetch_run(&mut tx, By::Id(id))
-                    .await?
-                    .ok_or_else(|| Error::Corrupt(format!("run {id} vanished")))?;
-                StartOutcome::Claimed(Box::new(run))
-            }
+            // Not inserted, yet no run has the key: a newer version exists
+            // (or the run was reaped just now; starting again serves both).
+            None => StartOutcome::Stale,
             Some(run) if run.args_hash != args_hash(&new.args) => StartOutcome::Mismatch,
             Some(run) => claim_in(&mut tx, run, lease, now).await?,
         };
@@ -95,7 +99,7 @@ impl Backend {
         .bind(now + ms(lease.ttl))
         .bind(id)
         .bind(&lease.owner)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(updated.rows_affected() == 1)
     }
@@ -210,7 +214,7 @@ impl Backend {
         .bind(now_ms())
         .bind(id)
         .bind(&lease.owner)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -243,7 +247,7 @@ impl Backend {
         .bind(now)
         .bind(upgrade.map(|u| i64::from(u.version)))
         .bind(upgrade.map(|u| u.definition_hash.as_str()))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(updated.rows_affected() == 1)
     }
@@ -311,7 +315,7 @@ impl Backend {
         id: i64,
         make: &(dyn Fn(&RunRecord) -> StoredResponse + Sync),
     ) -> Result<Option<StoredResponse>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         let stored = |row: &DbRow| -> Result<Option<StoredResponse>> {
             let code: Option<i64> = row.try_get("response_code")?;
             let body: Option<String> = row.try_get("response_body")?;
@@ -533,6 +537,45 @@ async fn claim_in(
         ..run
     };
     Ok(StartOutcome::Claimed(Box::new(run)))
+}
+
+/// Inserts `new`, leased to `lease`, if no run has its key and no version of
+/// its workflow is newer than its own: the whole of a common start, in one
+/// statement. `None` if either holds.
+async fn insert_started(
+    pool: &sqlx::Pool<Db>,
+    new: &NewRun,
+    now: i64,
+    lease: &Lease,
+) -> Result<Option<RunRecord>> {
+    let sql = format!(
+        "INSERT INTO runs (workflow, workflow_version, definition_hash, idempotency_key, args, args_hash, status, \
+           recovery_point, attributes, locked_by, locked_until, available_at, queue, parent_run_id, awaited, \
+           created_at, updated_at, last_run_at, depth) \
+         SELECT $1, $2, $3, $4, $5, $6, 'running', $7, $8, $9, $10, $14, $12, $15, $16, $11, $11, $11, $13 \
+         WHERE NOT EXISTS (SELECT 1 FROM workflows WHERE name = $1 AND version > $2) \
+         ON CONFLICT (workflow, idempotency_key) DO NOTHING RETURNING {RUN_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&new.workflow)
+        .bind(i64::from(new.workflow_version))
+        .bind(&new.definition_hash)
+        .bind(&new.key)
+        .bind(canonical_json(&new.args))
+        .bind(args_hash(&new.args))
+        .bind(&new.first_step)
+        .bind(Value::Object(new.attributes.clone()).to_string())
+        .bind(&lease.owner)
+        .bind(now + ms(lease.ttl))
+        .bind(now)
+        .bind(&new.queue)
+        .bind(i64::from(new.depth))
+        .bind(now.saturating_add(ms(new.delay)))
+        .bind(new.parent_run_id)
+        .bind(new.awaited)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(run_from_row).transpose()
 }
 
 async fn insert_run(conn: &mut Conn, new: &NewRun, now: i64, lease: Option<&Lease>) -> Result<i64> {
