@@ -21,17 +21,24 @@ async fn main() -> ExitCode {
         // driver rolls back a transaction a failed COMMIT already ended.
         tracing_subscriber::EnvFilter::new("warn,acidic::guest=info,sqlx::postgres::notice=error")
     });
-    let log = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::prelude::*;
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    if cli.command.logs_json() {
-        log.json().init();
+    let log = if cli.command.logs_json() {
+        log.json().boxed()
     } else {
         log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .without_time()
-            .init();
-    }
+            .boxed()
+    };
+    // The bench counts the statements sent to the database; nothing else does.
+    let statements = matches!(cli.command, cli::args::Command::Bench { .. })
+        .then(acidic::bench::statements::layer);
+    tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(statements)
+        .init();
 
     let json = cli.json;
     if !cli.command.runs_long() {

@@ -16,6 +16,7 @@ use crate::runtime::{CallOutcome, StepInput, StepState};
 use crate::store::Store;
 
 mod ride;
+pub mod statements;
 pub use ride::{RideOptions, RideReport, RideRow, ride};
 
 /// Figures from one bench run.

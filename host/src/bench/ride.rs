@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Scratch, described, quantile_ms};
+use super::{Scratch, described, quantile_ms, statements};
 use crate::error::{Error, Result};
 use crate::host::{Host, HostConfig, RunRequest};
 use crate::run::RunStatus;
@@ -60,6 +60,10 @@ pub struct RideRow {
     /// Transactions committed per workflow (Postgres: from
     /// `pg_stat_database.xact_commit`; not known on SQLite).
     pub commits_per_wf: Option<f64>,
+    /// Statements sent to the database per step, as the driver logs them (a
+    /// batch sent at once is one), counted over the warm-up's workflows at
+    /// C=1. `None` when the counting log layer is not installed (the library).
+    pub statements_per_step: Option<f64>,
     /// Times a caller had to drive a run again because a step failed
     /// (conflicts), per workflow.
     pub redrives_per_wf: f64,
@@ -91,7 +95,7 @@ impl std::fmt::Display for RideReport {
         )?;
         writeln!(
             f,
-            "{:<36} {:>2} {:>7} {:>9} {:>8} {:>8} {:>10} {:>10} {:>6}",
+            "{:<36} {:>2} {:>7} {:>9} {:>8} {:>8} {:>10} {:>10} {:>10} {:>6}",
             "database",
             "C",
             "side",
@@ -99,6 +103,7 @@ impl std::fmt::Display for RideReport {
             "p50 ms",
             "p99 ms",
             "commits/wf",
+            "stmts/step",
             "redrive/wf",
             "failed"
         )?;
@@ -106,9 +111,12 @@ impl std::fmt::Display for RideReport {
             let commits = r
                 .commits_per_wf
                 .map_or_else(|| "-".to_string(), |c| format!("{c:.2}"));
+            let statements = r
+                .statements_per_step
+                .map_or_else(|| "-".to_string(), |s| format!("{s:.2}"));
             writeln!(
                 f,
-                "{:<36} {:>2} {:>7} {:>9.1} {:>8.2} {:>8.2} {:>10} {:>10.3} {:>6}",
+                "{:<36} {:>2} {:>7} {:>9.1} {:>8.2} {:>8.2} {:>10} {:>10} {:>10.3} {:>6}",
                 r.database,
                 r.concurrency,
                 r.side,
@@ -116,6 +124,7 @@ impl std::fmt::Display for RideReport {
                 r.p50_ms,
                 r.p99_ms,
                 commits,
+                statements,
                 r.redrives_per_wf,
                 r.failed
             )?;
@@ -285,17 +294,25 @@ async fn ride_on(
     host.register(&manifest).await?;
 
     // Warm up both sides: the component compiled, the files and caches warm.
+    // The statements each side sends are counted here, at C=1 and untimed
+    // (counting makes the driver build a log line per statement).
+    const WARM: u32 = 20;
     let bare = Arc::new(bare_side.open(connections).await?);
-    closed_loop(20, 1, {
+    let (warmed, acidic_sent) = statements::counted(closed_loop(WARM, 1, {
         let host = Arc::clone(&host);
         move |i| acidic_workflow(Arc::clone(&host), format!("warm-{i}"))
-    })
-    .await?;
-    closed_loop(20, 1, {
+    }))
+    .await;
+    warmed?;
+    let (warmed, bare_sent) = statements::counted(closed_loop(WARM, 1, {
         let bare = Arc::clone(&bare);
         move |i| bare_workflow(Arc::clone(&bare), format!("warm-{i}"))
-    })
-    .await?;
+    }))
+    .await;
+    warmed?;
+    let per_step =
+        |sent: Option<u64>| sent.map(|n| n as f64 / f64::from(WARM * STEPS.len() as u32));
+    let sent = [per_step(acidic_sent), per_step(bare_sent)];
 
     // Each measurement opens its own host or pool and closes it at the end:
     // a Postgres backend reports its transaction counts when it exits, so
@@ -342,7 +359,7 @@ async fn ride_on(
                     // The first read's own transaction is not the workload's.
                     (a - b - 1).max(0) as f64 / f64::from(options.workflows)
                 });
-                let round = Round::of(measured, commits, options.workflows);
+                let round = Round::of(measured, commits, sent[side], options.workflows);
                 let rounds = if side == 0 {
                     &mut acidic
                 } else {
@@ -363,12 +380,18 @@ struct Round {
     p50_ms: f64,
     p99_ms: f64,
     commits_per_wf: Option<f64>,
+    statements_per_step: Option<f64>,
     redrives_per_wf: f64,
     failed: u32,
 }
 
 impl Round {
-    fn of(measured: Loop, commits_per_wf: Option<f64>, workflows: u32) -> Round {
+    fn of(
+        measured: Loop,
+        commits_per_wf: Option<f64>,
+        statements_per_step: Option<f64>,
+        workflows: u32,
+    ) -> Round {
         let mut latencies = measured.latencies;
         latencies.sort();
         Round {
@@ -376,6 +399,7 @@ impl Round {
             p50_ms: quantile_ms(&latencies, 0.5),
             p99_ms: quantile_ms(&latencies, 0.99),
             commits_per_wf,
+            statements_per_step,
             redrives_per_wf: f64::from(measured.redrives) / f64::from(workflows),
             failed: measured.failed,
         }
@@ -403,6 +427,10 @@ impl Round {
                 .iter()
                 .all(|r| r.commits_per_wf.is_some())
                 .then(|| median(&|r| r.commits_per_wf.unwrap_or(0.0))),
+            statements_per_step: rounds
+                .iter()
+                .all(|r| r.statements_per_step.is_some())
+                .then(|| median(&|r| r.statements_per_step.unwrap_or(0.0))),
             redrives_per_wf: median(&|r| r.redrives_per_wf),
             failed: rounds.iter().map(|r| r.failed).sum(),
         }
