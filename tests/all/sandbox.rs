@@ -680,6 +680,26 @@ async fn a_commit_the_database_refuses_is_recorded_and_never_loops(env) {
     assert_eq!(error.attempt, 1, "recorded on its first attempt");
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(env.app_count("pets", "TRUE"), 0, "nothing committed");
+
+    // A deferred UNIQUE (Postgres; SQLite has none) is checked at COMMIT
+    // too: refused, not taken for a concurrent insert and run again.
+    if env.engine_schema().is_some() {
+        env.app_table("tags", "id BIGINT UNIQUE DEFERRABLE INITIALLY DEFERRED");
+        let path = env.scripted("twin", "max_attempts = 3", &[("tag", "sql = \"read-write\"")]);
+        host.register(&path).await.expect("register");
+        let args = json!({ "script": { "tag": { "sql": [
+            { "execute": "INSERT INTO tags (id) VALUES (1)" },
+            { "execute": "INSERT INTO tags (id) VALUES (1)" },
+        ] } } });
+        let started = Instant::now();
+        let report = beside_a_good_run(&env, &host, RunRequest::new("twin", args)).await;
+        let error = report.error.clone().expect("an error");
+        assert_eq!(error.kind, "commit_refused", "{}", error.message);
+        assert_eq!(report.status, RunStatus::Failed, "a duplicate does not go away");
+        assert_eq!(error.attempt, 1, "recorded on its first attempt");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(env.app_count("tags", "TRUE"), 0, "nothing committed");
+    }
 }
 }
 

@@ -23,7 +23,7 @@ mod retry;
 pub mod sqlite;
 
 pub use retry::deterministic;
-use retry::{Retry, Transient, transient};
+use retry::{Retry, Transient, transient, unique_violation};
 
 use backend::Backend;
 
@@ -445,6 +445,17 @@ impl Store {
     /// backoff of a failed attempt.
     pub async fn retries_waiting(&self, queues: &[String]) -> Result<bool> {
         forward!(self, s => Backend::retries_waiting(s, queues).await)
+    }
+
+    /// How many runs match `filter` (its status, cursor and limit aside),
+    /// per status.
+    pub async fn count_runs(&self, filter: &RunFilter) -> Result<Vec<(String, i64)>> {
+        forward!(self, s => Backend::count_runs(s, filter).await)
+    }
+
+    /// The answer stored for run `id`, if one is; stores nothing.
+    pub async fn stored_response(&self, id: i64) -> Result<Option<StoredResponse>> {
+        forward!(self, s => Backend::stored_response(s, id).await)
     }
 
     /// Runs by workflow, queue and status, with the oldest due pending run.

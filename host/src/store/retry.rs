@@ -6,19 +6,17 @@ use std::time::Duration;
 use crate::backoff::Backoff;
 use crate::error::Error;
 
-/// Whether a database error code says the same transaction would fail the
-/// same way again: a value or size the database cannot store (Postgres class
-/// 22, data exception; 54, program limit; integrity errors other than a
-/// concurrent key), or SQLite's TOOBIG, CONSTRAINT and MISMATCH.
+/// Whether a database error code at a step's own commit says the same
+/// transaction would fail the same way again: a value or size the database
+/// cannot store (Postgres class 22, data exception; 54, program limit), an
+/// integrity error (23: a guest's deferred constraint, a unique one
+/// included), or SQLite's TOOBIG, CONSTRAINT and MISMATCH.
 pub fn deterministic(dialect: crate::sql::Dialects, code: Option<&str>) -> bool {
     let Some(code) = code else { return false };
     match dialect {
-        crate::sql::Dialects::Postgres => {
-            code != "23505"
-                && ["22", "23", "54"]
-                    .iter()
-                    .any(|class| code.starts_with(class))
-        }
+        crate::sql::Dialects::Postgres => ["22", "23", "54"]
+            .iter()
+            .any(|class| code.starts_with(class)),
         // Extended result codes keep the primary code in their low byte.
         crate::sql::Dialects::Sqlite => {
             matches!(code.parse::<u32>().map(|n| n & 0xff), Ok(18..=20))
@@ -34,6 +32,13 @@ pub(super) enum Transient {
     Conflict,
     /// The connection dropped or the server is restarting. Cleared in seconds.
     Connection,
+}
+
+/// Whether `e` is a unique violation (Postgres 23505): a concurrent insert
+/// of a key in the engine's own transactions (which check for the key
+/// first), but a guest's deferred constraint at a step's own commit.
+pub(super) fn unique_violation(e: &Error) -> bool {
+    matches!(e, Error::Database(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505"))
 }
 
 pub(super) fn transient(e: &Error) -> Option<Transient> {

@@ -16,7 +16,9 @@
 //! that lost it cannot advance the run.
 
 use super::backend::Backend;
-use super::{GuestLimits, SqlRows, SqlValue, Store, Transient, postgres, sqlite, transient};
+use super::{
+    GuestLimits, SqlRows, SqlValue, Store, Transient, postgres, sqlite, transient, unique_violation,
+};
 use crate::error::{Error, Result};
 use crate::run::{CommitOutcome, StepCommit};
 
@@ -113,18 +115,23 @@ impl StepTx {
 
     /// Commits the step's writes and the guest's SQL together. A
     /// serialization failure here is [`Error::Conflict`]: the whole step
-    /// (guest included) has to run again, which the retry policy does.
+    /// (guest included) has to run again, which the executor does. A unique
+    /// violation is not one here: the engine's inserts check their keys
+    /// first (a concurrent one is a serialization failure), so it is the
+    /// guest's deferred constraint, and the same commit would fail again.
     pub async fn commit(self, c: &StepCommit) -> Result<CommitOutcome> {
         let result = match self {
             StepTx::Sqlite(t) => t.commit(c).await,
             StepTx::Postgres(t) => t.commit(c).await,
-            StepTx::Unopened(store) => store.commit_step(c).await,
+            StepTx::Unopened(store) => return store.commit_step(c).await,
         };
         match result {
-            Err(e) if transient(&e) == Some(Transient::Conflict) => Err(Error::Conflict {
-                tries: 1,
-                message: e.to_string(),
-            }),
+            Err(e) if transient(&e) == Some(Transient::Conflict) && !unique_violation(&e) => {
+                Err(Error::Conflict {
+                    tries: 1,
+                    message: e.to_string(),
+                })
+            }
             other => other,
         }
     }
