@@ -59,6 +59,9 @@ async function main() {
     await page.goto(`${base}/ui/runs?key=order-p`);
     const byKey = await page.locator('#runs tbody tr[data-key]').evaluateAll((trs) => trs.map((t) => t.dataset.key));
     assert.deepEqual(byKey, ['order-pending'], 'the key prefix filter');
+    const keyCounts = await page.textContent('#counts');
+    assert.match(keyCounts, /^\s*all 1\D/, `the counts follow the filter: ${keyCounts}`);
+    assert.ok(!keyCounts.includes('failed'), `no failed run has that prefix: ${keyCounts}`);
 
     // The failed run: its error and its timeline.
     await page.goto(`${base}/ui/runs?status=failed`);
@@ -95,7 +98,15 @@ async function main() {
     const after = await page.locator('#timeline tbody tr').allTextContents();
     assert.ok(after.some((t) => /^b3.*(finished|succeeded)/.test(t)), `b committed on its third attempt: ${after.join('|')}`);
     assert.match(await page.textContent('#recovery'), /finished/, 'at the end');
+    assert.equal(await page.locator('#last-error').count(), 0, 'a succeeded run shows no stale error');
     await shot('run-detail');
+
+    // A run answered over the API shows the response its key replays.
+    await page.goto(`${base}/ui/runs?key=order-ok`);
+    await page.click('#runs tbody a');
+    await page.waitForURL(/\/ui\/runs\/\d+/);
+    assert.match(await page.textContent('#http-status'), /201/);
+    assert.ok((await page.textContent('#response')).trim().length > 0, 'the stored body');
 
     // Workflows, and queues and health.
     await page.goto(`${base}/ui/workflows`);

@@ -432,20 +432,20 @@ async fn runs_page(
         limit: PAGE,
         ..RunFilter::default()
     };
-    let (runs, counts) =
-        match tokio::try_join!(api.host.runs(&filter), api.host.store().run_counts()) {
-            Ok(both) => both,
-            Err(e) => {
-                return problem_page(&session, StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
-            }
-        };
-    let mut per_status: BTreeMap<String, i64> = BTreeMap::new();
-    for c in counts.iter().filter(|c| {
-        filter.workflow.as_ref().is_none_or(|w| &c.workflow == w)
-            && filter.queue.as_ref().is_none_or(|w| &c.queue == w)
-    }) {
-        *per_status.entry(c.status.clone()).or_default() += c.count;
-    }
+    // Counted under the same filter (the caller's scope, key and times
+    // included), whatever the status picked.
+    let store = api.host.store();
+    let (runs, per_status, counts) = match tokio::try_join!(
+        api.host.runs(&filter),
+        store.count_runs(&filter),
+        store.run_counts()
+    ) {
+        Ok(all) => all,
+        Err(e) => {
+            return problem_page(&session, StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+        }
+    };
+    let per_status: BTreeMap<String, i64> = per_status.into_iter().collect();
     let mut workflows: Vec<&str> = counts.iter().map(|c| c.workflow.as_str()).collect();
     workflows.dedup();
     // The query string of this view with `status` (or the cursor) changed.
@@ -739,6 +739,14 @@ async fn run_page(
         return problem_page(&session, StatusCode::NOT_FOUND, "no such run");
     }
     let run = &detail.run;
+    // What the API answers for this run's key, once it is stored.
+    let response = api
+        .host
+        .store()
+        .stored_response(run.id)
+        .await
+        .ok()
+        .flatten();
     let shown = std::sync::atomic::AtomicUsize::new(MAX_TREE);
     let tree = children_tree(&api, &session, run.id, 3, &shown).await;
     let action = |name: &str, label: &str, confirm: &str| {
@@ -779,12 +787,16 @@ async fn run_page(
             (action("cancel", "Cancel", "Cancel this run and its unfinished staged runs?")) " "
             (action("unlock", "Unlock", "Break this run's lease? Only do this if its worker is gone."))
         }
-        @if let Some(e) = &run.last_error {
+        @if let Some(e) = run.last_error.as_ref().filter(|_| run.status != RunStatus::Succeeded) {
             h2 { "Last error" }
             p.error #last-error { "step " code { (e.step) } ", attempt " (e.attempt) ": " strong { (e.kind) } " — " (e.message) }
         }
         @if let Some(result) = &run.result { h2 { "Result" } pre #result { (json(result)) } }
-        @if let Some(code) = run.failure_http_status.or(run.http_status) {
+        @if let Some(stored) = &response {
+            h2 { "Stored HTTP response" }
+            p #http-status { "every request with this run's key is answered " strong { (stored.code) } " with:" }
+            pre #response { (stored.body) }
+        } @else if let Some(code) = run.failure_http_status.or(run.http_status) {
             p #http-status { "HTTP status set by its steps (answered over the API): " strong { (code) } }
         }
         h2 { "Args" } pre #args { (json(&run.args)) }
@@ -800,7 +812,7 @@ async fn run_page(
                         td { (status_badge(match e.outcome.as_str() { "committed" | "finished" => "succeeded", o => o })) }
                         td { @if let Some(k) = &e.error_kind { strong { (k) } ": " } (e.message.as_deref().unwrap_or("")) }
                         td { @if !e.logs.is_empty() {
-                            details { summary { (e.logs.len()) " lines" }
+                            details { summary { (e.logs.len()) @if e.logs.len() == 1 { " line" } @else { " lines" } }
                                 pre { @for l in &e.logs { (l.level) " " (l.message) "\n" } } }
                         } }
                     }
@@ -991,7 +1003,7 @@ async fn queues_page(
             tbody {
                 @for (name, (by, oldest)) in &queues {
                     tr {
-                        td { a href={ "/ui/runs?queue=" (name) } { (name) } }
+                        td { a href={ "/ui/runs?" (form_urlencoded::Serializer::new(String::new()).append_pair("queue", name).finish()) } { (name) } }
                         @for s in statuses { td { (by.get(s).copied().unwrap_or(0)) } }
                         td { @if let Some(due) = oldest { (ago(*due)) } @else { "—" } }
                     }

@@ -102,6 +102,13 @@ pub(crate) trait Backend {
     /// Runs matching `filter`, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>>;
 
+    /// How many runs match `filter` (its status, cursor and limit aside),
+    /// per status.
+    async fn count_runs(&self, filter: &RunFilter) -> Result<Vec<(String, i64)>>;
+
+    /// The answer stored for run `id`, if one is; stores nothing.
+    async fn stored_response(&self, id: i64) -> Result<Option<StoredResponse>>;
+
     /// The runs `parent` staged, as a step reads them, while they fit in
     /// `max_bytes`; `None` once they do not.
     async fn children(&self, parent: i64, max_bytes: usize) -> Result<Option<Vec<ChildRun>>>;

@@ -67,6 +67,14 @@ impl super::backend::Backend for Backend {
         Backend::list_runs(self, filter).await
     }
 
+    async fn count_runs(&self, filter: &RunFilter) -> Result<Vec<(String, i64)>> {
+        Backend::count_runs(self, filter).await
+    }
+
+    async fn stored_response(&self, id: i64) -> Result<Option<StoredResponse>> {
+        Backend::stored_response(self, id).await
+    }
+
     async fn children(&self, parent: i64, max_bytes: usize) -> Result<Option<Vec<ChildRun>>> {
         Backend::children(self, parent, max_bytes).await
     }

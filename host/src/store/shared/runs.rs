@@ -308,6 +308,55 @@ impl Backend {
         rows.iter().map(run_from_row).collect()
     }
 
+    /// How many runs match `filter` (its status, cursor and limit aside),
+    /// per status.
+    pub(super) async fn count_runs(&self, filter: &RunFilter) -> Result<Vec<(String, i64)>> {
+        let sql = "SELECT status, COUNT(*) AS n FROM runs WHERE ($1 IS NULL OR workflow = $2) \
+               AND ($3 IS NULL OR parent_run_id = $4) AND ($5 IS NULL OR queue = $6) \
+               AND ($7 IS NULL OR substr(idempotency_key, 1, length($8)) = $9) \
+               AND ($10 IS NULL OR created_at >= $11) AND ($12 IS NULL OR created_at < $13) \
+             GROUP BY status ORDER BY status";
+        let prefix = filter.key_prefix.as_deref();
+        let rows = sqlx::query(sql)
+            .bind(filter.workflow.as_deref())
+            .bind(filter.workflow.as_deref())
+            .bind(filter.parent)
+            .bind(filter.parent)
+            .bind(filter.queue.as_deref())
+            .bind(filter.queue.as_deref())
+            .bind(prefix)
+            .bind(prefix)
+            .bind(prefix)
+            .bind(filter.created_from)
+            .bind(filter.created_from)
+            .bind(filter.created_until)
+            .bind(filter.created_until)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("status")?, row.try_get("n")?)))
+            .collect()
+    }
+
+    /// The answer stored for run `id`, if one is; stores nothing.
+    pub(super) async fn stored_response(&self, id: i64) -> Result<Option<StoredResponse>> {
+        let row = sqlx::query("SELECT response_code, response_body FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let code: Option<i64> = row.try_get("response_code")?;
+        let body: Option<String> = row.try_get("response_body")?;
+        Ok(match (code, body) {
+            (Some(code), Some(body)) => Some(StoredResponse {
+                code: u16::try_from(code)
+                    .map_err(|_| Error::Corrupt(format!("run {id}: response code {code}")))?,
+                body,
+            }),
+            _ => None,
+        })
+    }
+
     /// The answer stored for finished run `id`, storing `make(run)` first if
     /// none is (the first writer wins); `None` while the run is unfinished.
     pub(super) async fn response(
