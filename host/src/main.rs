@@ -15,7 +15,22 @@ use cli::commands::exit;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = cli::args::Cli::parse();
+    let cli = match cli::args::Cli::try_parse() {
+        Ok(cli) => cli,
+        // With --json, a usage error is JSON on stderr too (help and
+        // --version are output, printed as clap prints them).
+        Err(e) if e.use_stderr() && std::env::args().any(|a| a == "--json") => {
+            let text = e.render().to_string();
+            let text = text.trim();
+            let error = serde_json::json!({
+                "error": text.strip_prefix("error: ").unwrap_or(text),
+                "exit_code": 2,
+            });
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ACIDIC_LOG").unwrap_or_else(|_| {
         // Postgres warns "there is no transaction in progress" when the
         // driver rolls back a transaction a failed COMMIT already ended.

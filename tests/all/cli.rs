@@ -437,6 +437,18 @@ fn json_errors_and_replays_are_clean() {
     // `runs show` never creates a database: make it first.
     let out = acidic(&env, &["register", &manifest]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // A usage error too, with clap's exit code.
+    let out = acidic(&env, &["--json", "runs", "lst"]);
+    assert_eq!(out.status.code(), Some(2));
+    let usage: Value = serde_json::from_slice(&out.stderr)
+        .unwrap_or_else(|e| panic!("a usage error is not JSON ({e}): {}", stderr(&out)));
+    assert!(
+        usage["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unrecognized subcommand 'lst'")),
+        "{usage}"
+    );
+    assert_eq!(usage["exit_code"], 2);
     let out = acidic(&env, &["--json", "runs", "show", "no-such-key"]);
     assert_eq!(out.status.code(), Some(1));
     let error: Value = serde_json::from_slice(&out.stderr)
@@ -557,6 +569,15 @@ fn runs_show_takes_an_id_or_a_key_prefix(env) {
         let shown = stdout_json(&acidic(&env, &["--json", "runs", "show", given]));
         assert_eq!(shown["run"]["key"], "order-2026-12-02-alpha-0001", "{given}");
     }
+    // The list shows keys whole, so one copied from it resolves.
+    let text = stdout(&acidic(&env, &["runs", "list"]));
+    assert!(text.contains("order-2026-12-02-alpha-0001"), "{text}");
+    // retry (and cancel, runs unlock) take an id or a prefix too.
+    let out = acidic(&env, &["retry", id.as_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already succeeded"), "{}", stderr(&out));
+    let out = acidic(&env, &["retry", "order-2026-12-02-be"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let out = acidic(&env, &["runs", "show", "order-2026"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
@@ -871,6 +892,8 @@ fn retry_upgrade_moves_a_failed_run_to_the_latest_version(env) {
     let args = r#"{"script":{"a":{"count":true}}}"#;
     let out = acidic(&env, &["run", &broken, "--key", "up", "--args", args]);
     assert_eq!(out.status.code(), Some(7), "failed for good: {}", stderr(&out));
+    // The hint says how fixed code reaches the run.
+    assert!(stderr(&out).contains("`acidic retry up --upgrade`"), "{}", stderr(&out));
     let out = acidic(&env, &["run", &broken, "--key", "up2", "--args", args]);
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     // Retried on its own version, it fails the same way.

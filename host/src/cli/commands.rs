@@ -102,6 +102,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             upgrade,
             ..
         } => {
+            let (key, workflow) = resolve(&host, &key, workflow).await?;
             let run = host.requeue_on(&key, workflow.as_deref(), upgrade).await?;
             emit(json, &run, |run| {
                 eprintln!(
@@ -118,6 +119,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             upgrade,
             ..
         } => {
+            let (key, workflow) = resolve(&host, &key, workflow).await?;
             let (report, interrupted) =
                 interruptible(&host, host.retry_on(&key, workflow.as_deref(), upgrade)).await?;
             if interrupted {
@@ -152,6 +154,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Cancel { key, workflow, by } => {
+            let (key, workflow) = resolve(&host, &key, workflow).await?;
             let outcome = host.cancel(&key, workflow.as_deref(), &by).await?;
             let shown = match &outcome {
                 Cancellation::Cancelled(n) => {
@@ -318,6 +321,7 @@ async fn runs(host: &Host, command: RunsCommand, json: bool) -> anyhow::Result<u
             })
         }
         RunsCommand::Unlock { key, workflow } => {
+            let (key, workflow) = resolve(host, &key, workflow).await?;
             let run = host.unlock(&key, workflow.as_deref()).await?;
             emit(json, &run, |run| {
                 println!(

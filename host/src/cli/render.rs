@@ -40,8 +40,12 @@ pub fn describe(r: &RunReport, follow: bool) {
                     r.key
                 ),
                 (RunStatus::Failed, _) => eprintln!(
-                    "  out of attempts or not retryable; after fixing the cause, `acidic retry {}` resumes at `{}`",
-                    r.key, r.recovery_point
+                    "  out of attempts or not retryable; `acidic retry {key}` resumes at `{}` on version {} \
+                     (fixed a database row or a service: that is enough); after registering a fixed \
+                     step or manifest, `acidic retry {key} --upgrade` resumes on the latest version",
+                    r.recovery_point,
+                    r.workflow_version,
+                    key = r.key,
                 ),
                 (RunStatus::Cancelled, _) => eprintln!(
                     "  cancelled at step `{}`: what the committed steps did stays; no later step runs",
@@ -68,16 +72,16 @@ pub fn print_runs(runs: &[RunRecord]) {
         eprintln!("no runs");
         return;
     }
+    // The key last and whole, so it can be copied from the line.
     println!(
-        "{:>6}  {:<18} {:<18} {:<10} {:<16} {:>4}  {:>6}  UPDATED",
-        "ID", "WORKFLOW", "KEY", "STATUS", "AT", "TRY", "PARENT"
+        "{:>6}  {:<18} {:<10} {:<16} {:>4}  {:>6}  {:<12} KEY",
+        "ID", "WORKFLOW", "STATUS", "AT", "TRY", "PARENT", "UPDATED"
     );
     for r in runs {
         println!(
-            "{:>6}  {:<18} {:<18} {:<10} {:<16} {:>4}  {:>6}  {}",
+            "{:>6}  {:<18} {:<10} {:<16} {:>4}  {:>6}  {:<12} {}",
             r.id,
             format!("{} v{}", r.workflow, r.workflow_version),
-            short(&r.key),
             if stalled(r) {
                 "stalled"
             } else {
@@ -89,6 +93,7 @@ pub fn print_runs(runs: &[RunRecord]) {
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "-".into()),
             ago(r.updated_at),
+            r.key,
         );
     }
 }
