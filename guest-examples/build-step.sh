@@ -120,7 +120,10 @@ fi
 # the pinned toolchains and this script. The JavaScript and Python
 # toolchains do not build the same bytes twice, so an unchanged input keeps
 # its component, and registering it again makes no new version. Rust has
-# cargo's own check instead.
+# cargo's own check instead. The note <out>.source (the source, this
+# digest, the component's own digest) also tells `acidic register` what a
+# component was built from: a rebuild of one input in other bytes (the
+# component deleted, a fresh clone) registers no new version either.
 case $lang in
     js)
         inputs="$(find "$project" \( -name target -o -name .git \) -prune -o -type f \
@@ -208,5 +211,5 @@ sys.exit("build-step.sh: " + manifest + " has no library with crate-type = [\"cd
     digest=rust
     ;;
 esac
-printf '%s\n%s\n' "$src" "$digest" > "$out.source"
+printf '%s\n%s\n%s\n' "$src" "$digest" "$(sha256sum "$out" | cut -d' ' -f1)" > "$out.source"
 echo "built ${out#"$ROOT"/}"

@@ -107,8 +107,20 @@ impl Host {
     }
 
     async fn register_manifest(&self, manifest: Manifest) -> Result<Registration> {
+        // The components the latest version has, by what they were built
+        // from: a rebuild of one source keeps its component.
+        let built: HashMap<String, String> = match self.latest(&manifest.name).await {
+            Ok(latest) => latest
+                .definition
+                .steps
+                .iter()
+                .filter_map(|s| Some((s.source.clone()?, s.component.clone())))
+                .collect(),
+            Err(Error::UnknownWorkflow(_)) => HashMap::new(),
+            Err(e) => return Err(e),
+        };
         let mut digests = Vec::with_capacity(manifest.steps.len());
-        let mut by_file: HashMap<&Path, String> = HashMap::new();
+        let mut by_file: HashMap<&Path, (String, Option<String>)> = HashMap::new();
         for (i, step) in manifest.steps.iter().enumerate() {
             if let Some(d) = by_file.get(step.component.as_path()) {
                 digests.push(d.clone());
@@ -120,6 +132,13 @@ impl Host {
                 message: format!("cannot read: {e}"),
             })?;
             let digest = sha256_hex(&bytes);
+            let source = built_from(&step.component, &digest);
+            if let Some(kept) = source.as_ref().and_then(|s| built.get(s)) {
+                let entry = (kept.clone(), source.clone());
+                by_file.insert(step.component.as_path(), entry.clone());
+                digests.push(entry);
+                continue;
+            }
             let for_cache = bytes.clone();
             // A file that is not a step component is the manifest's error,
             // said in one line at the line that names it.
@@ -138,8 +157,8 @@ impl Host {
                     other => other,
                 })?;
             self.store.put_component(&digest, &bytes).await?;
-            by_file.insert(step.component.as_path(), digest.clone());
-            digests.push(digest);
+            by_file.insert(step.component.as_path(), (digest.clone(), source.clone()));
+            digests.push((digest, source));
         }
         let definition = Definition::from_manifest(&manifest, &digests);
         let (version, new) = self.store.register_workflow(&definition).await?;
@@ -304,4 +323,18 @@ fn not_a_component(bytes: &[u8], message: &str) -> String {
         line.push('…');
     }
     line
+}
+
+/// What the component at `path` (whose bytes have `digest`) was built from,
+/// if its build left a note beside it (`<file>.source`: the source file,
+/// the digest of every input, the digest of the component it made) and the
+/// note is about these bytes.
+fn built_from(path: &Path, digest: &str) -> Option<String> {
+    let mut note = path.as_os_str().to_owned();
+    note.push(".source");
+    let text = std::fs::read_to_string(note).ok()?;
+    let mut lines = text.lines().skip(1);
+    let (inputs, made) = (lines.next()?.trim(), lines.next()?.trim());
+    let hex = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (made == digest && hex(inputs)).then(|| inputs.to_string())
 }

@@ -48,6 +48,13 @@ pub struct StepDef {
     /// What SQL the step may run; none means no SQL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql: Option<SqlGrant>,
+    /// The digest of what the component was built from, when its build
+    /// left a note of it (`<component>.source`, written by `make step`)
+    /// that describes these very bytes. Two builds of one source may differ
+    /// in bytes (the JavaScript and Python toolchains seed their snapshot
+    /// at random); registering the second keeps the first's component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl Definition {
@@ -70,7 +77,7 @@ impl Definition {
     }
 
     /// The definition of `manifest`, given the digest of each step's component.
-    pub fn from_manifest(manifest: &Manifest, digests: &[String]) -> Definition {
+    pub fn from_manifest(manifest: &Manifest, digests: &[(String, Option<String>)]) -> Definition {
         Definition {
             name: manifest.name.clone(),
             label: manifest.label.clone(),
@@ -80,9 +87,10 @@ impl Definition {
                 .steps
                 .iter()
                 .zip(digests)
-                .map(|(s, digest)| StepDef {
+                .map(|(s, (digest, source))| StepDef {
                     name: s.name.clone(),
                     component: digest.clone(),
+                    source: source.clone(),
                     file: s.component.display().to_string(),
                     policy: s.policy,
                     awaits: s.awaits.clone(),

@@ -522,3 +522,60 @@ fn make_step_outputs_are_unique_per_source() {
         "nothing was built inside the checkout"
     );
 }
+
+/// A JavaScript step built again from the same source (its component
+/// deleted, or a fresh clone) may come out in other bytes: the toolchain
+/// seeds its snapshot at random. Registering it makes no new version, since
+/// the build's note says what it was built from; a component whose note
+/// does not describe its bytes counts by its bytes.
+#[test]
+fn a_rebuilt_javascript_step_registers_no_new_version() {
+    polyglot_guests();
+    let env = Env::new();
+    let outside = tempfile::tempdir().expect("a folder for the component");
+    let wasm = outside.path().join("count.wasm");
+    let build = || {
+        let out = Command::new("make")
+            .args([
+                "--no-print-directory".to_string(),
+                "step".to_string(),
+                "SRC=guest-examples/js/polyglot/count.js".to_string(),
+                format!("OUT={}", wasm.display()),
+            ])
+            .current_dir(root())
+            .env_remove("MAKEFLAGS")
+            .output()
+            .expect("run make");
+        assert!(out.status.success(), "{}", stderr(&out));
+        std::fs::read(&wasm).expect("the component")
+    };
+    let manifest = outside.path().join("workflow.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"counted\"\n\n[[step]]\nname = \"count\"\ncomponent = \"count.wasm\"\n",
+    )
+    .expect("write manifest");
+    let manifest = manifest.display().to_string();
+    let register = || {
+        let out = acidic(&env, &["register", &manifest]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = build();
+    assert!(register().contains("v1"), "the first version");
+    std::fs::remove_file(&wasm).expect("delete the component");
+    let second = build();
+    let again = register();
+    assert!(
+        again.contains("unchanged"),
+        "the same source, no new version: {again}"
+    );
+    if first != second {
+        // A note that is not about these bytes is no evidence: a new version.
+        let note = outside.path().join("count.wasm.source");
+        let text = std::fs::read_to_string(&note).expect("the build's note");
+        let kept: Vec<&str> = text.lines().take(2).collect();
+        std::fs::write(&note, format!("{}\n{}\n", kept.join("\n"), "0".repeat(64))).expect("write");
+        assert!(register().contains("v2"), "counted by its bytes");
+    }
+}
