@@ -109,3 +109,123 @@ proptest! {
         prop_assert!(stored.len() <= max + 40);
     }
 }
+
+/// A JSON value of any shape, a few levels deep.
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (-1e300f64..1e300).prop_map(Value::from),
+        any::<String>().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 32, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(any::<String>(), inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// What one step hands the host through its imports: an attribute, a SQL
+/// parameter (integers at their ends, NaN and infinities, bytes, text with
+/// any character), and a staged run (workflow, key, queue, delay, args).
+fn wit_values() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::json;
+    let param = prop_oneof![
+        any::<i64>().prop_map(|i| json!(i)),
+        Just(json!(i64::MIN)),
+        Just(json!(u64::MAX)),
+        prop_oneof![Just("NaN"), Just("inf"), Just("-inf"), Just("-0")]
+            .prop_map(|r| json!({ "real": r })),
+        any::<String>().prop_map(|b| json!({ "blob": b })),
+        any::<String>().prop_map(|s| json!(s)),
+        json_value(),
+    ];
+    let name = prop_oneof![Just("calm".to_string()), any::<String>(), "[a-z]{0,300}"];
+    let delay = prop_oneof![
+        Just(None),
+        any::<u64>().prop_map(Some),
+        Just(Some(u64::MAX))
+    ];
+    (
+        any::<String>(),
+        json_value(),
+        param,
+        name,
+        prop::option::of(any::<String>()),
+        prop::option::of(any::<String>()),
+        delay,
+        json_value(),
+    )
+        .prop_map(|(attr, value, param, workflow, key, queue, delay, args)| {
+            let mut job = json!({ "workflow": workflow, "args": args });
+            for (field, v) in [("key", key.map(|k| json!(k))), ("queue", queue.map(|q| json!(q))), ("delay_ms", delay.map(|d| json!(d)))] {
+                if let Some(v) = v {
+                    job[field] = v;
+                }
+            }
+            json!({ "script": { "only": {
+                "set": { attr: value },
+                "sql": [{ "execute": "INSERT INTO fuzzed (v) VALUES ($1)", "params": [param], "tolerate": true }],
+                "stage": [job],
+            } } })
+        })
+}
+
+/// Generated WIT-level values, through a real step on SQLite: whatever a
+/// step hands over, its run ends with a recorded outcome (a refusal of a
+/// named kind, never a host error or a panic), and a well-behaved run after
+/// it succeeds.
+#[test]
+fn wit_level_values_from_a_step_are_checked_without_harm() {
+    use acidic::{RunRequest, RunStatus};
+    let env = crate::harness::Env::new();
+    env.app_table("fuzzed", "v");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let host = runtime.block_on(env.host());
+    let fuzzed = env.scripted(
+        "fuzzed",
+        "max_attempts = 1",
+        &[("only", "sql = \"read-write\"\ntables = [\"fuzzed\"]")],
+    );
+    let calm = env.scripted("calm", "", &[("only", "")]);
+    for path in [&fuzzed, &calm] {
+        runtime.block_on(host.register(path)).expect("register");
+    }
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 32,
+        ..ProptestConfig::default()
+    });
+    let case = std::sync::atomic::AtomicU32::new(0);
+    runner
+        .run(&wit_values(), |args| {
+            let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let request = RunRequest::new("fuzzed", args.clone()).with_key(format!("case-{case}"));
+            let report = runtime
+                .block_on(host.run(request))
+                .map_err(|e| TestCaseError::fail(format!("the host erred: {e}")))?;
+            if let Some(error) = &report.error {
+                prop_assert_ne!(&error.kind, "host_error", "{}", error.message);
+            }
+            prop_assert!(
+                matches!(report.status, RunStatus::Succeeded | RunStatus::Failed),
+                "{report:?}"
+            );
+            let calm =
+                RunRequest::new("calm", serde_json::json!({})).with_key(format!("calm-{case}"));
+            let calm = runtime
+                .block_on(host.run(calm))
+                .map_err(|e| TestCaseError::fail(format!("the host erred after: {e}")))?;
+            prop_assert_eq!(calm.status, RunStatus::Succeeded);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+}

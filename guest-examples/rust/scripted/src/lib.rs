@@ -7,8 +7,10 @@
 //! - `"count": true` increments attribute `calls_<step>`;
 //! - `"sql": [{"execute": s, "params": [..]} | {"query": s, "params": [..], "into": name}]`
 //!   runs statements in the step's transaction (`into` sets attribute `name`
-//!   to the rows; `"tolerate": true` ignores the statement's error);
-//! - `"stage": [{"workflow": w, "args": a, "key": k, "await": bool}]` stages runs;
+//!   to the rows; `"tolerate": true` ignores the statement's error); a
+//!   parameter `{"real": "NaN"}` is that float, `{"blob": text}` those bytes;
+//! - `"stage": [{"workflow": w, "args": a, "key": k, "queue": q, "delay_ms": n, "await": bool}]`
+//!   stages runs;
 //! - `"children_into": "name"` sets attribute `name` to the staged runs' results;
 //! - `"fail": "retryable" | "fatal"` fails (only while attempt <= `"fail_attempts"`, if given);
 //! - `"sleep_ms": n` sleeps n ms (through WASI's clock, so the host keeps serving);
@@ -21,6 +23,18 @@ use acidic_guest::{Ctx, Job, Outcome, SqlValue, Step, StepError, export_step};
 use serde_json::Value;
 
 struct Scripted;
+
+/// A statement's parameter: JSON as the SDK maps it, or a float JSON cannot
+/// hold (`{"real": "NaN"}`), or bytes (`{"blob": text}`).
+fn param(v: &Value) -> SqlValue {
+    if let Some(real) = v.get("real").and_then(Value::as_str) {
+        return SqlValue::Real(real.parse().unwrap_or(f64::NAN));
+    }
+    if let Some(blob) = v.get("blob").and_then(Value::as_str) {
+        return SqlValue::Blob(blob.as_bytes().to_vec());
+    }
+    SqlValue::from(v)
+}
 
 impl Step for Scripted {
     fn run(cx: &mut Ctx) -> Result<Outcome, StepError> {
@@ -58,7 +72,7 @@ impl Step for Scripted {
                 let params: Vec<SqlValue> = s
                     .get("params")
                     .and_then(Value::as_array)
-                    .map(|ps| ps.iter().map(SqlValue::from).collect())
+                    .map(|ps| ps.iter().map(param).collect())
                     .unwrap_or_default();
                 let tolerate = s.get("tolerate") == Some(&Value::Bool(true));
                 if let Some(statement) = s.get("execute").and_then(Value::as_str) {
@@ -86,6 +100,12 @@ impl Step for Scripted {
                 let mut staged = Job::new(workflow, job.get("args").unwrap_or(&Value::Null))?;
                 if let Some(key) = job.get("key").and_then(Value::as_str) {
                     staged = staged.key(key);
+                }
+                if let Some(queue) = job.get("queue").and_then(Value::as_str) {
+                    staged = staged.queue(queue);
+                }
+                if let Some(ms) = job.get("delay_ms").and_then(Value::as_u64) {
+                    staged = staged.delay(std::time::Duration::from_millis(ms));
                 }
                 if job.get("await") == Some(&Value::Bool(true)) {
                     staged = staged.awaited();
