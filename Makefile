@@ -15,11 +15,16 @@ ORDER  := $(GUESTS)/order/workflow.toml
 ITEM   := $(GUESTS)/order/charge-item.toml
 ITEMS  := '{"items":[{"sku":"helmet","cents":4900},{"sku":"gloves","cents":1500},{"sku":"boots","cents":8900}]}'
 
-.PHONY: setup host postgres demo polyglot test bench clean browser install
+.PHONY: setup first-run host postgres demo polyglot test bench clean browser install
 
 # The first run installs and builds everything (about 15 minutes on 2 cores;
 # later runs only what changed): each phase says what it does.
-setup: guests host
+setup: first-run guests host
+
+first-run:
+	@[ -d .toolchains ] || echo "== first run: installs the pinned guest toolchains into .toolchains/, \
+	builds the guest examples in 5 languages, then the host; about 15 minutes on 2 cores \
+	(later runs rebuild only what changed; one language only: make guests-python, -js, -go, -c or -rust)"
 
 # `make guests`: every guest example in every language (guest-examples/guests.mk).
 include guest-examples/guests.mk
