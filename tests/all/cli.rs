@@ -323,6 +323,13 @@ fn args_that_are_not_a_json_object_are_refused() {
     }
     let out = acidic(&env, &["runs", "list", "--json"]);
     assert_eq!(stdout_json(&out), json!([]), "nothing ran");
+    let out = acidic(&env, &["workflows", "list", "--json"]);
+    assert_eq!(
+        stdout_json(&out),
+        json!([]),
+        "nothing registered: {}",
+        stderr(&out)
+    );
 }
 
 on_each_backend! {

@@ -388,17 +388,9 @@ async fn resolve(
     }
 }
 
-/// Resolves the target (registering a manifest path first) and parses the args.
+/// Parses the args, then resolves the target (registering a manifest path
+/// first): args that are refused register nothing.
 async fn request(host: &Host, target: &Target) -> anyhow::Result<RunRequest> {
-    let workflow = if target.workflow.ends_with(".toml") || Path::new(&target.workflow).is_file() {
-        let r = host.register(Path::new(&target.workflow)).await?;
-        if r.new {
-            eprintln!("registered {} v{}", r.workflow, r.version);
-        }
-        r.workflow
-    } else {
-        target.workflow.clone()
-    };
     let text = match target.args.strip_prefix('@') {
         Some(file) => {
             std::fs::read_to_string(file).with_context(|| format!("reading args from {file}"))?
@@ -422,6 +414,15 @@ async fn request(host: &Host, target: &Target) -> anyhow::Result<RunRequest> {
             }
         );
     }
+    let workflow = if target.workflow.ends_with(".toml") || Path::new(&target.workflow).is_file() {
+        let r = host.register(Path::new(&target.workflow)).await?;
+        if r.new {
+            eprintln!("registered {} v{}", r.workflow, r.version);
+        }
+        r.workflow
+    } else {
+        target.workflow.clone()
+    };
     Ok(RunRequest {
         workflow,
         args,
