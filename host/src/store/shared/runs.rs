@@ -344,17 +344,10 @@ impl Backend {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        let Some(row) = row else { return Ok(None) };
-        let code: Option<i64> = row.try_get("response_code")?;
-        let body: Option<String> = row.try_get("response_body")?;
-        Ok(match (code, body) {
-            (Some(code), Some(body)) => Some(StoredResponse {
-                code: u16::try_from(code)
-                    .map_err(|_| Error::Corrupt(format!("run {id}: response code {code}")))?,
-                body,
-            }),
-            _ => None,
-        })
+        match row {
+            Some(row) => stored_of(id, &row),
+            None => Ok(None),
+        }
     }
 
     /// The answer stored for finished run `id`, storing `make(run)` first if
@@ -365,18 +358,7 @@ impl Backend {
         make: &(dyn Fn(&RunRecord) -> StoredResponse + Sync),
     ) -> Result<Option<StoredResponse>> {
         let mut conn = self.writer.acquire().await?;
-        let stored = |row: &DbRow| -> Result<Option<StoredResponse>> {
-            let code: Option<i64> = row.try_get("response_code")?;
-            let body: Option<String> = row.try_get("response_body")?;
-            Ok(match (code, body) {
-                (Some(code), Some(body)) => Some(StoredResponse {
-                    code: u16::try_from(code)
-                        .map_err(|_| Error::Corrupt(format!("run {id}: response code {code}")))?,
-                    body,
-                }),
-                _ => None,
-            })
-        };
+        let stored = |row: &DbRow| stored_of(id, row);
         let sql = format!("SELECT {RUN_COLUMNS}, response_code, response_body FROM runs WHERE id = $1");
         let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
@@ -586,6 +568,20 @@ async fn claim_in(
         ..run
     };
     Ok(StartOutcome::Claimed(Box::new(run)))
+}
+
+/// The answer stored in run `id`'s `row`, if one is.
+fn stored_of(id: i64, row: &DbRow) -> Result<Option<StoredResponse>> {
+    let code: Option<i64> = row.try_get("response_code")?;
+    let body: Option<String> = row.try_get("response_body")?;
+    Ok(match (code, body) {
+        (Some(code), Some(body)) => Some(StoredResponse {
+            code: u16::try_from(code)
+                .map_err(|_| Error::Corrupt(format!("run {id}: response code {code}")))?,
+            body,
+        }),
+        _ => None,
+    })
 }
 
 /// Inserts `new`, leased to `lease`, if no run has its key and no version of
