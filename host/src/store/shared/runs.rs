@@ -274,35 +274,11 @@ impl Backend {
 
     /// Runs matching `filter`, newest first.
     pub(super) async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE ($1 IS NULL OR status = $2) AND ($3 IS NULL OR workflow = $4) \
-               AND ($5 IS NULL OR parent_run_id = $6) AND ($7 IS NULL OR queue = $8) \
-               AND ($9 IS NULL OR id < $10) \
-               AND ($11 IS NULL OR substr(idempotency_key, 1, length($12)) = $13) \
-               AND ($15 IS NULL OR created_at >= $16) AND ($17 IS NULL OR created_at < $18) \
-             ORDER BY id DESC LIMIT $14"
-        );
+        let sql =
+            format!("SELECT {RUN_COLUMNS} FROM runs WHERE {FILTERED} ORDER BY id DESC LIMIT $18");
         let status = filter.status.map(RunStatus::as_str);
-        let prefix = filter.key_prefix.as_deref();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(status)
-            .bind(status)
-            .bind(filter.workflow.as_deref())
-            .bind(filter.workflow.as_deref())
-            .bind(filter.parent)
-            .bind(filter.parent)
-            .bind(filter.queue.as_deref())
-            .bind(filter.queue.as_deref())
-            .bind(filter.before)
-            .bind(filter.before)
-            .bind(prefix)
-            .bind(prefix)
-            .bind(prefix)
+        let rows = filtered(sqlx::query(sqlx::AssertSqlSafe(sql)), filter, status, filter.before)
             .bind(i64::from(filter.limit))
-            .bind(filter.created_from)
-            .bind(filter.created_from)
-            .bind(filter.created_until)
-            .bind(filter.created_until)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(run_from_row).collect()
@@ -311,26 +287,10 @@ impl Backend {
     /// How many runs match `filter` (its status, cursor and limit aside),
     /// per status.
     pub(super) async fn count_runs(&self, filter: &RunFilter) -> Result<Vec<(String, i64)>> {
-        let sql = "SELECT status, COUNT(*) AS n FROM runs WHERE ($1 IS NULL OR workflow = $2) \
-               AND ($3 IS NULL OR parent_run_id = $4) AND ($5 IS NULL OR queue = $6) \
-               AND ($7 IS NULL OR substr(idempotency_key, 1, length($8)) = $9) \
-               AND ($10 IS NULL OR created_at >= $11) AND ($12 IS NULL OR created_at < $13) \
-             GROUP BY status ORDER BY status";
-        let prefix = filter.key_prefix.as_deref();
-        let rows = sqlx::query(sql)
-            .bind(filter.workflow.as_deref())
-            .bind(filter.workflow.as_deref())
-            .bind(filter.parent)
-            .bind(filter.parent)
-            .bind(filter.queue.as_deref())
-            .bind(filter.queue.as_deref())
-            .bind(prefix)
-            .bind(prefix)
-            .bind(prefix)
-            .bind(filter.created_from)
-            .bind(filter.created_from)
-            .bind(filter.created_until)
-            .bind(filter.created_until)
+        let sql = format!(
+            "SELECT status, COUNT(*) AS n FROM runs WHERE {FILTERED} GROUP BY status ORDER BY status"
+        );
+        let rows = filtered(sqlx::query(sqlx::AssertSqlSafe(sql)), filter, None, None)
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -568,6 +528,42 @@ async fn claim_in(
         ..run
     };
     Ok(StartOutcome::Claimed(Box::new(run)))
+}
+
+/// The runs a [`RunFilter`] selects, over parameters $1 to $17 (bound by
+/// [`filtered`]): each condition holds when its value is NULL.
+const FILTERED: &str = "($1 IS NULL OR status = $2) AND ($3 IS NULL OR workflow = $4) \
+   AND ($5 IS NULL OR parent_run_id = $6) AND ($7 IS NULL OR queue = $8) \
+   AND ($9 IS NULL OR id < $10) \
+   AND ($11 IS NULL OR substr(idempotency_key, 1, length($12)) = $13) \
+   AND ($14 IS NULL OR created_at >= $15) AND ($16 IS NULL OR created_at < $17)";
+
+/// Binds [`FILTERED`]'s parameters: `filter`'s, with `status` and `before`
+/// given apart (a count leaves them out).
+fn filtered<'q>(
+    q: sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>,
+    filter: &'q RunFilter,
+    status: Option<&'q str>,
+    before: Option<i64>,
+) -> sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments> {
+    let prefix = filter.key_prefix.as_deref();
+    q.bind(status)
+        .bind(status)
+        .bind(filter.workflow.as_deref())
+        .bind(filter.workflow.as_deref())
+        .bind(filter.parent)
+        .bind(filter.parent)
+        .bind(filter.queue.as_deref())
+        .bind(filter.queue.as_deref())
+        .bind(before)
+        .bind(before)
+        .bind(prefix)
+        .bind(prefix)
+        .bind(prefix)
+        .bind(filter.created_from)
+        .bind(filter.created_from)
+        .bind(filter.created_until)
+        .bind(filter.created_until)
 }
 
 /// The answer stored in run `id`'s `row`, if one is.
