@@ -306,19 +306,16 @@ impl Host {
         // The latest version this host knows, not read again per run: the
         // store creates a run only on the latest, and says when another
         // process registered a newer one, which is then read.
-        let mut workflow = self.registry().latest_known(&request.workflow).await?;
-        let mut fresh = false;
-        let (new, lease, outcome) = loop {
-            let new = requested_run(&workflow, request.clone(), Duration::ZERO, "default")?;
-            let lease = self.lease_for(&workflow.definition);
-            match self.store.start_run(&new, &lease).await? {
-                StartOutcome::Stale if !fresh => {
-                    workflow = self.latest(&request.workflow).await?;
-                    fresh = true;
-                }
-                outcome => break (new, lease, outcome),
-            }
-        };
+        let workflow = self.registry().latest_known(&request.workflow).await?;
+        let mut new = requested_run(&workflow, request, Duration::ZERO, "default")?;
+        let mut lease = self.lease_for(&workflow.definition);
+        let mut outcome = self.store.start_run(&new, &lease).await?;
+        if matches!(outcome, StartOutcome::Stale) {
+            let workflow = self.latest(&new.workflow).await?;
+            new = new.on_version(&workflow);
+            lease = self.lease_for(&workflow.definition);
+            outcome = self.store.start_run(&new, &lease).await?;
+        }
         match outcome {
             StartOutcome::Claimed(run) => Ok(Started::Claimed(ClaimedRun { run, lease })),
             StartOutcome::Final(run) => Ok(Started::Final(run)),
@@ -729,12 +726,12 @@ pub(crate) fn new_run(
     if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
         return Err(Error::InvalidKey(key.chars().take(64).collect()));
     }
-    Ok(NewRun {
+    let new = NewRun {
         workflow: definition.name.clone(),
-        workflow_version: workflow.version,
-        definition_hash: workflow.hash.clone(),
-        first_step: definition.first_step().to_string(),
-        attributes: definition.attributes.clone(),
+        workflow_version: 0,
+        definition_hash: String::new(),
+        first_step: String::new(),
+        attributes: serde_json::Map::new(),
         key,
         args,
         delay,
@@ -742,7 +739,8 @@ pub(crate) fn new_run(
         parent_run_id,
         depth: 0,
         awaited: false,
-    })
+    };
+    Ok(new.on_version(workflow))
 }
 
 /// Takes in a report of `run_staged`: follow what it staged, and watch it if it waits.

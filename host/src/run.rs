@@ -321,6 +321,20 @@ pub struct NewRun {
     pub awaited: bool,
 }
 
+impl NewRun {
+    /// The same run on `workflow` (a version of its workflow): the version,
+    /// its hash, its first step and its initial attributes.
+    pub fn on_version(self, workflow: &crate::workflow::Workflow) -> NewRun {
+        NewRun {
+            workflow_version: workflow.version,
+            definition_hash: workflow.hash.clone(),
+            first_step: workflow.definition.first_step().to_string(),
+            attributes: workflow.definition.attributes.clone(),
+            ..self
+        }
+    }
+}
+
 /// A worker's claim on a run. The owner string is unique per claim, so a
 /// takeover by anyone (even the same process) fences out the old holder.
 #[derive(Debug, Clone)]
