@@ -580,6 +580,48 @@ fn stored_of(id: i64, row: &DbRow) -> Result<Option<StoredResponse>> {
     })
 }
 
+/// The columns a new run is inserted with, and their parameters (bound by
+/// [`bind_new_run`]).
+const NEW_RUN_COLUMNS: &str = "(workflow, workflow_version, definition_hash, idempotency_key, args, args_hash, \
+    status, recovery_point, attributes, locked_by, locked_until, available_at, queue, parent_run_id, awaited, \
+    created_at, updated_at, last_run_at, depth)";
+const NEW_RUN_VALUES: &str =
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19";
+
+/// Binds [`NEW_RUN_VALUES`] for `new`: running and leased to `lease` if
+/// given, else pending.
+fn bind_new_run<'q>(
+    q: sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>,
+    new: &'q NewRun,
+    now: i64,
+    lease: Option<&'q Lease>,
+) -> sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments> {
+    let status = if lease.is_some() {
+        RunStatus::Running
+    } else {
+        RunStatus::Pending
+    };
+    q.bind(&new.workflow)
+        .bind(i64::from(new.workflow_version))
+        .bind(&new.definition_hash)
+        .bind(&new.key)
+        .bind(canonical_json(&new.args))
+        .bind(args_hash(&new.args))
+        .bind(status.as_str())
+        .bind(&new.first_step)
+        .bind(Value::Object(new.attributes.clone()).to_string())
+        .bind(lease.map(|l| l.owner.as_str()))
+        .bind(lease.map(|l| now + ms(l.ttl)))
+        .bind(now.saturating_add(ms(new.delay)))
+        .bind(&new.queue)
+        .bind(new.parent_run_id)
+        .bind(new.awaited)
+        .bind(now)
+        .bind(now)
+        .bind(lease.map(|_| now))
+        .bind(i64::from(new.depth))
+}
+
 /// Inserts `new`, leased to `lease`, if no run has its key and no version of
 /// its workflow is newer than its own: the whole of a common start, in one
 /// statement. `None` if either holds.
@@ -590,68 +632,23 @@ async fn insert_started(
     lease: &Lease,
 ) -> Result<Option<RunRecord>> {
     let sql = format!(
-        "INSERT INTO runs (workflow, workflow_version, definition_hash, idempotency_key, args, args_hash, status, \
-           recovery_point, attributes, locked_by, locked_until, available_at, queue, parent_run_id, awaited, \
-           created_at, updated_at, last_run_at, depth) \
-         SELECT $1, $2, $3, $4, $5, $6, 'running', $7, $8, $9, $10, $14, $12, $15, $16, $11, $11, $11, $13 \
+        "INSERT INTO runs {NEW_RUN_COLUMNS} SELECT {NEW_RUN_VALUES} \
          WHERE NOT EXISTS (SELECT 1 FROM workflows WHERE name = $1 AND version > $2) \
          ON CONFLICT (workflow, idempotency_key) DO NOTHING RETURNING {RUN_COLUMNS}"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&new.workflow)
-        .bind(i64::from(new.workflow_version))
-        .bind(&new.definition_hash)
-        .bind(&new.key)
-        .bind(canonical_json(&new.args))
-        .bind(args_hash(&new.args))
-        .bind(&new.first_step)
-        .bind(Value::Object(new.attributes.clone()).to_string())
-        .bind(&lease.owner)
-        .bind(now + ms(lease.ttl))
-        .bind(now)
-        .bind(&new.queue)
-        .bind(i64::from(new.depth))
-        .bind(now.saturating_add(ms(new.delay)))
-        .bind(new.parent_run_id)
-        .bind(new.awaited)
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let row = bind_new_run(query, new, now, Some(lease))
         .fetch_optional(pool)
         .await?;
     row.as_ref().map(run_from_row).transpose()
 }
 
 async fn insert_run(conn: &mut Conn, new: &NewRun, now: i64, lease: Option<&Lease>) -> Result<i64> {
-    let status = if lease.is_some() {
-        RunStatus::Running
-    } else {
-        RunStatus::Pending
-    };
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO runs (workflow, workflow_version, definition_hash, idempotency_key, args, args_hash, status, \
-           recovery_point, attributes, locked_by, locked_until, available_at, queue, parent_run_id, awaited, \
-           created_at, updated_at, last_run_at, depth) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) RETURNING id",
-    )
-    .bind(&new.workflow)
-    .bind(i64::from(new.workflow_version))
-    .bind(&new.definition_hash)
-    .bind(&new.key)
-    .bind(canonical_json(&new.args))
-    .bind(args_hash(&new.args))
-    .bind(status.as_str())
-    .bind(&new.first_step)
-    .bind(Value::Object(new.attributes.clone()).to_string())
-    .bind(lease.map(|l| l.owner.as_str()))
-    .bind(lease.map(|l| now + ms(l.ttl)))
-    .bind(now.saturating_add(ms(new.delay)))
-    .bind(&new.queue)
-    .bind(new.parent_run_id)
-    .bind(new.awaited)
-    .bind(now)
-    .bind(now)
-    .bind(lease.map(|_| now))
-    .bind(i64::from(new.depth))
-    .fetch_one(&mut *conn)
-    .await?;
+    let sql = format!("INSERT INTO runs {NEW_RUN_COLUMNS} VALUES ({NEW_RUN_VALUES}) RETURNING id");
+    let row = bind_new_run(sqlx::query(sqlx::AssertSqlSafe(sql)), new, now, lease)
+        .fetch_one(&mut *conn)
+        .await?;
+    let id: i64 = row.try_get("id")?;
     Ok(id)
 }
 
