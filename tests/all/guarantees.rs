@@ -637,6 +637,62 @@ async fn conflicts_are_tried_again_without_using_an_attempt(env) {
 }
 }
 
+/// A cancel asked for while a step keeps losing conflicts takes effect at
+/// the step's next try, not after the conflict window: the run ends
+/// cancelled, with no hand-back recorded. (Postgres: a trigger makes every
+/// insert fail as a serialization failure would.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_ends_a_run_that_keeps_conflicting() {
+    let env = Env::on(crate::harness::Backend::Postgres);
+    let host = std::sync::Arc::new(env.host().await);
+    let table = env.app_table("contested", "id BIGINT");
+    env.app_sql(
+        "CREATE FUNCTION always_conflicts() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'made to conflict' USING ERRCODE = '40001'; END $$",
+    );
+    env.app_sql(&format!(
+        "CREATE TRIGGER always_conflicts BEFORE INSERT ON {table} \
+         FOR EACH ROW EXECUTE FUNCTION always_conflicts()"
+    ));
+    let path = env.scripted(
+        "contested",
+        "timeout = \"20s\"",
+        &[("only", "sql = \"read-write\"")],
+    );
+    host.register(&path).await.expect("register");
+    let step = json!({
+        "sql": [{ "execute": format!("INSERT INTO {table} (id) VALUES (1)"), "params": [] }],
+    });
+    let running = {
+        let host = host.clone();
+        tokio::spawn(async move {
+            host.run(RunRequest::new("contested", script(json!({ "only": step }))).with_key("c-1"))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let asked = host
+        .cancel("c-1", Some("contested"), "operator")
+        .await
+        .expect("cancel");
+    assert!(
+        matches!(asked, acidic::Cancellation::Requested { .. }),
+        "the run was inside its step: {asked:?}"
+    );
+    let report = running.await.expect("task").expect("run");
+    assert_eq!(report.status, RunStatus::Cancelled, "{:?}", report.error);
+    let shown = host.show("c-1", Some("contested")).await.expect("show");
+    assert!(
+        shown
+            .timeline
+            .iter()
+            .all(|e| e.error_kind.as_deref() != Some("conflict")),
+        "the run was cancelled before the conflict window ran out: {:?}",
+        shown.timeline
+    );
+    assert_eq!(env.app_count(&table, "TRUE"), 0, "nothing was inserted");
+}
+
 /// A host keeps the latest version of a workflow it read; a version another
 /// process registers afterwards is still the one a new run starts on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,6 @@
 //! and a server restart in the middle of a load. (Every other storage and
 //! executor test runs on Postgres too, through `on_each_backend!`.)
 
-use std::collections::HashMap;
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
@@ -10,20 +9,17 @@ use acidic::{RunFilter, RunStatus};
 
 use crate::harness::{Backend, Env};
 use crate::workers::{
-    assert_each_step_committed_once, assert_started_once_per_attempt, enqueue, setup,
-    started_steps, wait_all, worker,
+    Starts, assert_each_step_committed_once, assert_started_once_per_attempt, enqueue, setup,
+    wait_all, worker,
 };
 
-/// Waits for every worker and returns how many times each (run, step,
-/// attempt) call was started across all of them.
-fn collect_starts(workers: Vec<Child>) -> HashMap<String, usize> {
-    let mut starts: HashMap<String, usize> = HashMap::new();
+/// Waits for every worker and reads what their logs say they started.
+fn collect_starts(workers: Vec<Child>) -> Starts {
+    let mut starts = Starts::default();
     for out in wait_all(workers) {
         let log = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "worker failed: {log}");
-        for s in started_steps(&log) {
-            *starts.entry(s).or_default() += 1;
-        }
+        starts.read(&log);
     }
     starts
 }

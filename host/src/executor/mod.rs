@@ -170,7 +170,8 @@ impl Executor<'_> {
                 attempt: run.step_attempt + 1,
                 started_at: now_ms(),
             };
-            tracing::debug!(run = %run.key, step = %step.name, attempt = call.attempt, worker = %lease.owner, "step started");
+            let tries = conflicts.map_or(1, |(_, tries)| tries + 1);
+            tracing::debug!(run = %run.key, step = %step.name, attempt = call.attempt, tries, worker = %lease.owner, "step started");
 
             let called = contain_panic(&run.key, &step.name, self.call_step(&call)).await?;
             let seconds = (now_ms() - call.started_at).max(0) as f64 / 1000.0;
@@ -223,8 +224,13 @@ impl Executor<'_> {
                         *tries += 1;
                         if since.elapsed() < CONFLICT_WINDOW {
                             let pause = CONFLICT_BACKOFF.delay(*tries);
-                            tracing::debug!(run = %run.key, step = %step.name, tries = *tries, ?pause, "step conflicted, trying again: {}", failed.message);
+                            tracing::debug!(run = %run.key, step = %step.name, attempt = call.attempt, tries = *tries, ?pause, "step conflicted, trying again: {}", failed.message);
                             tokio::time::sleep(pause).await;
+                            // A cancel asked for meanwhile takes effect now,
+                            // not after the conflict window.
+                            if let Some(fresh) = self.store.run(run.id).await? {
+                                run.cancel_requested_by = fresh.cancel_requested_by;
+                            }
                             continue;
                         }
                         let message = format!(
@@ -249,7 +255,7 @@ impl Executor<'_> {
                         message: stored_message(&failed.message, MAX_ERROR_MESSAGE),
                         attempt: call.attempt,
                     };
-                    tracing::info!(run = %run.key, step = %failure.step, kind = %failure.kind, retry = retry_in.is_some(), "step failed: {}", failure.message);
+                    tracing::info!(run = %run.key, step = %failure.step, attempt = failure.attempt, kind = %failure.kind, retry = retry_in.is_some(), "step failed: {}", failure.message);
                     let parent = match retry_in {
                         None => {
                             self.parent_failure(&run, ErrorKind::ChildFailed, &failure.message)
