@@ -249,7 +249,7 @@ impl Env {
 
 /// A payment API on 127.0.0.1 that, like Stripe, charges once per
 /// `Idempotency-Key` and answers a repeated key with the first charge.
-/// It serves at most 200 requests or 120 s, then stops by itself.
+/// It stops when dropped, or by itself at the end of its lifetime.
 pub struct FakePayments {
     pub addr: SocketAddr,
     charges: Arc<Mutex<HashMap<String, Value>>>,
@@ -258,12 +258,13 @@ pub struct FakePayments {
 }
 
 impl FakePayments {
-    /// On a free port.
+    /// On a free port, for one test: at most 10 minutes.
     pub fn start() -> FakePayments {
-        FakePayments::on(TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1"))
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        FakePayments::on(listener, Duration::from_secs(600))
     }
 
-    fn on(listener: TcpListener) -> FakePayments {
+    fn on(listener: TcpListener, lifetime: Duration) -> FakePayments {
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let charges = Arc::new(Mutex::new(HashMap::new()));
@@ -271,11 +272,8 @@ impl FakePayments {
         let stop = Arc::new(AtomicBool::new(false));
         let (c, r, s) = (charges.clone(), requests.clone(), stop.clone());
         std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !s.load(Ordering::Relaxed)
-                && Instant::now() < deadline
-                && r.load(Ordering::Relaxed) < 200
-            {
+            let deadline = Instant::now() + lifetime;
+            while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         r.fetch_add(1, Ordering::Relaxed);
@@ -366,14 +364,17 @@ fn serve(stream: TcpStream, charges: &Mutex<HashMap<String, Value>>) -> std::io:
 }
 
 /// The payment API the ride example's manifest allows (127.0.0.1:8089),
-/// started once per test process. If the port is taken, a fake from
-/// `make demo` is assumed to be serving it.
+/// started once per test process and serving as long as it lives (a
+/// slow machine reaches the last ride test long after the first: a fake
+/// that stopped by itself failed them with a closed connection). If the port
+/// is taken, a fake from `make demo` is assumed to be serving it.
 pub fn ride_payments() {
     static STARTED: OnceLock<Option<FakePayments>> = OnceLock::new();
     STARTED.get_or_init(|| {
+        let whole_run = Duration::from_secs(24 * 3600);
         TcpListener::bind("127.0.0.1:8089")
             .ok()
-            .map(FakePayments::on)
+            .map(|listener| FakePayments::on(listener, whole_run))
     });
 }
 
