@@ -364,7 +364,6 @@ async fn no_guest_input_crashes_the_host(env) {
     for (step, words) in [
         ("far_delay", "delay"),
         ("nul_key", "control characters"),
-        ("long_queue", "queue"),
     ] {
         let name = format!("crash-{}", step.replace('_', "-"));
         hostile(&env, &host, &name, step, "").await;
@@ -602,8 +601,9 @@ fn host_memory_for_a_step_is_within_its_budget(env) {
 }
 
 on_each_backend! {
-/// Attributes (count, name, total), staged runs (count) and the lineage of
-/// runs staging runs are capped: each is a recorded `output_too_large`
+/// Attributes (count, name, total), staged runs (count, args in total, the
+/// length of their queue's name) and the lineage of runs staging runs are
+/// capped: each is a recorded `output_too_large`
 /// naming its cap, with nothing of the step committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_step_produces_is_capped(env) {
@@ -613,6 +613,8 @@ async fn what_a_step_produces_is_capped(env) {
         ("long_name", "max_attribute_name"),
         ("fat_attributes", "max_attributes_total"),
         ("stage_many", "max_staged"),
+        ("stage_fat", "max_staged_total"),
+        ("long_queue", "queue"),
     ] {
         let name = format!("cap-{}", step.replace('_', "-"));
         hostile(&env, &host, &name, step, "").await;

@@ -159,7 +159,7 @@ impl StepState {
     /// Checks a run the guest asks to stage against every cap; returns it as staged.
     fn stage(&mut self, job: staging::Job) -> Result<String, String> {
         let policy = self.policy;
-        guest_name(
+        self.staged_name(
             "the staged run's workflow",
             &job.workflow,
             MAX_WORKFLOW_NAME,
@@ -208,11 +208,11 @@ impl StepState {
             return Err(self.refuse(message));
         }
         if let Some(key) = &job.key {
-            guest_name("the staged run's key", key, MAX_KEY)
+            self.staged_name("the staged run's key", key, MAX_KEY)
                 .map_err(|e| format!("staged run of `{workflow}`: {e}"))?;
         }
         let queue = job.queue.unwrap_or_else(|| "default".into());
-        guest_name("the staged run's queue", &queue, MAX_QUEUE_NAME)
+        self.staged_name("the staged run's queue", &queue, MAX_QUEUE_NAME)
             .map_err(|e| format!("staged run of `{workflow}`: {e}"))?;
         let delay = Duration::from_millis(job.delay_ms.unwrap_or(0));
         if delay > MAX_DELAY {
@@ -236,6 +236,22 @@ impl StepState {
             awaits: job.awaits,
         });
         Ok(key)
+    }
+
+    /// Checks a name a staged run carries: one over its length limit is a
+    /// cap the step hit (recorded, like every cap, whatever the guest does
+    /// with the error); an empty one or one with control characters is only
+    /// refused.
+    fn staged_name(&mut self, what: &str, name: &str, max: usize) -> Result<(), String> {
+        if name.len() > max {
+            let message = format!(
+                "{what} `{}` of {} bytes is over the limit of {max} bytes",
+                shown(name),
+                name.len()
+            );
+            return Err(self.refuse(message));
+        }
+        guest_name(what, name, max)
     }
 
     /// Records and words a staged run refused by the memory budget.

@@ -14,8 +14,9 @@
 //!   name (each finishes with what the host answered); `many_attributes`
 //!   sets 5,000 attributes, `long_name` one with a 10 KB name,
 //!   `fat_attributes` twenty of 900 KB, `deep_json` one nested 127 deep,
-//!   `stage_many` stages 5,000 runs (each ignores the errors it gets and
-//!   continues); `host_traffic` moves 1 GiB through `attributes.set`;
+//!   `stage_many` stages 5,000 runs, `stage_fat` twenty with 900 KB args
+//!   (each ignores the errors it gets and continues); `host_traffic` moves
+//!   1 GiB through `attributes.set`;
 //!   `chain` stages a run of its own workflow, which does the same;
 //!   `sleep` sleeps an hour in a WASI call; `random_flood` draws 25 MiB
 //!   from `wasi:random` in 256-byte calls;
@@ -105,6 +106,20 @@ impl Guest for Hostile {
                         workflow: me.to_string(),
                         args: format!("{{\"i\":{i}}}"),
                         key: None,
+                        delay_ms: Some(3_600_000),
+                        queue: None,
+                        awaits: false,
+                    });
+                }
+                Ok(Outcome::Continue)
+            }
+            "stage_fat" => {
+                let args = format!("{{\"pad\":\"{}\"}}", "p".repeat(900 << 10));
+                for i in 0..20 {
+                    let _ = staging::enqueue(&staging::Job {
+                        workflow: me.to_string(),
+                        args: args.clone(),
+                        key: Some(format!("fat-{i}")),
                         delay_ms: Some(3_600_000),
                         queue: None,
                         awaits: false,
