@@ -530,6 +530,16 @@ fn make_step_outputs_are_unique_per_source() {
 /// does not describe its bytes counts by its bytes.
 #[test]
 fn a_rebuilt_javascript_step_registers_no_new_version() {
+    a_rebuilt_step_registers_no_new_version("guest-examples/js/polyglot/count.js");
+}
+
+/// The same for Python (componentize-py also seeds its snapshot at random).
+#[test]
+fn a_rebuilt_python_step_registers_no_new_version() {
+    a_rebuilt_step_registers_no_new_version("guest-examples/python/polyglot/rank.py");
+}
+
+fn a_rebuilt_step_registers_no_new_version(source: &str) {
     polyglot_guests();
     let env = Env::new();
     let outside = tempfile::tempdir().expect("a folder for the component");
@@ -539,7 +549,7 @@ fn a_rebuilt_javascript_step_registers_no_new_version() {
             .args([
                 "--no-print-directory".to_string(),
                 "step".to_string(),
-                "SRC=guest-examples/js/polyglot/count.js".to_string(),
+                format!("SRC={source}"),
                 format!("OUT={}", wasm.display()),
             ])
             .current_dir(root())
@@ -568,7 +578,7 @@ fn a_rebuilt_javascript_step_registers_no_new_version() {
     let again = register();
     assert!(
         again.contains("unchanged"),
-        "the same source, no new version: {again}"
+        "{source}: the same source, no new version: {again}"
     );
     if first != second {
         // A note that is not about these bytes is no evidence: a new version.

@@ -431,6 +431,51 @@ fn retryable_failures_resume_and_failed_runs_replay(env) {
 }
 
 on_each_backend! {
+/// `POST …/retry?upgrade=true` moves a pending run whose step is broken on
+/// its version to the latest one and resumes it there; without it, the
+/// retry runs the broken code again. The steps it committed do not run again.
+#[test]
+fn a_retry_can_move_a_run_to_the_latest_version(env) {
+    let manifest = |guest: &str| {
+        let text = format!(
+            "name = \"fixable\"\n\n[defaults]\nmax_attempts = 5\nbackoff = \"1h\"\n\n\
+             [[step]]\nname = \"a\"\ncomponent = \"{}\"\n\n\
+             [[step]]\nname = \"trap\"\ncomponent = \"{}\"\n",
+            component("scripted").display(),
+            component(guest).display()
+        );
+        env.write(&format!("fixable-{guest}.toml"), &text)
+    };
+    // Version 1: its step `trap` traps (the hostile guest does what its step is named).
+    register(&env, &manifest("hostile"));
+    let server = Server::start(&env, &["--workers", "0"]);
+    let args = json!({ "script": { "a": { "count": true } } });
+    let first = server.post("fixable", "fix-me", &args, &[]);
+    assert_eq!(first.status, 503, "pending, retried in an hour: {}", first.body);
+
+    // Version 2 fixes the step. A plain retry stays on version 1.
+    register(&env, &manifest("scripted"));
+    let again = server.request("POST", "/v1/runs/fixable/fix-me/retry", &[], None);
+    assert_eq!(again.status, 503, "the broken code again: {}", again.body);
+    let run = server.get("/v1/runs/fixable/fix-me").json();
+    assert_eq!((run["status"].as_str(), run["workflow_version"].as_i64()), (Some("pending"), Some(1)), "{run}");
+
+    let bad = server.request("POST", "/v1/runs/fixable/fix-me/retry?upgrade=perhaps", &[], None);
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(bad.problem(), "/problems/invalid-request");
+
+    let upgraded = server.request("POST", "/v1/runs/fixable/fix-me/retry?upgrade=true", &[], None);
+    assert_eq!(upgraded.status, 201, "{}", upgraded.body);
+    let run = server.get("/v1/runs/fixable/fix-me").json();
+    assert_eq!((run["status"].as_str(), run["workflow_version"].as_i64()), (Some("succeeded"), Some(2)), "{run}");
+    assert_eq!(run["attributes"]["calls_a"], 1, "step a ran once: {run}");
+    // The key now replays what the fixed run answered.
+    let replay = server.post("fixable", "fix-me", &args, &[]);
+    assert_eq!((replay.status, replay.header("idempotent-replayed")), (201, Some("true")), "{}", replay.body);
+}
+}
+
+on_each_backend! {
 /// A run still in flight: `202` with where to look; a second request with
 /// the key waits for it (latch) within its wait, or is told `409` after.
 #[test]
