@@ -223,3 +223,44 @@ fn the_order_example_fans_out_and_joins_with_follow(env) {
     assert_eq!(result["total_cents"], json!(355));
 }
 }
+
+on_each_backend! {
+/// The results of the runs a step awaited count against that step's memory
+/// budget when it reads them: over it, the step fails as `memory_limit`
+/// (the store stops reading at the budget), and the children stand as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_childrens_results_is_within_the_steps_memory_budget(env) {
+    let host = Arc::new(env.host().await);
+    let parent = env.scripted(
+        "parent",
+        "max_attempts = 1",
+        &[("fan_out", ""), ("join", "memory = \"8MiB\"")],
+    );
+    host.register(&parent).await.expect("register parent");
+    let child_manifest = env.scripted("child", "max_attempts = 1", &[("only", "")]);
+    host.register(&child_manifest).await.expect("register child");
+    // Twelve results of 900 KB: about 10.5 MiB, over the join's 8 MiB.
+    let kids: Vec<Value> = (0..12)
+        .map(|i| child(&format!("fat-{i}"), json!({ "finish_padding": 900 << 10 })))
+        .collect();
+    let args = json!({ "script": {
+        "fan_out": { "stage": kids },
+        "join": { "children_into": "results" }
+    }});
+    host.run(RunRequest::new("parent", args).with_key("p"))
+        .await
+        .expect("run");
+    drain(&host).await;
+
+    let detail = host.show("p", Some("parent")).await.expect("show");
+    assert_eq!(detail.run.status, RunStatus::Failed, "{:?}", detail.run.last_error);
+    let error = detail.run.last_error.clone().expect("an error");
+    assert_eq!(error.kind, "memory_limit", "{}", error.message);
+    assert!(error.message.contains("staged runs' results"), "{}", error.message);
+    assert!(!detail.run.attributes.contains_key("results"), "nothing of join committed");
+    for i in 0..12 {
+        let kid = host.show(&format!("fat-{i}"), Some("child")).await.expect("child");
+        assert_eq!(kid.run.status, RunStatus::Succeeded, "fat-{i}");
+    }
+}
+}

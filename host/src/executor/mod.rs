@@ -400,6 +400,7 @@ impl Executor<'_> {
         let facts = CallFacts {
             refusal: state.refusal(),
             too_large: state.too_large.clone(),
+            unanswered: state.unanswered.clone(),
             next: call.next,
             max_result: call.step.policy.max_result,
         };

@@ -44,6 +44,8 @@ pub(super) struct CallFacts<'a> {
     pub refusal: Option<Refusal>,
     /// The first cap the guest tried to exceed.
     pub too_large: Option<String>,
+    /// A host call that could not answer the guest, nor tell it so.
+    pub unanswered: Option<Refusal>,
     /// The step after this one (`finished` after the last).
     pub next: &'a str,
     /// The step's `max_result`.
@@ -52,6 +54,15 @@ pub(super) struct CallFacts<'a> {
 
 /// The step's end, or why it failed, from how its call ended.
 pub(super) fn classify(facts: CallFacts<'_>, outcome: CallOutcome) -> Result<StepEnd, Failed> {
+    // Whatever the guest did after a host call that could not answer it
+    // rested on an answer it never got: the call's failure is the step's.
+    if let Some(refusal) = facts.unanswered {
+        return Err(Failed::new(
+            refusal.kind,
+            refusal.message,
+            refusal.retryable,
+        ));
+    }
     // A step that failed after something it asked for was refused failed
     // because of it: recorded with the refusal's kind, naming what it asked.
     // It is tried again only if the refusal may clear and, when the guest
@@ -343,6 +354,16 @@ mod tests {
                 },
                 ok(Outcome::Continue),
                 Want::Fail(ErrorKind::OutputTooLarge, false, "max_attributes"),
+            ),
+            (
+                "a host call that could not answer, whatever the guest answered",
+                CallFacts {
+                    unanswered: Some(Refusal::new(ErrorKind::MemoryLimit, "staged runs' results")),
+                    next: "x",
+                    ..CallFacts::default()
+                },
+                ok(Outcome::Continue),
+                Want::Fail(ErrorKind::MemoryLimit, true, "staged runs' results"),
             ),
         ];
         for (name, facts, outcome, want) in cases {

@@ -337,19 +337,17 @@ impl staging::Host for StepState {
                     "the staged runs' results are over the step's memory budget of {} bytes",
                     self.budget.max()
                 );
-                self.note_refusal(Refusal::new(ErrorKind::MemoryLimit, message));
-                return Vec::new();
+                return self.unanswered(Refusal::new(ErrorKind::MemoryLimit, message));
             }
             Ok(Err(e)) => {
-                // The guest cannot act on a host database error; it sees no
-                // children, and the step's commit (same database) will fail too.
-                tracing::warn!(run = %self.run_key, "cannot list children: {e}");
-                return Vec::new();
+                let message = format!("the host could not list the staged runs: {e}");
+                let mut refusal = Refusal::new(ErrorKind::HostError, message);
+                refusal.retryable = true;
+                return self.unanswered(refusal);
             }
             Err(_) => {
                 let message = "listing the staged runs was cut off at the step's deadline";
-                self.note_refusal(Refusal::new(ErrorKind::Timeout, message));
-                return Vec::new();
+                return self.unanswered(Refusal::new(ErrorKind::Timeout, message));
             }
         };
         let mut children = Vec::with_capacity(runs.len());
@@ -366,6 +364,15 @@ impl staging::Host for StepState {
             });
         }
         children
+    }
+}
+
+impl StepState {
+    /// Records why `children` could not answer (the step fails with it) and
+    /// gives the guest the empty list its signature leaves as the only answer.
+    fn unanswered(&mut self, refusal: Refusal) -> Vec<staging::Child> {
+        self.unanswered.get_or_insert(refusal);
+        Vec::new()
     }
 }
 

@@ -98,6 +98,11 @@ pub struct StepState {
     /// The first cap the guest tried to exceed; the step fails with it even
     /// if the guest ignored the error it was given.
     pub too_large: Option<String>,
+    /// A host call that could not give the guest its answer and had no way
+    /// to say so (`children` returns a list, not a result): the step fails
+    /// with it whatever the guest did after, since that rested on an answer
+    /// it never got.
+    pub unanswered: Option<Refusal>,
     pub(super) run_key: String,
     pub(super) run_id: i64,
     pub(super) step: String,
@@ -196,6 +201,7 @@ impl StepState {
             dialect: store.dialect(),
             app_schema: store.app_schema().to_string(),
             refusals: Vec::new(),
+            unanswered: None,
             timed_out: false,
             deadline,
             store,

@@ -16,7 +16,8 @@
 //! - `"sleep_ms": n` sleeps n ms (through WASI's clock, so the host keeps serving);
 //! - `"trap": true` panics (a Wasm trap), `"spin": true` loops forever,
 //!   `"grow_mib": n` allocates n MiB;
-//! - `"finish": value` ends the run with `value`; `"repeat_while_below": n`
+//! - `"finish": value` ends the run with `value` (`"finish_padding": n`: with
+//!   a string of n bytes); `"repeat_while_below": n`
 //!   repeats the step until `calls_<step>` reaches n.
 
 use acidic_guest::{Ctx, Job, Outcome, SqlValue, Step, StepError, export_step};
@@ -161,6 +162,10 @@ impl Step for Scripted {
             if calls < below {
                 return Ok(Outcome::Repeat);
             }
+        }
+        if let Some(bytes) = action.get("finish_padding").and_then(Value::as_u64) {
+            let padding = "p".repeat(usize::try_from(bytes).unwrap_or(usize::MAX));
+            return Ok(Outcome::Finish(Value::String(padding)));
         }
         match action.get("finish") {
             Some(result) => Ok(Outcome::Finish(result.clone())),
