@@ -175,6 +175,15 @@ pub enum Error {
     )]
     DatabaseUrl(String),
 
+    /// A database URL this host understands, with a parameter it refuses.
+    #[error("database URL `{url}`: {problem}")]
+    DatabaseUrlParameter {
+        /// The URL, its password replaced by `***`.
+        url: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+
     /// A migration this database applied earlier has other SQL in this
     /// binary: the schema may not be what the binary expects.
     #[error(

@@ -519,6 +519,8 @@ fn database_errors_are_one_line_and_inspecting_creates_nothing() {
         let err = stderr(&out);
         assert!(err.contains("no database at"), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
+        let named = missing.display().to_string();
+        assert_eq!(err.matches(&named).count(), 1, "the path once: {err}");
         assert!(!missing.exists(), "{args:?} created {}", missing.display());
     }
     let nowhere = env.dir.path().join("no/such/folder/acidic.db");
@@ -528,6 +530,8 @@ fn database_errors_are_one_line_and_inspecting_creates_nothing() {
     );
     let err = stderr(&out);
     assert!(err.contains("cannot open or create the file"), "{err}");
+    let named = nowhere.display().to_string();
+    assert_eq!(err.matches(&named).count(), 1, "the path once: {err}");
 
     let base = crate::harness::postgres_url();
     let (scheme_user, host_db) = base.split_once('@').expect("a Postgres URL with a user");
@@ -543,6 +547,14 @@ fn database_errors_are_one_line_and_inspecting_creates_nothing() {
             ),
             "does not exist",
         ),
+        (
+            "mysql://u:s3cret@127.0.0.1/test".to_string(),
+            "unsupported database URL",
+        ),
+        (
+            format!("postgres://acidic_no_such_role:s3cret@{host_db}"),
+            "role \"acidic_no_such_role\" does not exist",
+        ),
     ];
     for (url, cause) in cases {
         let out = run(&url, &["runs", "list"]);
@@ -550,6 +562,8 @@ fn database_errors_are_one_line_and_inspecting_creates_nothing() {
         let err = stderr(&out);
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert_eq!(err.matches(cause).count(), 1, "{cause} once in: {err}");
+        // The database is named once.
+        assert_eq!(err.matches("127.0.0.1").count(), 1, "named once: {err}");
         assert!(!err.contains("s3cret"), "{err}");
     }
 }

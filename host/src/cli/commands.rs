@@ -82,9 +82,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         let requests = u32::try_from(options.max_in_flight).unwrap_or(u32::MAX);
         config.max_connections = Some(workers.saturating_add(requests).saturating_add(8));
     }
-    let host = Host::open(config)
-        .await
-        .with_context(|| format!("opening {}", redacted(&cli.database_url)))?;
+    let host = match Host::open(config).await {
+        Ok(host) => host,
+        // These name the database already: said once.
+        Err(
+            e @ (acidic::Error::Connect { .. }
+            | acidic::Error::NoDatabase(_)
+            | acidic::Error::DatabaseUrl(_)
+            | acidic::Error::DatabaseUrlParameter { .. }),
+        ) => {
+            return Err(e.into());
+        }
+        Err(e) => {
+            let url = acidic::store::redacted_url(&cli.database_url);
+            return Err(anyhow::Error::new(e).context(format!("opening {url}")));
+        }
+    };
     match cli.command {
         Command::Register { manifests } => register(&host, &manifests, json).await,
         Command::Run { target, follow } => {
@@ -662,19 +675,5 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             _ = recv(&mut int) => {}
         }
         eprintln!("stopping: finishing current steps, then handing runs back");
-    }
-}
-
-/// `url` with any password in it replaced by `***`, for messages.
-fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_string();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
     }
 }

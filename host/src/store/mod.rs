@@ -250,7 +250,7 @@ impl Store {
             ));
         }
         if url.contains("://") && !url.starts_with("sqlite:") {
-            return Err(Error::DatabaseUrl(url.to_string()));
+            return Err(Error::DatabaseUrl(redacted_url(url)));
         }
         Ok(Store::Sqlite(sqlite::SqliteStore::open(url, create).await?))
     }
@@ -578,8 +578,40 @@ impl Wakeups {
     }
 }
 
+/// `url` with any password in it replaced by `***`, for messages (a
+/// password may hold `@`: the host starts after the last one).
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_password_in_a_url_is_never_shown() {
+        for (url, shown) in [
+            ("postgres://u:s3cret@h/db", "postgres://u:***@h/db"),
+            (
+                "postgres://u:p@ss@h:5432/db?schema=x",
+                "postgres://u:***@h:5432/db?schema=x",
+            ),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("acidic.db", "acidic.db"),
+            ("sqlite:///tmp/a@b.db", "sqlite:///tmp/a@b.db"),
+        ] {
+            assert_eq!(super::redacted_url(url), shown);
+        }
+    }
+
     use super::{postgres, sqlite};
 
     /// Every file in `migrations/<backend>/` is compiled in, and the two

@@ -322,15 +322,21 @@ fn split_schema(url: &str) -> Result<(String, String, String)> {
                 .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
-            return Err(Error::DatabaseUrl(format!(
-                "{url}: {param} `{name}` must be 1 to 63 letters, digits or _, not starting with a digit"
-            )));
+            return Err(Error::DatabaseUrlParameter {
+                url: super::redacted_url(url),
+                problem: format!(
+                    "{param} `{name}` must be 1 to 63 letters, digits or _, not starting with a digit"
+                ),
+            });
         }
     }
     if schema == app_schema {
-        return Err(Error::DatabaseUrl(format!(
-            "{url}: the engine's schema and the application's must differ, or steps could reach the engine's tables"
-        )));
+        return Err(Error::DatabaseUrlParameter {
+            url: super::redacted_url(url),
+            problem: "the engine's schema and the application's must differ, or steps could \
+                      reach the engine's tables"
+                .into(),
+        });
     }
     let url = if rest.is_empty() {
         base.to_string()
