@@ -31,11 +31,21 @@ async fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ACIDIC_LOG").unwrap_or_else(|_| {
-        // Postgres warns "there is no transaction in progress" when the
-        // driver rolls back a transaction a failed COMMIT already ended.
-        tracing_subscriber::EnvFilter::new("warn,acidic::guest=info,sqlx::postgres::notice=error")
-    });
+    // Postgres warns "there is no transaction in progress" when the driver
+    // rolls back a transaction a failed COMMIT (a conflict) already ended:
+    // noise, kept out of the log unless ACIDIC_LOG names the target itself.
+    const NOTICES: &str = "sqlx::postgres::notice";
+    const DEFAULT: &str = "warn,acidic::guest=info";
+    let asked = std::env::var("ACIDIC_LOG").unwrap_or_else(|_| DEFAULT.into());
+    let with_notices = |spec: &str| {
+        if spec.contains(NOTICES) {
+            spec.to_string()
+        } else {
+            format!("{spec},{NOTICES}=error")
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(with_notices(&asked))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(with_notices(DEFAULT)));
     use tracing_subscriber::prelude::*;
     let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
