@@ -1253,6 +1253,15 @@ fn the_dashboard_works_in_a_real_browser() {
     assert_eq!(gone.status, 503, "{}", gone.body);
     let cancel = server.request("POST", "/v1/runs/orders/order-gone/cancel", &[], None);
     assert_eq!(cancel.status, 200, "{}", cancel.body);
+    // A pending run the browser moves to version 2 ("Retry on the latest version").
+    let later = server.post("orders", "order-later", &flaky(1), &[]);
+    assert_eq!(later.status, 503, "{}", later.body);
+    let v2 = env.scripted(
+        "orders",
+        "max_attempts = 3",
+        &[("a", ""), ("b", "sql = \"read-write\"")],
+    );
+    register(&env, &v2);
 
     // Without a session: pages go to the login form, actions are refused.
     let agent: ureq::Agent = ureq::Agent::config_builder()

@@ -108,10 +108,27 @@ async function main() {
     assert.match(await page.textContent('#http-status'), /201/);
     assert.ok((await page.textContent('#response')).trim().length > 0, 'the stored body');
 
+    // Retry on the latest version: a pending run on version 1 moves to 2 and finishes there.
+    await page.goto(`${base}/ui/runs?key=order-later`);
+    await page.click('#runs tbody a');
+    await page.waitForURL(/\/ui\/runs\/\d+/);
+    const runUrl = page.url();
+    assert.match(await page.textContent('body'), /orders version 1/, 'on version 1 first');
+    await page.click('#upgrade');
+    await page.waitForURL(/notice=/);
+    assert.match(await page.textContent('#notice'), /upgrade: requeued at step `b` \(version 2\)/);
+    for (let i = 0; ; i++) {
+      await page.goto(runUrl);
+      if ((await page.textContent('#status')).includes('succeeded')) break;
+      assert.ok(i < 40, `the upgraded run did not succeed: ${await page.textContent('body')}`);
+      await page.waitForTimeout(250);
+    }
+    assert.match(await page.textContent('body'), /orders version 2/, 'finished on version 2');
+
     // Workflows, and queues and health.
     await page.goto(`${base}/ui/workflows`);
     const wf = await page.textContent('section.workflow[data-name=orders]');
-    assert.match(wf, /New runs get version 1/, wf);
+    assert.match(wf, /New runs get version 2/, wf);
     assert.match(wf, /sql read-write/, 'the grants are shown');
     await shot('workflows');
     await page.goto(`${base}/ui/queues`);
