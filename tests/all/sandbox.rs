@@ -628,6 +628,27 @@ async fn what_a_step_produces_is_capped(env) {
         assert_eq!(staged.len(), 1, "{step}: no run was staged");
     }
 
+    // A manifest's fan-out stages runs too: the same caps hold, here
+    // max_staged = 10 against a list of 11.
+    let kid = env.scripted("cap-kid", "", &[("only", "")]);
+    host.register(&kid).await.expect("register kid");
+    let fan = env.scripted(
+        "cap-fan",
+        "max_attempts = 1\nmax_staged = 10",
+        &[("mark", ""), ("spread", "awaits = { workflow = \"cap-kid\", for_each = \"items\" }")],
+    );
+    host.register(&fan).await.expect("register fan-out");
+    let items: Vec<u32> = (0..11).collect();
+    let args = json!({ "script": { "mark": { "count": true }, "spread": { "set": { "items": items } } } });
+    let report = beside_a_good_run(&env, &host, RunRequest::new("cap-fan", args)).await;
+    assert_eq!(report.status, RunStatus::Failed, "fan-out: caps are final");
+    contained(&host, &report, "spread", "output_too_large", "max_staged").await;
+    let kids = host
+        .runs(&RunFilter { workflow: Some("cap-kid".into()), limit: 100, ..RunFilter::default() })
+        .await
+        .expect("runs");
+    assert!(kids.is_empty(), "no run was staged: {kids:?}");
+
     // A run that stages a run of its own workflow, forever: stopped at depth 3.
     let path = env.workflow("hostile", "chain", "max_attempts = 1\nmax_lineage_depth = 3", &[("chain", "")]);
     host.register(&path).await.expect("register chain");
