@@ -337,17 +337,20 @@ impl staging::Host for StepState {
                     "the staged runs' results are over the step's memory budget of {} bytes",
                     self.budget.max()
                 );
-                return self.unanswered(Refusal::new(ErrorKind::MemoryLimit, message));
+                self.cannot_answer(Refusal::new(ErrorKind::MemoryLimit, message));
+                return Vec::new();
             }
             Ok(Err(e)) => {
                 let message = format!("the host could not list the staged runs: {e}");
                 let mut refusal = Refusal::new(ErrorKind::HostError, message);
                 refusal.retryable = true;
-                return self.unanswered(refusal);
+                self.cannot_answer(refusal);
+                return Vec::new();
             }
             Err(_) => {
                 let message = "listing the staged runs was cut off at the step's deadline";
-                return self.unanswered(Refusal::new(ErrorKind::Timeout, message));
+                self.cannot_answer(Refusal::new(ErrorKind::Timeout, message));
+                return Vec::new();
             }
         };
         let mut children = Vec::with_capacity(runs.len());
@@ -364,15 +367,6 @@ impl staging::Host for StepState {
             });
         }
         children
-    }
-}
-
-impl StepState {
-    /// Records why `children` could not answer (the step fails with it) and
-    /// gives the guest the empty list its signature leaves as the only answer.
-    fn unanswered(&mut self, refusal: Refusal) -> Vec<staging::Child> {
-        self.unanswered.get_or_insert(refusal);
-        Vec::new()
     }
 }
 

@@ -258,6 +258,12 @@ impl StepState {
         }
     }
 
+    /// Records why a host call could not answer the guest and has no error
+    /// to say so with (`children`): the step fails with the first such.
+    pub(super) fn cannot_answer(&mut self, refusal: Refusal) {
+        self.unanswered.get_or_insert(refusal);
+    }
+
     /// Records that the guest tried to exceed a cap; returns the message for the guest.
     pub(super) fn refuse(&mut self, message: String) -> String {
         self.too_large.get_or_insert_with(|| message.clone());

@@ -595,6 +595,7 @@ pub fn redacted_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::{postgres, sqlite};
 
     #[test]
     fn a_password_in_a_url_is_never_shown() {
@@ -611,8 +612,6 @@ mod tests {
             assert_eq!(super::redacted_url(url), shown);
         }
     }
-
-    use super::{postgres, sqlite};
 
     /// Every file in `migrations/<backend>/` is compiled in, and the two
     /// backends' migrations are numbered and named alike.
