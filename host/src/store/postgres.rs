@@ -356,6 +356,8 @@ pub struct StepTx {
     /// back to), sent ahead of the next statement on the transaction rather
     /// than as a round trip of its own.
     ending: Option<&'static str>,
+    /// The next statement's savepoint is open already (BEGIN opened it).
+    savepoint_open: bool,
 }
 
 /// How a guest statement's savepoint ends when the statement succeeded, and
@@ -365,27 +367,42 @@ const RELEASE: &str = "RELEASE SAVEPOINT acidic_guest";
 const UNDO: &str = "ROLLBACK TO SAVEPOINT acidic_guest; RELEASE SAVEPOINT acidic_guest";
 
 impl PostgresStore {
-    /// Opens a step transaction for guest SQL.
-    pub async fn begin_step(&self) -> Result<StepTx> {
+    /// Opens a step transaction for guest SQL, with the savepoint of its
+    /// first statement (bounded by `limits`) already in place.
+    pub async fn begin_step(&self, limits: &GuestLimits) -> Result<StepTx> {
         // Checked to be a plain identifier in `split_schema`; the role is derived from one.
         let role = match &self.guest_role {
             Some(role) => format!("; SET LOCAL ROLE \"{role}\""),
             None => String::new(),
         };
-        // One round trip: the transaction, and the guest's view in it.
+        // One round trip: the transaction, the guest's view in it, and the
+        // first statement's savepoint.
         let tx = self
             .pool
             .begin_with(sqlx::AssertSqlSafe(format!(
-                "BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL search_path TO \"{}\"{role}",
-                self.app_schema
+                "BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL search_path TO \"{}\"{role}; {}",
+                self.app_schema,
+                savepoint_sql(limits)
             )))
             .await?;
         Ok(StepTx {
             tx,
             schema: self.schema.clone(),
             ending: None,
+            savepoint_open: true,
         })
     }
+}
+
+/// Opens a guest statement's savepoint, bounded by the time and memory left
+/// to its step.
+fn savepoint_sql(limits: &GuestLimits) -> String {
+    let ms = limits.time_left().as_millis().max(1);
+    format!(
+        "SAVEPOINT acidic_guest; SET LOCAL statement_timeout = {ms}; SET LOCAL {} = {}",
+        crate::sql::rows::BUDGET_SETTING,
+        limits.max_bytes
+    )
 }
 
 impl StepTx {
@@ -438,20 +455,21 @@ impl StepTx {
         limits: &GuestLimits,
         run: impl AsyncFnOnce(&mut Self) -> Result<T>,
     ) -> Result<T> {
-        let ms = limits.time_left().as_millis().max(1);
         let budget = limits.max_bytes;
-        let ending = self
-            .ending
-            .take()
-            .map(|e| format!("{e}; "))
-            .unwrap_or_default();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "{ending}SAVEPOINT acidic_guest; SET LOCAL statement_timeout = {ms}; \
-             SET LOCAL {} = {budget}",
-            crate::sql::rows::BUDGET_SETTING
-        )))
-        .execute(&mut *self.tx)
-        .await?;
+        // The first statement's savepoint came with BEGIN.
+        if !std::mem::take(&mut self.savepoint_open) {
+            let ending = self
+                .ending
+                .take()
+                .map(|e| format!("{e}; "))
+                .unwrap_or_default();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "{ending}{}",
+                savepoint_sql(limits)
+            )))
+            .execute(&mut *self.tx)
+            .await?;
+        }
         let result = run(self).await.map_err(|e| over_budget(e, budget));
         // Nothing runs on the transaction before the next statement or the
         // commit, which send this first.
@@ -639,6 +657,22 @@ pub fn guest_role_name(schema: &str) -> String {
 
 use super::{GuestLimits, SqlRows, SqlValue};
 use crate::sql::SqlGrant;
+
+/// How a step's commit writes its timeline entry with the fenced update
+/// (`shared/commit.rs`): one statement, whose insert takes the run the
+/// update returned, so it inserts nothing when the fence failed.
+macro_rules! step_commit_sql {
+    ($update:expr) => {
+        concat!(
+            "WITH u AS (",
+            $update,
+            "), e AS (INSERT INTO step_events (run_id, step, attempt, outcome, error_kind, message, \
+               started_at, finished_at, logs) \
+             SELECT id, $13, $15, $16, NULL, NULL, $17, $8, $18 FROM u) \
+             SELECT cancel_requested_by, parent_run_id, awaited, awaits_runs FROM u"
+        )
+    };
+}
 
 // The SQL written once for both backends, one concept per file.
 include!("shared/prelude.rs");

@@ -628,6 +628,20 @@ impl Authority {
 use super::{GuestLimits, SqlRows, SqlValue};
 use crate::sql::SqlGrant;
 
+/// How a step's commit writes its timeline entry with the fenced update
+/// (`shared/commit.rs`): a second statement in the same round trip, which
+/// inserts only if the update changed the run.
+macro_rules! step_commit_sql {
+    ($update:expr) => {
+        concat!(
+            $update,
+            "; INSERT INTO step_events (run_id, step, attempt, outcome, error_kind, message, \
+               started_at, finished_at, logs) \
+             SELECT $11, $13, $15, $16, NULL, NULL, $17, $8, $18 WHERE changes() = 1"
+        )
+    };
+}
+
 // The SQL written once for both backends, one concept per file.
 include!("shared/prelude.rs");
 include!("shared/components.rs");

@@ -29,11 +29,12 @@ impl Store {
         StepTx::Unopened(self.clone())
     }
 
-    /// Begins a step's transaction on the database.
-    async fn open_step(&self) -> Result<StepTx> {
+    /// Begins a step's transaction on the database, for a first statement
+    /// bounded by `limits`.
+    async fn open_step(&self, limits: &GuestLimits) -> Result<StepTx> {
         match self {
             Store::Sqlite(s) => Ok(StepTx::Sqlite(s.begin_step().await?)),
-            Store::Postgres(s) => Ok(StepTx::Postgres(s.begin_step().await?)),
+            Store::Postgres(s) => Ok(StepTx::Postgres(s.begin_step(limits).await?)),
         }
     }
 
@@ -75,10 +76,11 @@ impl std::fmt::Debug for StepTx {
 }
 
 impl StepTx {
-    /// Begins the transaction on the database, if it has not begun.
-    async fn opened(&mut self) -> Result<&mut StepTx> {
+    /// Begins the transaction on the database, if it has not begun, for a
+    /// statement bounded by `limits`.
+    async fn opened(&mut self, limits: &GuestLimits) -> Result<&mut StepTx> {
         if let StepTx::Unopened(store) = self {
-            *self = store.open_step().await?;
+            *self = store.open_step(limits).await?;
         }
         Ok(self)
     }
@@ -91,7 +93,7 @@ impl StepTx {
         grant: &crate::sql::SqlGrant,
         limits: &GuestLimits,
     ) -> Result<u64> {
-        match self.opened().await? {
+        match self.opened(limits).await? {
             StepTx::Sqlite(t) => t.execute(sql, params, grant, limits).await,
             StepTx::Postgres(t) => t.execute(sql, params, grant, limits).await,
             StepTx::Unopened(_) => Err(not_opened()),
@@ -106,7 +108,7 @@ impl StepTx {
         grant: &crate::sql::SqlGrant,
         limits: &GuestLimits,
     ) -> Result<SqlRows> {
-        match self.opened().await? {
+        match self.opened(limits).await? {
             StepTx::Sqlite(t) => t.query(sql, params, grant, limits).await,
             StepTx::Postgres(t) => t.query(sql, params, grant, limits).await,
             StepTx::Unopened(_) => Err(not_opened()),

@@ -1,6 +1,32 @@
 // A step's commit, fenced on its lease, and the record of a failed call.
 // Written once for both backends: see `prelude.rs`.
 
+/// A step's fenced update of its run: the new recovery point (or the end),
+/// attributes and lease, only if `$12` still holds the lease at `$13`.
+macro_rules! step_update {
+    () => {
+        "UPDATE runs SET recovery_point = $1, attributes = $2, status = $3, result = $4, \
+           attempts = attempts + 1, step_attempt = 0, step_attempt_base = 0, \
+           locked_by = CASE WHEN $5 THEN NULL ELSE locked_by END, \
+           locked_until = CASE WHEN $6 THEN NULL ELSE $7 END, \
+           updated_at = $8, finished_at = CASE WHEN $9 THEN $10 ELSE NULL END, \
+           http_status = COALESCE($14, http_status), \
+           response_code = CASE WHEN $9 THEN COALESCE($14, http_status, 201) ELSE NULL END, \
+           response_body = CASE WHEN $9 THEN $4 ELSE NULL END \
+         WHERE id = $11 AND locked_by = $12 AND recovery_point = $13 AND status = 'running' \
+         RETURNING id, cancel_requested_by, parent_run_id, awaited, \
+           EXISTS (SELECT 1 FROM runs c WHERE c.parent_run_id = $11 AND c.awaited = TRUE) AS awaits_runs"
+    };
+}
+
+/// The update alone, for a step whose timeline entry depends on the runs it staged.
+const STEP_UPDATE_SQL: &str = step_update!();
+
+/// The update and the step's timeline entry (`$15` attempt, `$16` outcome,
+/// `$17` started, `$18` logs) in one round trip, the entry written only if
+/// the update's fence held: each backend says how (`step_commit_sql!`).
+const STEP_COMMIT_SQL: &str = step_commit_sql!(step_update!());
+
 impl Backend {
     /// Commits a step: attributes, staged runs, timeline entry and the new
     /// recovery point, in one transaction fenced on the lease. If the step
@@ -103,36 +129,37 @@ async fn commit_step_in(tx: &mut Transaction<'static, Db>, c: &StepCommit) -> Re
     // The lease is checked inside the commit, so a worker that lost it
     // (expired and taken over) cannot advance the run. The owner token is
     // unique per claim, so comparing it is the whole fence: an expired
-    // lease nobody took over still belongs to its worker.
-    let updated = sqlx::query(
-        "UPDATE runs SET recovery_point = $1, attributes = $2, status = $3, result = $4, \
-           attempts = attempts + 1, step_attempt = 0, step_attempt_base = 0, \
-           locked_by = CASE WHEN $5 THEN NULL ELSE locked_by END, \
-           locked_until = CASE WHEN $6 THEN NULL ELSE $7 END, \
-           updated_at = $8, finished_at = CASE WHEN $9 THEN $10 ELSE NULL END, \
-           http_status = COALESCE($14, http_status), \
-           response_code = CASE WHEN $9 THEN COALESCE($14, http_status, 201) ELSE NULL END, \
-           response_body = CASE WHEN $9 THEN $4 ELSE NULL END \
-         WHERE id = $11 AND locked_by = $12 AND recovery_point = $13 AND status = 'running' \
-         RETURNING cancel_requested_by, parent_run_id, awaited, \
-           EXISTS (SELECT 1 FROM runs c WHERE c.parent_run_id = $11 AND c.awaited = TRUE) AS awaits_runs",
-    )
-    .bind(recovery_point)
-    .bind(&attributes)
-    .bind(status.as_str())
-    .bind(&result)
-    .bind(done)
-    .bind(done)
-    .bind(now + ms(c.lease.ttl))
-    .bind(now)
-    .bind(done)
-    .bind(now)
-    .bind(c.run_id)
-    .bind(&c.lease.owner)
-    .bind(&c.step)
-    .bind(c.http_status.map(i64::from))
-    .fetch_optional(&mut **tx)
-    .await?;
+    // lease nobody took over still belongs to its worker. A step that staged
+    // no runs knows its timeline entry already: it goes with the update, in
+    // the same round trip, and only if the fence held.
+    let with_event = c.staged.is_empty();
+    let query = sqlx::query(if with_event { STEP_COMMIT_SQL } else { STEP_UPDATE_SQL })
+        .bind(recovery_point)
+        .bind(&attributes)
+        .bind(status.as_str())
+        .bind(&result)
+        .bind(done)
+        .bind(done)
+        .bind(now + ms(c.lease.ttl))
+        .bind(now)
+        .bind(done)
+        .bind(now)
+        .bind(c.run_id)
+        .bind(&c.lease.owner)
+        .bind(&c.step)
+        .bind(c.http_status.map(i64::from));
+    let query = if with_event {
+        query
+            .bind(i64::from(c.attempt))
+            .bind(outcome.as_str())
+            .bind(c.started_at)
+            .bind(c.logs.as_deref())
+    } else {
+        query
+    };
+    // All rows, not the first: on SQLite the entry is a second statement,
+    // which runs only once the update's row has been read.
+    let updated = query.fetch_all(&mut **tx).await?.into_iter().next();
     let Some(updated) = updated else {
         return Ok(CommitOutcome::LeaseLost);
     };
@@ -179,18 +206,20 @@ async fn commit_step_in(tx: &mut Transaction<'static, Db>, c: &StepCommit) -> Re
         )
         .await?;
     } else {
-        insert_event(
-            tx,
-            c.run_id,
-            &c.step,
-            c.attempt,
-            outcome,
-            None,
-            c.started_at,
-            now,
-            c.logs.as_deref(),
-        )
-        .await?;
+        if !with_event {
+            insert_event(
+                tx,
+                c.run_id,
+                &c.step,
+                c.attempt,
+                outcome,
+                None,
+                c.started_at,
+                now,
+                c.logs.as_deref(),
+            )
+            .await?;
+        }
         if done {
             child_succeeded(tx, parent, awaited, now).await?;
         }
