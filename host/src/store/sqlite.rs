@@ -145,6 +145,11 @@ impl SqliteStore {
         let pools = |max: u32| {
             SqlitePoolOptions::new()
                 .max_connections(max)
+                // A file's connection does not go stale the way a socket
+                // does: no ping (a round trip to the driver's thread) before
+                // each use. One left in a failed transaction is closed on
+                // release (below).
+                .test_before_acquire(false)
                 // As long as the busy handler waits for another process's lock.
                 .acquire_timeout(Duration::from_secs(30))
                 // A connection whose COMMIT or ROLLBACK failed (a full disk, an
@@ -183,7 +188,10 @@ impl SqliteStore {
         };
         // The writer first: it creates the file, and the readers find it.
         // (An in-memory database is one per connection: one, for both.)
+        // Guest SQL runs only on the writer, so only its connections get
+        // the guest's callbacks.
         let writer = pools(1)
+            .after_connect(|conn, _| Box::pin(async move { install_guest_callbacks(conn).await }))
             .connect_with(options.clone())
             .await
             .map_err(connect_error)?;
@@ -266,6 +274,10 @@ pub struct StepTx {
     /// interrupted write rolls back the whole transaction, as do a full
     /// disk and some I/O errors): nothing more may run on it, and it cannot commit.
     lost: bool,
+    /// The connection's own length limit, while a guest statement's is in
+    /// force (a statement whose future was dropped leaves it so, until the
+    /// rollback puts it back).
+    length: Option<std::ffi::c_int>,
 }
 
 impl SqliteStore {
@@ -274,6 +286,7 @@ impl SqliteStore {
         Ok(StepTx {
             tx: self.begin().await?,
             lost: false,
+            length: None,
         })
     }
 }
@@ -370,51 +383,57 @@ unsafe extern "C" fn authorize(
     if allowed { SQLITE_OK } else { SQLITE_DENY }
 }
 
+/// Installs the authorizer and the progress handler on a writer
+/// connection, once, when it opens. Both look up the authority in force on
+/// the connection (in AUTHORITIES, by its handle's address) and allow
+/// everything while there is none: the engine's own statements. Installing
+/// them once matters: setting an authorizer makes SQLite recompile every
+/// statement the connection has cached, the engine's commit among them.
+async fn install_guest_callbacks(conn: &mut Conn) -> std::result::Result<(), sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr();
+    // SAFETY: `db` is this connection's open handle, locked for the call;
+    // the callbacks' data is an integer key, never dereferenced.
+    unsafe {
+        libsqlite3_sys::sqlite3_set_authorizer(db, Some(authorize), db as *mut std::ffi::c_void);
+        libsqlite3_sys::sqlite3_progress_handler(
+            db,
+            PROGRESS_EVERY,
+            Some(progress),
+            db as *mut std::ffi::c_void,
+        );
+    }
+    Ok(())
+}
+
 impl StepTx {
-    /// Runs `run` with SQLite's authorizer set to `authority`, and removes it
-    /// afterwards, whatever happened, so the engine's own statements in the
-    /// same transaction are not limited by it.
+    /// Runs `run` with `authority` in force on the connection (see
+    /// [`install_guest_callbacks`]) and ends it afterwards, whatever
+    /// happened, so the engine's own statements in the same transaction are
+    /// not limited by it.
     async fn with_authorizer<T>(
         &mut self,
         authority: &Authority,
         run: impl AsyncFnOnce(&mut Self) -> Result<T>,
     ) -> Result<T> {
-        // The callback's data is only this connection's address: it looks its
-        // authority up in AUTHORITIES, and allows everything when there is
-        // none. So nothing it points to can be freed under it, and if this
-        // future is dropped mid-way the guard's removal leaves a callback
-        // that no longer limits the engine's own statements (the rollback).
-        let key = {
+        // If this future is dropped mid-way, the guard's removal of the
+        // authority leaves callbacks that no longer limit the engine's own
+        // statements (the rollback).
+        let (key, length) = {
             let mut handle = self.tx.lock_handle().await?;
             let db = handle.as_raw_handle().as_ptr();
             let key = db as usize;
             authorities().insert(key, authority.clone());
-            // SAFETY: `db` is this connection's open handle, locked for the
-            // call; the callbacks' data is an integer, never dereferenced.
-            unsafe {
-                libsqlite3_sys::sqlite3_set_authorizer(
-                    db,
-                    Some(authorize),
-                    key as *mut std::ffi::c_void,
-                );
-                libsqlite3_sys::sqlite3_progress_handler(
-                    db,
-                    PROGRESS_EVERY,
-                    Some(progress),
-                    key as *mut std::ffi::c_void,
-                );
-            }
             // No string or blob the statement makes may be longer than what
             // is left of the step's memory budget: SQLite refuses it (TOOBIG)
             // instead of building it in the host's memory.
             let most = i32::try_from(authority.max_bytes.max(1 << 10)).unwrap_or(i32::MAX);
-            // SAFETY: as above.
+            // SAFETY: `db` is this connection's open handle, locked for the call.
             let length = unsafe {
                 libsqlite3_sys::sqlite3_limit(db, libsqlite3_sys::SQLITE_LIMIT_LENGTH, most)
             };
-            (key, length)
+            (key, *self.length.get_or_insert(length))
         };
-        let (key, length) = key;
         let mut active = ActiveAuthority {
             key,
             deadline: authority.deadline,
@@ -426,15 +445,15 @@ impl StepTx {
         }
         let result = run(self).await;
         active.finished = true;
+        drop(active);
         if let Ok(mut handle) = self.tx.lock_handle().await {
-            // SAFETY: as above; removing the callbacks. `sqlite3_get_autocommit`
-            // only reads the handle's state; `sqlite3_exec` runs a constant
-            // statement on it while it is locked for us.
+            // SAFETY: as above. `sqlite3_get_autocommit` only reads the
+            // handle's state; `sqlite3_exec` runs a constant statement on it
+            // while it is locked for us.
             unsafe {
                 let db = handle.as_raw_handle().as_ptr();
-                libsqlite3_sys::sqlite3_set_authorizer(db, None, std::ptr::null_mut());
-                libsqlite3_sys::sqlite3_progress_handler(db, 0, None, std::ptr::null_mut());
                 libsqlite3_sys::sqlite3_limit(db, libsqlite3_sys::SQLITE_LIMIT_LENGTH, length);
+                self.length = None;
                 if result.is_err() && libsqlite3_sys::sqlite3_get_autocommit(db) != 0 {
                     // SQLite rolled the step's transaction back itself. Open an
                     // empty one in its place, so the driver's own rollback
@@ -550,8 +569,20 @@ impl StepTx {
         end_step_tx(self.tx, c).await
     }
 
-    /// Rolls back everything the step did.
-    pub async fn rollback(self) -> Result<()> {
+    /// Rolls back everything the step did, and puts the connection's
+    /// length limit back if a cut-off guest statement left its own.
+    pub async fn rollback(mut self) -> Result<()> {
+        if let Some(length) = self.length.take() {
+            let mut handle = self.tx.lock_handle().await?;
+            // SAFETY: this connection's open handle, locked for the call.
+            unsafe {
+                libsqlite3_sys::sqlite3_limit(
+                    handle.as_raw_handle().as_ptr(),
+                    libsqlite3_sys::SQLITE_LIMIT_LENGTH,
+                    length,
+                );
+            }
+        }
         Ok(self.tx.rollback().await?)
     }
 }
