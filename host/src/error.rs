@@ -142,6 +142,16 @@ pub enum Error {
     #[error("{0}")]
     GuestSql(String),
 
+    /// SQLite refused or failed a guest's statement (run on the connection's
+    /// handle itself): its extended result code and message.
+    #[error("{message}")]
+    GuestSqlite {
+        /// SQLite's extended result code.
+        code: i32,
+        /// SQLite's message.
+        message: String,
+    },
+
     /// A guest's SQL statement was cut off at the step's deadline.
     #[error("the SQL statement was cut off at the step's deadline")]
     GuestSqlDeadline,

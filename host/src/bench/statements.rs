@@ -1,6 +1,8 @@
 //! Counting the statements the host sends to its database, for `acidic
 //! bench`: the driver (sqlx) logs each statement it runs (a batch sent as
-//! one is one), and a log layer counts those events while [`counted`] runs.
+//! one is one), the host each guest statement it runs on a SQLite handle
+//! itself ([`GUEST_TARGET`]), and a log layer counts those events while
+//! [`counted`] runs.
 //! The layer is installed only by the bench; outside [`counted`] its filter
 //! says no, so the driver does not even build the log line.
 
@@ -17,6 +19,13 @@ use tracing_subscriber::registry::LookupSpan;
 /// Where the driver logs every statement it runs.
 const TARGET: &str = "sqlx::query";
 
+/// Where the host logs a guest statement it runs without the driver.
+pub const GUEST_TARGET: &str = "acidic::statement";
+
+fn counted_target(target: &str) -> bool {
+    target == TARGET || target == GUEST_TARGET
+}
+
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static SENT: AtomicU64 = AtomicU64::new(0);
@@ -28,16 +37,17 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     INSTALLED.store(true, Ordering::Relaxed);
-    let filter =
-        dynamic_filter_fn(|meta, _| COUNTING.load(Ordering::Relaxed) && meta.target() == TARGET)
-            .with_callsite_filter(|meta| {
-                if meta.target() == TARGET {
-                    Interest::sometimes()
-                } else {
-                    Interest::never()
-                }
-            })
-            .with_max_level_hint(LevelFilter::DEBUG);
+    let filter = dynamic_filter_fn(|meta, _| {
+        COUNTING.load(Ordering::Relaxed) && counted_target(meta.target())
+    })
+    .with_callsite_filter(|meta| {
+        if counted_target(meta.target()) {
+            Interest::sometimes()
+        } else {
+            Interest::never()
+        }
+    })
+    .with_max_level_hint(LevelFilter::DEBUG);
     StatementCounter.with_filter(filter)
 }
 

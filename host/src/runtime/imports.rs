@@ -509,6 +509,7 @@ impl StepState {
             Error::Database(sqlx::Error::Database(db)) => {
                 (db.message().to_string(), db.code().map(|c| c.into_owned()))
             }
+            Error::GuestSqlite { code, message } => (message, Some(code.to_string())),
             other => (other.to_string(), None),
         };
         // A database's message can quote a whole value the guest made.

@@ -21,6 +21,7 @@ mod backend;
 pub mod postgres;
 mod retry;
 pub mod sqlite;
+mod sqlite_handle;
 
 pub use retry::deterministic;
 use retry::{Retry, Transient, transient, unique_violation};

@@ -274,10 +274,6 @@ pub struct StepTx {
     /// interrupted write rolls back the whole transaction, as do a full
     /// disk and some I/O errors): nothing more may run on it, and it cannot commit.
     lost: bool,
-    /// The connection's own length limit, while a guest statement's is in
-    /// force (a statement whose future was dropped leaves it so, until the
-    /// rollback puts it back).
-    length: Option<std::ffi::c_int>,
 }
 
 impl SqliteStore {
@@ -286,7 +282,6 @@ impl SqliteStore {
         Ok(StepTx {
             tx: self.begin().await?,
             lost: false,
-            length: None,
         })
     }
 }
@@ -407,69 +402,55 @@ async fn install_guest_callbacks(conn: &mut Conn) -> std::result::Result<(), sql
 }
 
 impl StepTx {
-    /// Runs `run` with `authority` in force on the connection (see
-    /// [`install_guest_callbacks`]) and ends it afterwards, whatever
-    /// happened, so the engine's own statements in the same transaction are
-    /// not limited by it.
-    async fn with_authorizer<T>(
+    /// Runs one guest statement with `authority` in force on the connection
+    /// (see [`install_guest_callbacks`]), in one visit to it: the handle is
+    /// locked from the driver's thread, the authority and the length limit
+    /// set, the statement run on the handle itself (`sqlite_handle`), and
+    /// both ended again before the lock is given back, whatever happened,
+    /// so the engine's own statements in the transaction are not limited by
+    /// them. Nothing here awaits between the two, so no cut-off can leave
+    /// them in force.
+    async fn guarded(
         &mut self,
+        sql: &str,
+        params: &[SqlValue],
         authority: &Authority,
-        run: impl AsyncFnOnce(&mut Self) -> Result<T>,
-    ) -> Result<T> {
-        // If this future is dropped mid-way, the guard's removal of the
-        // authority leaves callbacks that no longer limit the engine's own
-        // statements (the rollback).
-        let (key, length) = {
-            let mut handle = self.tx.lock_handle().await?;
-            let db = handle.as_raw_handle().as_ptr();
-            let key = db as usize;
-            authorities().insert(key, authority.clone());
-            // No string or blob the statement makes may be longer than what
-            // is left of the step's memory budget: SQLite refuses it (TOOBIG)
-            // instead of building it in the host's memory.
-            let most = i32::try_from(authority.max_bytes.max(1 << 10)).unwrap_or(i32::MAX);
-            // SAFETY: `db` is this connection's open handle, locked for the call.
-            let length = unsafe {
-                libsqlite3_sys::sqlite3_limit(db, libsqlite3_sys::SQLITE_LIMIT_LENGTH, most)
-            };
-            (key, *self.length.get_or_insert(length))
-        };
-        let mut active = ActiveAuthority {
-            key,
-            deadline: authority.deadline,
-            finished: false,
-        };
+        rows: Option<usize>,
+    ) -> Result<Ran> {
         if self.lost {
-            active.finished = true;
             return Err(Error::GuestSql(LOST.into()));
         }
-        let result = run(self).await;
-        active.finished = true;
-        drop(active);
-        if let Ok(mut handle) = self.tx.lock_handle().await {
-            // SAFETY: as above. `sqlite3_get_autocommit` only reads the
-            // handle's state; `sqlite3_exec` runs a constant statement on it
-            // while it is locked for us.
+        let mut handle = self.tx.lock_handle().await?;
+        let db = handle.as_raw_handle().as_ptr();
+        // No string or blob the statement makes may be longer than what is
+        // left of the step's memory budget: SQLite refuses it (TOOBIG)
+        // instead of building it in the host's memory.
+        let most = i32::try_from(authority.max_bytes.max(1 << 10)).unwrap_or(i32::MAX);
+        let in_force = InForce::set(db, authority, most);
+        // SAFETY: `db` is this connection's open handle, locked from the
+        // driver's thread for as long as `handle` lives.
+        let result = unsafe { sqlite_handle::run(db, sql, params, rows) };
+        drop(in_force);
+        // SAFETY: as above. `sqlite3_get_autocommit` only reads the handle's
+        // state; `sqlite3_exec` runs a constant statement on it.
+        if result.is_err() && unsafe { libsqlite3_sys::sqlite3_get_autocommit(db) } != 0 {
+            // SQLite rolled the step's transaction back itself. Open an empty
+            // one in its place, so the driver's own rollback (it still counts
+            // one transaction) finds it and leaves the connection clean for
+            // the pool.
+            self.lost = true;
+            // SAFETY: as above.
             unsafe {
-                let db = handle.as_raw_handle().as_ptr();
-                libsqlite3_sys::sqlite3_limit(db, libsqlite3_sys::SQLITE_LIMIT_LENGTH, length);
-                self.length = None;
-                if result.is_err() && libsqlite3_sys::sqlite3_get_autocommit(db) != 0 {
-                    // SQLite rolled the step's transaction back itself. Open an
-                    // empty one in its place, so the driver's own rollback
-                    // (it still counts one transaction) finds it and leaves
-                    // the connection clean for the pool.
-                    self.lost = true;
-                    libsqlite3_sys::sqlite3_exec(
-                        db,
-                        c"BEGIN".as_ptr(),
-                        None,
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
-                    );
-                }
+                libsqlite3_sys::sqlite3_exec(
+                    db,
+                    c"BEGIN".as_ptr(),
+                    None,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                );
             }
         }
+        drop(handle);
         result
     }
 
@@ -482,10 +463,10 @@ impl StepTx {
         limits: &GuestLimits,
     ) -> Result<u64> {
         let authority = Authority::of(grant, limits);
-        self.with_authorizer(&authority, async |t: &mut Self| {
-            t.execute_unchecked(sql, params).await
-        })
-        .await
+        match self.guarded(sql, params, &authority, None).await? {
+            Ran::Changed(n) => Ok(n),
+            Ran::Rows(_) => Ok(0),
+        }
     }
 
     /// Runs a checked guest query; values come back as SQLite stored them.
@@ -499,64 +480,16 @@ impl StepTx {
         limits: &GuestLimits,
     ) -> Result<SqlRows> {
         let authority = Authority::of(grant, limits);
-        self.with_authorizer(&authority, async |t: &mut Self| {
-            t.query_unchecked(sql, params, limits.max_bytes).await
-        })
-        .await
-    }
-
-    async fn execute_unchecked(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64> {
-        let q = bind_params(sql, params);
-        Ok(q.execute(&mut *self.tx).await?.rows_affected())
-    }
-
-    async fn query_unchecked(
-        &mut self,
-        sql: &str,
-        params: &[SqlValue],
-        max_bytes: usize,
-    ) -> Result<SqlRows> {
-        use futures_util::TryStreamExt;
-        use sqlx::{Column, Executor, SqlSafeStr, Statement, TypeInfo, ValueRef};
-        let statement = (&mut *self.tx)
-            .prepare(sqlx::AssertSqlSafe(sql.to_string()).into_sql_str())
-            .await?;
-        let columns: Vec<String> = statement
-            .columns()
-            .iter()
-            .map(|c| c.name().to_string())
-            .collect();
-        let q = bind_params(sql, params);
-        let mut rows = q.fetch(&mut *self.tx);
-        let mut out = Vec::new();
-        let mut held = columns.iter().map(|c| c.len() + 24).sum::<usize>();
-        while let Some(row) = rows.try_next().await? {
-            let row = &row;
-            let mut values = Vec::with_capacity(columns.len());
-            for i in 0..row.len() {
-                let raw = row.try_get_raw(i)?;
-                let value = if raw.is_null() {
-                    SqlValue::Null
-                } else {
-                    // SQLite is dynamically typed: decode what the value is.
-                    match raw.type_info().name() {
-                        "INTEGER" => SqlValue::Integer(row.try_get_unchecked(i)?),
-                        "REAL" => SqlValue::Real(row.try_get_unchecked(i)?),
-                        "BLOB" => SqlValue::Blob(row.try_get_unchecked(i)?),
-                        _ => SqlValue::Text(row.try_get_unchecked(i)?),
-                    }
-                };
-                held += value.size();
-                values.push(value);
-            }
-            held += 24;
-            if held > max_bytes {
-                return Err(Error::GuestRowsOverBudget { budget: max_bytes });
-            }
-            out.push(values);
+        match self
+            .guarded(sql, params, &authority, Some(limits.max_bytes))
+            .await?
+        {
+            Ran::Rows(rows) => Ok(rows),
+            Ran::Changed(_) => Ok(SqlRows {
+                columns: Vec::new(),
+                rows: Vec::new(),
+            }),
         }
-        drop(rows);
-        Ok(SqlRows { columns, rows: out })
     }
 
     /// Commits the step on this transaction (fenced on its lease), or rolls
@@ -569,44 +502,10 @@ impl StepTx {
         end_step_tx(self.tx, c).await
     }
 
-    /// Rolls back everything the step did, and puts the connection's
-    /// length limit back if a cut-off guest statement left its own.
-    pub async fn rollback(mut self) -> Result<()> {
-        if let Some(length) = self.length.take() {
-            let mut handle = self.tx.lock_handle().await?;
-            // SAFETY: this connection's open handle, locked for the call.
-            unsafe {
-                libsqlite3_sys::sqlite3_limit(
-                    handle.as_raw_handle().as_ptr(),
-                    libsqlite3_sys::SQLITE_LIMIT_LENGTH,
-                    length,
-                );
-            }
-        }
+    /// Rolls back everything the step did.
+    pub async fn rollback(self) -> Result<()> {
         Ok(self.tx.rollback().await?)
     }
-}
-
-/// `sql` with `params` bound as SQLite stores them (JSON as text). Guest
-/// statements are prepared afresh each time, never kept in the
-/// connection's statement cache: SQLite consults the authorizer when it
-/// prepares, so a statement another step's grant let through is never
-/// reused under this one's.
-fn bind_params(
-    sql: &str,
-    params: &[SqlValue],
-) -> sqlx::query::Query<'static, Db, <Db as sqlx::Database>::Arguments> {
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).persistent(false);
-    for p in params {
-        q = match p {
-            SqlValue::Null => q.bind(None::<i64>),
-            SqlValue::Integer(i) => q.bind(*i),
-            SqlValue::Real(f) => q.bind(*f),
-            SqlValue::Text(t) | SqlValue::Json(t) => q.bind(t.clone()),
-            SqlValue::Blob(b) => q.bind(b.clone()),
-        };
-    }
-    q
 }
 
 /// The authority in force on each connection (by its handle's address)
@@ -620,26 +519,38 @@ fn authorities() -> std::sync::MutexGuard<'static, std::collections::BTreeMap<us
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Ends a connection's authority when dropped, however the statement ended.
-struct ActiveAuthority {
-    /// The connection's handle, as its key in AUTHORITIES.
-    key: usize,
-    deadline: std::time::Instant,
-    /// Whether the statement returned (rather than its future being dropped).
-    finished: bool,
+/// A guest statement's authority and length limit, in force on a locked
+/// connection until dropped (however the statement ended, a panic included).
+struct InForce {
+    db: *mut libsqlite3_sys::sqlite3,
+    /// The connection's own length limit, put back on drop.
+    length: std::ffi::c_int,
 }
 
-impl Drop for ActiveAuthority {
+impl InForce {
+    fn set(
+        db: *mut libsqlite3_sys::sqlite3,
+        authority: &Authority,
+        most: std::ffi::c_int,
+    ) -> InForce {
+        authorities().insert(db as usize, authority.clone());
+        // SAFETY: the caller holds `db` locked, open, for as long as this lives.
+        let length =
+            unsafe { libsqlite3_sys::sqlite3_limit(db, libsqlite3_sys::SQLITE_LIMIT_LENGTH, most) };
+        InForce { db, length }
+    }
+}
+
+impl Drop for InForce {
     fn drop(&mut self) {
-        authorities().remove(&self.key);
-        // Dropped mid-statement at the deadline (the step's call was cut
-        // off): without its authority the progress handler no longer stops
-        // the statement, so interrupt it now, or it would hold the write lock.
-        if !self.finished && std::time::Instant::now() >= self.deadline {
-            // SAFETY: the key is the handle of a connection the step's
-            // transaction still holds open; sqlite3_interrupt may be called
-            // from any thread.
-            unsafe { libsqlite3_sys::sqlite3_interrupt(self.key as *mut libsqlite3_sys::sqlite3) };
+        authorities().remove(&(self.db as usize));
+        // SAFETY: as in `set`.
+        unsafe {
+            libsqlite3_sys::sqlite3_limit(
+                self.db,
+                libsqlite3_sys::SQLITE_LIMIT_LENGTH,
+                self.length,
+            );
         }
     }
 }
@@ -656,6 +567,7 @@ impl Authority {
     }
 }
 
+use super::sqlite_handle::{self, Ran};
 use super::{GuestLimits, SqlRows, SqlValue};
 use crate::sql::SqlGrant;
 
