@@ -429,7 +429,7 @@ impl StepTx {
         let in_force = InForce::set(db, authority, most);
         // SAFETY: `db` is this connection's open handle, locked from the
         // driver's thread for as long as `handle` lives.
-        let result = unsafe { sqlite_handle::run(db, sql, params, rows) };
+        let result = off_the_runtime(|| unsafe { sqlite_handle::run(db, sql, params, rows) });
         drop(in_force);
         // SAFETY: as above. `sqlite3_get_autocommit` only reads the handle's
         // state; `sqlite3_exec` runs a constant statement on it.
@@ -517,6 +517,18 @@ fn authorities() -> std::sync::MutexGuard<'static, std::collections::BTreeMap<us
     AUTHORITIES
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs `f`, which may hold the thread until a step's deadline, without
+/// holding up the runtime's other tasks: on a multi-threaded runtime the
+/// thread's other work moves to another thread meanwhile.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 /// A guest statement's authority and length limit, in force on a locked
