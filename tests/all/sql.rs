@@ -294,3 +294,59 @@ async fn a_guests_fatal_verdict_and_constraint_violations_are_not_retried(env) {
     );
 }
 }
+
+/// SQLite binds a guest's values to `?`, `?N` and `$N` as given, NULL to a
+/// parameter past them, and reads each value back as SQLite stored it
+/// (integer, real, text, blob, NULL); a named parameter (`:who`) is an
+/// error that says what to use instead, and the step goes on past it.
+#[tokio::test]
+async fn sqlite_binds_each_parameter_style_and_reads_each_type_back() {
+    let env = Env::new();
+    let host = env.host().await;
+    let rides = book(&env, &host).await;
+    let args = json!({ "script": { "write": { "sql": [
+        { "execute": format!("INSERT INTO {rides} (id, who, cents, note) VALUES (?, ?, ?, ?)"),
+          "params": [1, "ada", 1250, "plain ?"] },
+        { "execute": format!("INSERT INTO {rides} (id, who, cents, note) VALUES (?2, ?1, ?3, ?4)"),
+          "params": ["bob", 2, 7.5] },
+        { "execute": format!("INSERT INTO {rides} (id, who, cents, note) VALUES ($1, $2, $3, x'00ff')"),
+          "params": [3, "cy", null] },
+        { "execute": format!("INSERT INTO {rides} (id, who) VALUES (:id, :who)"),
+          "params": [4, "dee"], "tolerate": true },
+        { "query": format!("SELECT id, who, cents, typeof(cents) AS t, typeof(note) AS n \
+                            FROM {rides} ORDER BY id;"),
+          "into": "rows" },
+    ] } } });
+    let report = host
+        .run(RunRequest::new("book", args).with_key("styles"))
+        .await
+        .expect("run");
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let run = host.find("styles", Some("book")).await.expect("find");
+    let rows = run
+        .attributes
+        .get("rows")
+        .expect("rows read back")
+        .to_string();
+    for expected in [
+        r#"{"cents":1250,"id":1,"n":"text","t":"integer","who":"ada"}"#,
+        r#"{"cents":7.5,"id":2,"n":"null","t":"real","who":"bob"}"#,
+        r#"{"cents":null,"id":3,"n":"blob","t":"null","who":"cy"}"#,
+    ] {
+        assert!(rows.contains(expected), "{expected} in {rows}");
+    }
+    assert_eq!(
+        env.app_count(&rides, "1 = 1"),
+        3,
+        "the named parameters wrote nothing"
+    );
+    let shown = host.show("styles", Some("book")).await.expect("show");
+    assert!(
+        shown
+            .timeline
+            .iter()
+            .any(|e| e.step == "write" && e.outcome == "committed"),
+        "{:?}",
+        shown.timeline
+    );
+}
