@@ -350,3 +350,42 @@ async fn sqlite_binds_each_parameter_style_and_reads_each_type_back() {
         shown.timeline
     );
 }
+
+/// On Postgres the first guest statement's savepoint rides on BEGIN, each
+/// later one on the statement before it, and a failed statement is undone
+/// alone: a step whose second statement fails (a duplicate key) and whose
+/// guest goes on keeps its first and third rows, and the engine's commit
+/// after them (as the engine again, in its own schema) records the step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_undoes_a_failed_statement_alone_and_commits_the_rest() {
+    let env = Env::on(Backend::Postgres);
+    let host = env.host().await;
+    let rides = book(&env, &host).await;
+    let mut duplicate = insert(&rides, 1);
+    duplicate["tolerate"] = json!(true);
+    let args = json!({ "script": { "write": { "sql": [
+        insert(&rides, 1),
+        duplicate,
+        insert(&rides, 2),
+        { "query": format!("SELECT count(*) AS n FROM {rides}"), "into": "seen" },
+    ] } } });
+    let report = host
+        .run(RunRequest::new("book", args).with_key("undo-one"))
+        .await
+        .expect("run");
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let run = host.find("undo-one", Some("book")).await.expect("find");
+    let seen = run.attributes.get("seen").expect("seen").to_string();
+    assert!(
+        seen.contains("\"n\":2"),
+        "the guest saw its two rows: {seen}"
+    );
+    assert_eq!(env.app_count(&rides, "1 = 1"), 2);
+    let shown = host.show("undo-one", Some("book")).await.expect("show");
+    assert!(
+        shown
+            .timeline
+            .iter()
+            .any(|e| e.step == "write" && e.outcome == "committed")
+    );
+}
