@@ -63,11 +63,6 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "cancel_request",
         include_str!("../../../migrations/postgres/0005_cancel_request.sql"),
     ),
-    (
-        6,
-        "room_for_updates",
-        include_str!("../../../migrations/postgres/0006_room_for_updates.sql"),
-    ),
 ];
 
 /// Any number: it only has to be the same in every process that migrates.
@@ -376,9 +371,8 @@ impl PostgresStore {
     /// first statement (bounded by `limits`) already in place.
     pub async fn begin_step(&self, limits: &GuestLimits) -> Result<StepTx> {
         // Checked to be a plain identifier in `split_schema`; the role is derived from one.
-        // (`set_config(…, true)` is `SET LOCAL`; several in one statement.)
         let role = match &self.guest_role {
-            Some(role) => format!(", set_config('role', '{role}', true)"),
+            Some(role) => format!("; SET LOCAL ROLE \"{role}\""),
             None => String::new(),
         };
         // One round trip: the transaction, the guest's view in it, and the
@@ -386,8 +380,7 @@ impl PostgresStore {
         let tx = self
             .pool
             .begin_with(sqlx::AssertSqlSafe(format!(
-                "BEGIN ISOLATION LEVEL SERIALIZABLE; \
-                 SELECT set_config('search_path', '\"{}\"', true){role}; {}",
+                "BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL search_path TO \"{}\"{role}; {}",
                 self.app_schema,
                 savepoint_sql(limits)
             )))
@@ -406,8 +399,7 @@ impl PostgresStore {
 fn savepoint_sql(limits: &GuestLimits) -> String {
     let ms = limits.time_left().as_millis().max(1);
     format!(
-        "SAVEPOINT acidic_guest; \
-         SELECT set_config('statement_timeout', '{ms}', true), set_config('{}', '{}', true)",
+        "SAVEPOINT acidic_guest; SET LOCAL statement_timeout = {ms}; SET LOCAL {} = {}",
         crate::sql::rows::BUDGET_SETTING,
         limits.max_bytes
     )
@@ -542,8 +534,7 @@ impl StepTx {
             .map(|e| format!("{e}; "))
             .unwrap_or_default();
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "{ending}SELECT set_config('role', 'none', true), \
-             set_config('search_path', '\"{}\"', true), set_config('statement_timeout', '0', true)",
+            "{ending}RESET ROLE; SET LOCAL search_path TO \"{}\"; SET LOCAL statement_timeout = 0",
             self.schema
         )))
         .execute(&mut *self.tx)

@@ -62,11 +62,6 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "cancel_request",
         include_str!("../../../migrations/sqlite/0005_cancel_request.sql"),
     ),
-    (
-        6,
-        "room_for_updates",
-        include_str!("../../../migrations/sqlite/0006_room_for_updates.sql"),
-    ),
 ];
 
 /// The `synchronous` setting a URL asks for, and the URL without it:
