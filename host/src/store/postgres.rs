@@ -406,6 +406,15 @@ fn savepoint_sql(limits: &GuestLimits) -> String {
 }
 
 impl StepTx {
+    /// `sql`, after how the last guest statement's savepoint ends (if it
+    /// has not been sent yet): one batch, one round trip.
+    fn after_ending(&mut self, sql: String) -> String {
+        match self.ending.take() {
+            Some(ending) => format!("{ending}; {sql}"),
+            None => sql,
+        }
+    }
+
     /// Prepares `sql` and binds `params` with the types Postgres inferred
     /// for them (a NULL or a JSON value needs the parameter's own type).
     async fn bound<'a>(
@@ -458,17 +467,10 @@ impl StepTx {
         let budget = limits.max_bytes;
         // The first statement's savepoint came with BEGIN.
         if !std::mem::take(&mut self.savepoint_open) {
-            let ending = self
-                .ending
-                .take()
-                .map(|e| format!("{e}; "))
-                .unwrap_or_default();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "{ending}{}",
-                savepoint_sql(limits)
-            )))
-            .execute(&mut *self.tx)
-            .await?;
+            let batch = self.after_ending(savepoint_sql(limits));
+            sqlx::raw_sql(sqlx::AssertSqlSafe(batch))
+                .execute(&mut *self.tx)
+                .await?;
         }
         let result = run(self).await.map_err(|e| over_budget(e, budget));
         // Nothing runs on the transaction before the next statement or the
@@ -528,17 +530,13 @@ impl StepTx {
     /// engine's own statements run as the connecting user again, in the
     /// engine's schema, with no statement timeout of the guest's.
     pub async fn commit(mut self, c: &StepCommit) -> Result<CommitOutcome> {
-        let ending = self
-            .ending
-            .take()
-            .map(|e| format!("{e}; "))
-            .unwrap_or_default();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "{ending}RESET ROLE; SET LOCAL search_path TO \"{}\"; SET LOCAL statement_timeout = 0",
+        let batch = self.after_ending(format!(
+            "RESET ROLE; SET LOCAL search_path TO \"{}\"; SET LOCAL statement_timeout = 0",
             self.schema
-        )))
-        .execute(&mut *self.tx)
-        .await?;
+        ));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(batch))
+            .execute(&mut *self.tx)
+            .await?;
         end_step_tx(self.tx, c).await
     }
 
