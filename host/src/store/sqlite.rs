@@ -463,10 +463,7 @@ impl StepTx {
         limits: &GuestLimits,
     ) -> Result<u64> {
         let authority = Authority::of(grant, limits);
-        match self.guarded(sql, params, &authority, None).await? {
-            Ran::Changed(n) => Ok(n),
-            Ran::Rows(_) => Ok(0),
-        }
+        Ok(self.guarded(sql, params, &authority, None).await?.changed)
     }
 
     /// Runs a checked guest query; values come back as SQLite stored them.
@@ -480,16 +477,10 @@ impl StepTx {
         limits: &GuestLimits,
     ) -> Result<SqlRows> {
         let authority = Authority::of(grant, limits);
-        match self
+        let ran = self
             .guarded(sql, params, &authority, Some(limits.max_bytes))
-            .await?
-        {
-            Ran::Rows(rows) => Ok(rows),
-            Ran::Changed(_) => Ok(SqlRows {
-                columns: Vec::new(),
-                rows: Vec::new(),
-            }),
-        }
+            .await?;
+        Ok(ran.rows)
     }
 
     /// Commits the step on this transaction (fenced on its lease), or rolls

@@ -17,11 +17,12 @@ use super::{SqlRows, SqlValue};
 use crate::error::{Error, Result};
 
 /// What a guest statement gave back.
-pub(super) enum Ran {
-    /// Rows it changed (a statement run by `execute`; rows it returned are read and dropped).
-    Changed(u64),
-    /// The rows of a query.
-    Rows(SqlRows),
+pub(super) struct Ran {
+    /// Rows it changed (SQLite's count, for an INSERT, UPDATE or DELETE).
+    pub changed: u64,
+    /// The rows it returned, when they were asked for (else they are read
+    /// and dropped).
+    pub rows: SqlRows,
 }
 
 /// A prepared statement, finalized when dropped.
@@ -101,12 +102,12 @@ unsafe fn run_statement(
     }
     // Text that is only a comment or whitespace prepares no statement.
     if stmt.is_null() {
-        return Ok(match rows {
-            Some(_) => Ran::Rows(SqlRows {
+        return Ok(Ran {
+            changed: 0,
+            rows: SqlRows {
                 columns: Vec::new(),
                 rows: Vec::new(),
-            }),
-            None => Ran::Changed(0),
+            },
         });
     }
     let stmt = Prepared(stmt);
@@ -160,10 +161,10 @@ unsafe fn run_statement(
             _ => return Err(unsafe { last_error(db) }),
         }
     }
-    Ok(match rows {
-        Some(_) => Ran::Rows(SqlRows { columns, rows: out }),
+    Ok(Ran {
         // SAFETY: as the function's contract.
-        None => Ran::Changed(u64::try_from(unsafe { ffi::sqlite3_changes64(db) }).unwrap_or(0)),
+        changed: u64::try_from(unsafe { ffi::sqlite3_changes64(db) }).unwrap_or(0),
+        rows: SqlRows { columns, rows: out },
     })
 }
 

@@ -3,8 +3,9 @@
 // TRUE/FALSE), one file per concept beside this one. Each backend module
 // includes this file and the others after defining: `Backend` (its store
 // type, with `begin`, `begin_claim` and `pool`), `Db`, `Conn`, `DbRow`,
-// `CLAIM_SQL`, `queue_param` and the `step_commit_sql!` macro. `contract.rs` checks, at compile time, that
-// each backend keeps the contract in `backend.rs`.
+// `CLAIM_SQL`, `queue_param` and the `step_commit_sql!` macro. `contract.rs`
+// checks, at compile time, that each backend keeps the contract in
+// `backend.rs`.
 
 use std::time::Duration;
 
